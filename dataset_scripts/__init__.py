@@ -1,0 +1,1 @@
+"""The Well and Mini-Well data as Hugging Face datasets (see the data issues)."""

@@ -1,0 +1,218 @@
+"""Configuration of PDE-FM: model sizes, ablation switches and the registry of known datasets."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import PretrainedConfig
+
+# Size presets. `small` is the paper's model size (about 13M parameters with 2D datasets), `tiny` runs in
+# seconds on a CPU for tests and demos, `base` is about 100M parameters. A first 3D dataset adds a 3D patch
+# embedding and decoder (`python bench/model_sizes.py` prints the counts).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        hidden_size=32, num_layers=2, adapter_channels=8, patch_size=4, patch_size_3d=4,
+        ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=32,
+        spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
+        decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,
+    ),
+    "small": dict(
+        hidden_size=256, num_layers=8, adapter_channels=16, patch_size=16, patch_size_3d=8,
+        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=128,
+        spectral_token_modes=8, spectral_token_modes_3d=4, num_attention_heads=8,
+        decoder_width=64, decoder_layers=4, decoder_modes=8, decoder_modes_3d=4,
+    ),
+    "base": dict(
+        hidden_size=768, num_layers=8, adapter_channels=48, patch_size=16, patch_size_3d=8,
+        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=128,
+        spectral_token_modes=12, spectral_token_modes_3d=6, num_attention_heads=12,
+        decoder_width=96, decoder_layers=4, decoder_modes=12, decoder_modes_3d=6,
+    ),
+}
+
+DATASET_KEYS = ("n_fields", "n_constant_fields", "n_spatial_dims", "n_constant_scalars")
+SUPPORTED_SPATIAL_DIMS = (2, 3)
+BACKBONES = ("mamba", "attention")
+DECODERS = ("fno", "conv")
+
+
+def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Return a clean copy of one dataset entry, or raise a ValueError naming the bad key."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset names must be non-empty strings, got {name!r}")
+    if not isinstance(spec, dict):
+        raise ValueError(f"datasets[{name!r}] must be a dict with keys {DATASET_KEYS}, got {type(spec).__name__}")
+    unknown = set(spec) - set(DATASET_KEYS) - {"field_names"}
+    if unknown:
+        raise ValueError(f"datasets[{name!r}] has unknown keys {sorted(unknown)}; expected {DATASET_KEYS}")
+    clean: dict[str, Any] = {
+        "n_fields": spec.get("n_fields"),
+        "n_constant_fields": spec.get("n_constant_fields", 0),
+        "n_spatial_dims": spec.get("n_spatial_dims"),
+        "n_constant_scalars": spec.get("n_constant_scalars", 0),
+    }
+    for key, value in clean.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"datasets[{name!r}][{key!r}] must be an int, got {value!r}")
+    if clean["n_fields"] < 1:
+        raise ValueError(f"datasets[{name!r}]['n_fields'] must be at least 1, got {clean['n_fields']}")
+    if clean["n_constant_fields"] < 0 or clean["n_constant_scalars"] < 0:
+        raise ValueError(f"datasets[{name!r}]: constant field and scalar counts must be >= 0")
+    if clean["n_spatial_dims"] not in SUPPORTED_SPATIAL_DIMS:
+        raise ValueError(
+            f"datasets[{name!r}]['n_spatial_dims'] must be one of {SUPPORTED_SPATIAL_DIMS}, "
+            f"got {clean['n_spatial_dims']}"
+        )
+    if "field_names" in spec and spec["field_names"] is not None:
+        names = list(spec["field_names"])
+        if len(names) != clean["n_fields"]:
+            raise ValueError(
+                f"datasets[{name!r}]['field_names'] has {len(names)} names but n_fields is {clean['n_fields']}"
+            )
+        clean["field_names"] = names
+    return clean
+
+
+class PDEFMConfig(PretrainedConfig):
+    r"""Configuration of [`PDEFMModel`].
+
+    Args:
+        datasets (`dict[str, dict]`): the datasets the model knows, by name. Each entry holds `n_fields`
+            (channels of the evolving fields), `n_constant_fields`, `n_spatial_dims` (2 or 3),
+            `n_constant_scalars` and optionally `field_names`.
+        hidden_size: token width of the backbone.
+        num_layers: number of backbone layers.
+        adapter_channels: width of the shared latent field space the dataset adapters map into.
+        patch_size / patch_size_3d: patch edge for 2D / 3D grids.
+        ssm_state_size, ssm_head_dim, ssm_expand, ssm_conv_kernel, ssm_chunk_size: Mamba-2 mixer sizes.
+        spectral_token_modes / spectral_token_modes_3d: lowest Fourier modes kept per axis by the spectral tokenizer.
+        num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
+        decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
+        use_spectral_tokens, use_film, use_cross_attention: ablation switches.
+        backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
+        decoder: `"fno"` (spectral convolutions) or `"conv"` (3x3 convolutions).
+        alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
+        predict_increment: predict the change over the last input frame instead of the next frame.
+        normalize_inputs: normalise each sample's fields by their mean and std over the input window
+            (statistics are reused to map the prediction back to physical units).
+        check_finite_inputs: raise a `ValueError` when an input holds NaN or Inf.
+    """
+
+    model_type = "pdefm"
+
+    def __init__(
+        self,
+        datasets: dict[str, dict[str, Any]] | None = None,
+        hidden_size: int = 256,
+        num_layers: int = 8,
+        adapter_channels: int = 16,
+        patch_size: int = 16,
+        patch_size_3d: int = 8,
+        ssm_state_size: int = 64,
+        ssm_head_dim: int = 64,
+        ssm_expand: int = 2,
+        ssm_conv_kernel: int = 4,
+        ssm_chunk_size: int = 128,
+        spectral_token_modes: int = 8,
+        spectral_token_modes_3d: int = 4,
+        num_attention_heads: int = 8,
+        decoder_width: int = 64,
+        decoder_layers: int = 4,
+        decoder_modes: int = 8,
+        decoder_modes_3d: int = 4,
+        use_spectral_tokens: bool = True,
+        use_film: bool = True,
+        use_cross_attention: bool = True,
+        backbone: str = "mamba",
+        decoder: str = "fno",
+        alternate_scan_axes: bool = True,
+        predict_increment: bool = True,
+        normalize_inputs: bool = True,
+        check_finite_inputs: bool = True,
+        max_constant_scalars: int = 16,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-5,
+        preset: str | None = None,
+        **kwargs,
+    ):
+        self.datasets = {name: validate_dataset_spec(name, spec) for name, spec in (datasets or {}).items()}
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.adapter_channels = adapter_channels
+        self.patch_size = patch_size
+        self.patch_size_3d = patch_size_3d
+        self.ssm_state_size = ssm_state_size
+        self.ssm_head_dim = ssm_head_dim
+        self.ssm_expand = ssm_expand
+        self.ssm_conv_kernel = ssm_conv_kernel
+        self.ssm_chunk_size = ssm_chunk_size
+        self.spectral_token_modes = spectral_token_modes
+        self.spectral_token_modes_3d = spectral_token_modes_3d
+        self.num_attention_heads = num_attention_heads
+        self.decoder_width = decoder_width
+        self.decoder_layers = decoder_layers
+        self.decoder_modes = decoder_modes
+        self.decoder_modes_3d = decoder_modes_3d
+        self.use_spectral_tokens = use_spectral_tokens
+        self.use_film = use_film
+        self.use_cross_attention = use_cross_attention
+        self.backbone = backbone
+        self.decoder = decoder
+        self.alternate_scan_axes = alternate_scan_axes
+        self.predict_increment = predict_increment
+        self.normalize_inputs = normalize_inputs
+        self.check_finite_inputs = check_finite_inputs
+        self.max_constant_scalars = max_constant_scalars
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.preset = preset
+        super().__init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",
+                    "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
+                    "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",
+                    "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if (self.hidden_size * self.ssm_expand) % self.ssm_head_dim:
+            raise ValueError(
+                f"hidden_size * ssm_expand ({self.hidden_size * self.ssm_expand}) must be divisible by "
+                f"ssm_head_dim ({self.ssm_head_dim})"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        for name, spec in self.datasets.items():
+            if spec["n_constant_scalars"] > self.max_constant_scalars:
+                raise ValueError(
+                    f"datasets[{name!r}] has {spec['n_constant_scalars']} constant scalars; "
+                    f"max_constant_scalars is {self.max_constant_scalars}"
+                )
+
+    @classmethod
+    def from_preset(cls, preset: str, datasets: dict[str, dict[str, Any]] | None = None, **overrides) -> "PDEFMConfig":
+        """Build a config from a named size preset (`tiny`, `small`, `base`); keyword arguments override it."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+        values = {**copy.deepcopy(PRESETS[preset]), **overrides}
+        return cls(datasets=datasets, preset=preset, **values)
+
+    def grid_settings(self, n_spatial_dims: int) -> tuple[int, int, int]:
+        """(patch size, spectral token modes, decoder modes) for a grid of `n_spatial_dims` axes."""
+        if n_spatial_dims == 3:
+            return self.patch_size_3d, self.spectral_token_modes_3d, self.decoder_modes_3d
+        return self.patch_size, self.spectral_token_modes, self.decoder_modes
+
+    @property
+    def spatial_dims_in_use(self) -> list[int]:
+        return sorted({spec["n_spatial_dims"] for spec in self.datasets.values()})

@@ -1,0 +1,119 @@
+"""Mamba-2 mixer and the bidirectional backbone block built from it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ssd_scan import ssd_scan
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last axis, with an optional gate (Mamba-2's gated norm)."""
+
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        if gate is not None:
+            x = x * F.silu(gate)
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Mamba2Mixer(nn.Module):
+    """A Mamba-2 (SSD) sequence mixer, causal along the sequence.
+
+    Input and output: `[batch, length, hidden_size]`.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        state_size: int = 64,
+        head_dim: int = 64,
+        expand: int = 2,
+        conv_kernel: int = 4,
+        chunk_size: int = 128,
+        n_groups: int = 1,
+        eps: float = 1e-5,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.inner_size = expand * hidden_size
+        self.state_size = state_size
+        self.head_dim = head_dim
+        self.num_heads = self.inner_size // head_dim
+        self.n_groups = n_groups
+        self.chunk_size = chunk_size
+        self.dt_min, self.dt_max, self.dt_floor = dt_min, dt_max, dt_floor
+        conv_channels = self.inner_size + 2 * n_groups * state_size
+        self.in_proj = nn.Linear(hidden_size, self.inner_size + conv_channels + self.num_heads, bias=False)
+        self.conv1d = nn.Conv1d(conv_channels, conv_channels, conv_kernel, groups=conv_channels, padding=conv_kernel - 1)
+        self.A_log = nn.Parameter(torch.empty(self.num_heads))
+        self.D = nn.Parameter(torch.empty(self.num_heads))
+        self.dt_bias = nn.Parameter(torch.empty(self.num_heads))
+        self.norm = RMSNorm(self.inner_size, eps=eps)
+        self.out_proj = nn.Linear(self.inner_size, hidden_size, bias=False)
+        self.reset_ssm_parameters()
+
+    def ssm_initial_values(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mamba's own initialisation of (A_log, D, dt_bias): A = 1..heads, D = 1, and dt drawn log-uniformly in
+        [dt_min, dt_max] then stored through the inverse of softplus."""
+        a_log = torch.log(torch.arange(1, self.num_heads + 1, dtype=torch.float32))
+        d = torch.ones(self.num_heads)
+        dt = torch.exp(
+            torch.rand(self.num_heads) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min)
+        ).clamp(min=self.dt_floor)
+        return a_log, d, dt + torch.log(-torch.expm1(-dt))
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        for param, value in zip((self.A_log, self.D, self.dt_bias), self.ssm_initial_values()):
+            param.copy_(value)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = hidden.shape
+        z, xbc, dt = self.in_proj(hidden).split(
+            [self.inner_size, self.inner_size + 2 * self.n_groups * self.state_size, self.num_heads], dim=-1
+        )
+        xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2))
+        x, B, C = xbc.split([self.inner_size, self.n_groups * self.state_size, self.n_groups * self.state_size], dim=-1)
+        x = x.reshape(batch, length, self.num_heads, self.head_dim)
+        dt = F.softplus(dt + self.dt_bias)
+        A = -torch.exp(self.A_log.float())
+        y = ssd_scan(
+            x,
+            dt,
+            A,
+            B.reshape(batch, length, self.n_groups, self.state_size),
+            C.reshape(batch, length, self.n_groups, self.state_size),
+            self.chunk_size,
+        )
+        y = y + x * self.D[:, None]
+        y = self.norm(y.reshape(batch, length, self.inner_size), gate=z)
+        return self.out_proj(y)
+
+
+class BidirectionalMamba(nn.Module):
+    """Two Mamba-2 mixers, one reading the sequence forwards and one backwards, summed.
+
+    With both directions every output token depends on every input token. Input/output `[batch, length, hidden]`.
+    """
+
+    def __init__(self, hidden_size: int, **mixer_kwargs):
+        super().__init__()
+        self.forward_mixer = Mamba2Mixer(hidden_size, **mixer_kwargs)
+        self.backward_mixer = Mamba2Mixer(hidden_size, **mixer_kwargs)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.forward_mixer(hidden) + self.backward_mixer(hidden.flip(1)).flip(1)

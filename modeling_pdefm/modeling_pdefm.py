@@ -1,0 +1,505 @@
+"""PDE-FM: a foundation model for partial differential equations.
+
+Reads top to bottom: the output dataclass, the dataset adapters, the backbone, the decoder, the pretrained base
+class, then `PDEFMModel`. Tensors follow The Well's layout: channels last, time first:
+`input_fields [batch, T_in, *space, C]`, predictions `[batch, T_out, *space, C]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .attention_layers import TransformerBlock
+from .conditioning_layers import (
+    BC_PERIODIC,
+    CrossAttentionFusion,
+    FiLM,
+    PhysicsContextEncoder,
+    SpectralSummaryFusion,
+    signed_log,
+)
+from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
+from .losses import vrmse_per_field
+from .mamba_layers import BidirectionalMamba, Mamba2Mixer, RMSNorm
+from .spectral_layers import SpectralConv
+from .tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer, conv_class, sinusoidal_encoding
+
+# Keys of a batch from The Well's loader that the model does not use; accepted so `model(**batch)` works.
+IGNORED_BATCH_KEYS = frozenset(
+    {"space_grid", "input_scalars", "output_scalars", "field_names", "constant_field_names", "constant_scalar_names",
+     "sample_index", "file", "trajectory", "start_time"}
+)
+NORM_MIN_STD = 1e-6
+
+
+@dataclass
+class PDEFMOutput(ModelOutput):
+    """Output of [`PDEFMModel`].
+
+    Args:
+        loss: scalar VRMSE of `prediction` against `labels`, when labels are given.
+        prediction: `[batch, T_out, *space, C]` predicted fields in the units of the input.
+        last_hidden_state: `[batch, T_in, *patch_grid, hidden]` backbone output for the last predicted step.
+    """
+
+    loss: torch.Tensor | None = None
+    prediction: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+def dims_key(n_spatial_dims: int) -> str:
+    return f"{n_spatial_dims}d"
+
+
+class DatasetAdapter(nn.Module):
+    """Per-dataset 1x1 convolutions between the dataset's channels and the shared latent field space, plus the
+    dataset's embedding of its constant scalars and its identity.
+
+    `encode`: `[n, n_fields + n_constant_fields, *space]` -> `[n, adapter_channels, *space]`.
+    `decode`: `[n, adapter_channels, *space]` -> `[n, n_fields, *space]`.
+    `context`: `constant_scalars [b, S]` -> `[b, hidden]`.
+    """
+
+    def __init__(self, spec: dict[str, Any], adapter_channels: int, hidden_size: int):
+        super().__init__()
+        conv = conv_class(spec["n_spatial_dims"])
+        self.in_proj = conv(spec["n_fields"] + spec["n_constant_fields"], adapter_channels, 1)
+        self.out_proj = conv(adapter_channels, spec["n_fields"], 1)
+        self.dataset_embedding = nn.Parameter(torch.zeros(hidden_size))
+        self.scalar_proj = nn.Linear(spec["n_constant_scalars"], hidden_size) if spec["n_constant_scalars"] else None
+
+    def encode(self, fields: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(fields)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(latent)
+
+    def context(self, constant_scalars: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        context = self.dataset_embedding.expand(batch_size, -1)
+        if self.scalar_proj is not None:
+            context = context + self.scalar_proj(signed_log(constant_scalars).to(context.dtype))
+        return context
+
+
+class BackboneLayer(GradientCheckpointingLayer):
+    """One pre-norm residual layer of the backbone over the token grid `[b, T, *grid, hidden]`.
+
+    For Mamba, the grid is flattened time-major with the spatial axes rotated by `axis_shift`, so successive layers
+    scan rows, then columns (then depth): locality along every axis, not just the fastest one.
+    """
+
+    def __init__(self, config: PDEFMConfig, axis_shift: int):
+        super().__init__()
+        self.axis_shift = axis_shift
+        if config.backbone == "mamba":
+            self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.mixer = BidirectionalMamba(
+                config.hidden_size,
+                state_size=config.ssm_state_size,
+                head_dim=config.ssm_head_dim,
+                expand=config.ssm_expand,
+                conv_kernel=config.ssm_conv_kernel,
+                chunk_size=config.ssm_chunk_size,
+                eps=config.layer_norm_eps,
+            )
+        else:
+            self.norm = None
+            self.mixer = TransformerBlock(config.hidden_size, config.num_attention_heads, eps=config.layer_norm_eps)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, hidden = tokens.shape[0], tokens.shape[-1]
+        if self.norm is None:  # attention is order-free: no scan order to choose
+            return self.mixer(tokens.reshape(batch, -1, hidden)).reshape(tokens.shape)
+        n_space = tokens.ndim - 3
+        shift = self.axis_shift % n_space
+        spatial = [2 + (i + shift) % n_space for i in range(n_space)]
+        order = [0, 1, *spatial, tokens.ndim - 1]
+        permuted = tokens.permute(order)
+        sequence = permuted.reshape(batch, -1, hidden)
+        sequence = sequence + self.mixer(self.norm(sequence))
+        return sequence.reshape(permuted.shape).permute(torch.argsort(torch.tensor(order)).tolist())
+
+
+class PDEFMBackbone(nn.Module):
+    """Sequence model over the tokens of all input frames (time is a sequence axis): bidirectional Mamba-2 layers,
+    or transformer blocks for the ablation, then a final norm. `[b, T, *grid, hidden]` in and out."""
+
+    def __init__(self, config: PDEFMConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            BackboneLayer(config, axis_shift=i if config.alternate_scan_axes else 0) for i in range(config.num_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.final_norm(tokens)
+
+
+class DecoderBlock(nn.Module):
+    """One full-resolution decoder block: `act(K(x) + W x)` with K a spectral convolution (FNO) or a 3x3
+    convolution (ablation) and W a 1x1 convolution. `[n, width, *space]` in and out."""
+
+    def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
+        super().__init__()
+        conv = conv_class(n_spatial_dims)
+        self.kernel = SpectralConv(width, width, modes, n_spatial_dims) if kind == "fno" else conv(width, width, 3, padding=1)
+        self.pointwise = conv(width, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.kernel(x) + self.pointwise(x))
+
+
+class FNODecoder(nn.Module):
+    """Decodes the last frame's tokens back to a full-resolution latent field.
+
+    Tokens are un-patched to `adapter_channels` features per point, joined with the last input frame's latent
+    field (a full-resolution skip: patches alone lose sub-patch detail), lifted to `decoder_width`, passed through
+    `decoder_layers` Fourier blocks and projected back to the shared latent space.
+
+    `tokens [n, n_patches, hidden]`, `skip [n, adapter_channels, *space]` -> `[n, adapter_channels, *space]`.
+    """
+
+    def __init__(self, config: PDEFMConfig, n_spatial_dims: int):
+        super().__init__()
+        patch, _, modes = config.grid_settings(n_spatial_dims)
+        conv = conv_class(n_spatial_dims)
+        channels = config.adapter_channels
+        self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
+        self.lift = conv(2 * channels, config.decoder_width, 1)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
+        )
+        self.project = conv(config.decoder_width, channels, 1)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor) -> torch.Tensor:
+        x = self.lift(torch.cat([self.unpatch(tokens, grid, tuple(skip.shape[2:])), skip], dim=1))
+        for block in self.blocks:
+            x = block(x)
+        return self.project(x)
+
+
+class PDEFMPreTrainedModel(PreTrainedModel):
+    config_class = PDEFMConfig
+    base_model_prefix = "pdefm"
+    main_input_name = "input_fields"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["BackboneLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Transformers' generic init would reset Mamba's A, D and dt bias; every module type is handled here.
+        std = self.config.initializer_range
+        if isinstance(module, Mamba2Mixer):
+            for param, value in zip((module.A_log, module.D, module.dt_bias), module.ssm_initial_values()):
+                init.copy_(param, value)
+        elif isinstance(module, SpectralConv):
+            scale = 1.0 / (module.in_channels * module.out_channels)
+            init.uniform_(module.weight, -scale, scale)
+        elif isinstance(module, FiLM):
+            init.zeros_(module.proj.weight)  # identity modulation at the start
+            init.zeros_(module.proj.bias)
+        elif isinstance(module, DatasetAdapter):
+            init.normal_(module.dataset_embedding, std=std)
+            init.zeros_(module.out_proj.weight)  # a new dataset starts by predicting "no change"
+            init.zeros_(module.out_proj.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+            init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+
+
+class PDEFMModel(PDEFMPreTrainedModel):
+    """PDE-FM: dataset adapters, dual spatial/spectral tokenizer, physics conditioning (FiLM and cross-attention),
+    a bidirectional Mamba-2 backbone over space and time, and an FNO decoder.
+
+    `model(input_fields=..., dataset_name=..., labels=...)` predicts the next `T_out` frames (`T_out` from `labels`
+    or `output_time_grid`, else 1); more than one is rolled out autoregressively.
+    """
+
+    def __init__(self, config: PDEFMConfig):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.adapters = nn.ModuleDict()
+        self.patch_embeddings = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.spectral_tokenizer = SpectralTokenizer(config.adapter_channels, hidden) if config.use_spectral_tokens else None
+        if config.use_spectral_tokens:
+            self.fusion = CrossAttentionFusion(hidden, config.num_attention_heads) if config.use_cross_attention else SpectralSummaryFusion(hidden)
+        else:
+            self.fusion = None
+        self.context_encoder = PhysicsContextEncoder(hidden) if config.use_film else None
+        self.film = FiLM(hidden, hidden) if config.use_film else None
+        self.frame_proj = nn.Linear(hidden, hidden)
+        self.backbone = PDEFMBackbone(config)
+        for name, spec in config.datasets.items():
+            self._build_dataset_modules(name, spec)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- datasets
+    def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
+        created: list[nn.Module] = []
+        self.adapters[name] = DatasetAdapter(spec, self.config.adapter_channels, self.config.hidden_size)
+        created.append(self.adapters[name])
+        key = dims_key(spec["n_spatial_dims"])
+        if key not in self.patch_embeddings:
+            patch = self.config.grid_settings(spec["n_spatial_dims"])[0]
+            self.patch_embeddings[key] = PatchEmbedding(self.config.adapter_channels, self.config.hidden_size, patch, spec["n_spatial_dims"])
+            self.decoders[key] = FNODecoder(self.config, spec["n_spatial_dims"])
+            created += [self.patch_embeddings[key], self.decoders[key]]
+        return created
+
+    def add_dataset(
+        self,
+        name: str,
+        n_fields: int,
+        n_spatial_dims: int,
+        n_constant_fields: int = 0,
+        n_constant_scalars: int = 0,
+        field_names: list[str] | None = None,
+    ) -> DatasetAdapter:
+        """Give the model a new domain: registers it in the config and creates its (freshly initialised) adapter,
+        plus the patch embedding and decoder of its dimensionality if the model had none. Returns the adapter."""
+        if name in self.config.datasets:
+            raise ValueError(f"dataset {name!r} is already known to the model; pick another name")
+        spec = validate_dataset_spec(
+            name,
+            {"n_fields": n_fields, "n_spatial_dims": n_spatial_dims, "n_constant_fields": n_constant_fields,
+             "n_constant_scalars": n_constant_scalars, "field_names": field_names},
+        )
+        if n_constant_scalars > self.config.max_constant_scalars:
+            raise ValueError(f"n_constant_scalars={n_constant_scalars} exceeds max_constant_scalars={self.config.max_constant_scalars}")
+        device = next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        for module in self._build_dataset_modules(name, spec):
+            module.to(device=device, dtype=dtype)
+            module.apply(self._init_weights)
+        self.config.datasets = {**self.config.datasets, name: spec}
+        return self.adapters[name]
+
+    # ----------------------------------------------------------------------------------------- validation
+    def _resolve_dataset(self, dataset_name: Any) -> str:
+        if isinstance(dataset_name, (list, tuple)):  # a collated batch carries one name per sample
+            names = set(dataset_name)
+            if len(names) != 1:
+                raise ValueError(f"a batch must hold one dataset, got dataset_name values {sorted(names)}")
+            dataset_name = names.pop()
+        if dataset_name is None:
+            if len(self.config.datasets) == 1:
+                return next(iter(self.config.datasets))
+            raise ValueError(f"dataset_name is required; known datasets: {sorted(self.config.datasets)}")
+        if dataset_name not in self.config.datasets:
+            raise ValueError(
+                f"unknown dataset_name {dataset_name!r}; known datasets: {sorted(self.config.datasets)}. "
+                "Use model.add_dataset(...) to add a new one."
+            )
+        return dataset_name
+
+    def _check_inputs(self, name: str, spec: dict[str, Any], input_fields, constant_fields, constant_scalars,
+                      boundary_conditions, input_time_grid, output_time_grid, labels) -> None:
+        d = spec["n_spatial_dims"]
+        if not torch.is_tensor(input_fields) or input_fields.ndim != d + 3:
+            shape = tuple(input_fields.shape) if torch.is_tensor(input_fields) else type(input_fields).__name__
+            raise ValueError(
+                f"input_fields for dataset {name!r} ({d} spatial dims) must be [batch, T_in, {', '.join('xyz'[:d])}, "
+                f"channels] ({d + 3} dims); got shape {shape}"
+            )
+        batch, t_in, *space, channels = input_fields.shape
+        if channels != spec["n_fields"]:
+            raise ValueError(f"input_fields has {channels} channels but dataset {name!r} has n_fields={spec['n_fields']}")
+        if labels is not None and tuple(labels.shape[2:]) != tuple(input_fields.shape[2:]):
+            raise ValueError(f"labels must be [batch, T_out, {', '.join(map(str, space))}, {channels}]; got {tuple(labels.shape)}")
+        if labels is not None and labels.shape[0] != batch:
+            raise ValueError(f"labels has batch size {labels.shape[0]}, input_fields has {batch}")
+        n_const = spec["n_constant_fields"]
+        if n_const:
+            expected = (batch, *space, n_const)
+            if constant_fields is None or tuple(constant_fields.shape) != expected:
+                got = None if constant_fields is None else tuple(constant_fields.shape)
+                raise ValueError(f"constant_fields for dataset {name!r} must have shape {expected}; got {got}")
+        n_scalars = spec["n_constant_scalars"]
+        if n_scalars:
+            if constant_scalars is None or tuple(constant_scalars.shape) != (batch, n_scalars):
+                got = None if constant_scalars is None else tuple(constant_scalars.shape)
+                raise ValueError(f"constant_scalars for dataset {name!r} must have shape {(batch, n_scalars)}; got {got}")
+        if boundary_conditions is not None:
+            if tuple(boundary_conditions.shape) != (batch, d, 2):
+                raise ValueError(
+                    f"boundary_conditions must have shape {(batch, d, 2)} (axis, low/high side); got {tuple(boundary_conditions.shape)}"
+                )
+            if boundary_conditions.numel() and (boundary_conditions.min() < 0 or boundary_conditions.max() > 2):
+                raise ValueError("boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2")
+        if input_time_grid is not None and tuple(input_time_grid.shape) != (batch, t_in):
+            raise ValueError(f"input_time_grid must have shape {(batch, t_in)} (one time per input frame); got {tuple(input_time_grid.shape)}")
+        if output_time_grid is not None:
+            if output_time_grid.ndim != 2 or output_time_grid.shape[0] != batch:
+                raise ValueError(f"output_time_grid must have shape [batch={batch}, T_out]; got {tuple(output_time_grid.shape)}")
+            if labels is not None and output_time_grid.shape[1] != labels.shape[1]:
+                raise ValueError(f"output_time_grid has {output_time_grid.shape[1]} steps but labels have {labels.shape[1]}")
+        if self.config.check_finite_inputs:
+            for key, tensor in (("input_fields", input_fields), ("constant_fields", constant_fields),
+                                ("constant_scalars", constant_scalars), ("labels", labels)):
+                if tensor is not None and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    bad = (~torch.isfinite(tensor)).nonzero()
+                    raise ValueError(f"{key} holds {bad.shape[0]} non-finite values (first at index {tuple(bad[0].tolist())})")
+
+    # ----------------------------------------------------------------------------------------- forward
+    def _step_times(self, batch: int, n_steps: int, input_time_grid, output_time_grid, device) -> torch.Tensor:
+        """`[batch, n_steps]` time step from the frame before each output to that output (NaN where unknown)."""
+        if output_time_grid is not None and input_time_grid is not None and output_time_grid.shape[1] >= n_steps:
+            times = torch.cat([input_time_grid[:, -1:], output_time_grid[:, :n_steps]], dim=1).float()
+            return times.diff(dim=1)
+        if input_time_grid is not None and input_time_grid.shape[1] >= 2:
+            return (input_time_grid[:, -1] - input_time_grid[:, -2]).float()[:, None].expand(batch, n_steps)
+        return torch.full((batch, n_steps), float("nan"), device=device)
+
+    def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step. `window [b, T, C, *space]` (normalised) -> next frame `[b, C, *space]` and backbone tokens."""
+        adapter = self.adapters[name]
+        batch, frames = window.shape[:2]
+        space = tuple(window.shape[3:])
+        d = len(space)
+        x = window
+        if constants is not None:
+            x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=2)
+        latent = adapter.encode(x.flatten(0, 1))  # [b*T, A, *space]
+        tokens, grid = self.patch_embeddings[dims_key(d)](latent)  # [b*T, N, H]
+        if self.film is not None:
+            tokens = self.film(tokens, context.repeat_interleave(frames, dim=0))
+        if self.spectral_tokenizer is not None:
+            modes = self.config.grid_settings(d)[1]
+            tokens = self.fusion(tokens, self.spectral_tokenizer(latent, modes))
+        hidden = tokens.shape[-1]
+        offsets = torch.arange(frames - 1, -1, -1, device=tokens.device)[:, None]
+        frame_code = self.frame_proj(sinusoidal_encoding(offsets, hidden).to(tokens.dtype))  # [T, H]
+        tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
+        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden))
+        last_latent = latent.view(batch, frames, *latent.shape[1:])[:, -1]
+        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, last_latent)
+        delta = adapter.decode(decoded)
+        return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
+
+    def forward(
+        self,
+        input_fields: torch.Tensor,
+        dataset_name: str | list[str] | None = None,
+        labels: torch.Tensor | None = None,
+        constant_fields: torch.Tensor | None = None,
+        constant_scalars: torch.Tensor | None = None,
+        boundary_conditions: torch.Tensor | None = None,
+        input_time_grid: torch.Tensor | None = None,
+        output_time_grid: torch.Tensor | None = None,
+        output_fields: torch.Tensor | None = None,
+        n_steps: int | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> PDEFMOutput | tuple:
+        r"""
+        Args:
+            input_fields: `[batch, T_in, *space, C]` the last `T_in` frames.
+            dataset_name: which dataset adapter to use (one per batch).
+            labels: `[batch, T_out, *space, C]` target frames (`output_fields` is accepted as an alias).
+            constant_fields: `[batch, *space, C_const]` fields constant in time (e.g. material maps).
+            constant_scalars: `[batch, S]` physical parameters.
+            boundary_conditions: `[batch, n_dims, 2]` codes WALL=0, OPEN=1, PERIODIC=2 for the low and high side.
+            input_time_grid: `[batch, T_in]`, output_time_grid: `[batch, T_out]` frame times.
+            n_steps: number of frames to predict when neither labels nor output_time_grid say it (default 1).
+
+        Returns:
+            [`PDEFMOutput`] with `prediction [batch, T_out, *space, C]` and `loss` (VRMSE) when labels are given.
+        """
+        unknown = set(kwargs) - IGNORED_BATCH_KEYS
+        if unknown:
+            raise TypeError(f"PDEFMModel.forward got unexpected arguments {sorted(unknown)}")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is None:
+            labels = output_fields
+        name = self._resolve_dataset(dataset_name)
+        spec = self.config.datasets[name]
+        self._check_inputs(name, spec, input_fields, constant_fields, constant_scalars, boundary_conditions,
+                           input_time_grid, output_time_grid, labels)
+        d = spec["n_spatial_dims"]
+        batch = input_fields.shape[0]
+        if labels is not None:
+            n_out = labels.shape[1]
+        elif output_time_grid is not None:
+            n_out = output_time_grid.shape[1]
+        else:
+            n_out = n_steps or 1
+
+        # Channels last -> channels first per frame: [b, T, C, *space].
+        window = input_fields.movedim(-1, 2)
+        space_axes = tuple(range(3, window.ndim))
+        if self.config.normalize_inputs:
+            mean = window.mean(dim=(1, *space_axes), keepdim=True)
+            std = window.std(dim=(1, *space_axes), keepdim=True).clamp_min(NORM_MIN_STD)
+        else:
+            mean = window.new_zeros(batch, 1, window.shape[2], *([1] * d))
+            std = torch.ones_like(mean)
+        window = (window - mean) / std
+        constants = None
+        if spec["n_constant_fields"]:
+            constants = constant_fields.movedim(-1, 1)
+            if self.config.normalize_inputs:
+                const_axes = tuple(range(2, constants.ndim))
+                constants = (constants - constants.mean(const_axes, keepdim=True)) / constants.std(const_axes, keepdim=True).clamp_min(NORM_MIN_STD)
+        if boundary_conditions is None:
+            boundary_conditions = torch.full((batch, d, 2), BC_PERIODIC, device=input_fields.device, dtype=torch.long)
+        scalar_context = self.adapters[name].context(constant_scalars, batch)
+        step_dt = self._step_times(batch, n_out, input_time_grid, output_time_grid, input_fields.device)
+
+        frames = []
+        tokens = None
+        for step in range(n_out):
+            context = None
+            if self.context_encoder is not None:
+                context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)
+            next_frame, tokens = self._predict_next(name, window, constants, context)
+            frames.append(next_frame)
+            window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
+        prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, C, *space]
+        prediction = (prediction_norm * std + mean).movedim(2, -1)
+
+        loss = None
+        if labels is not None:
+            target_norm = (labels.movedim(-1, 2) - mean) / std
+            # VRMSE is invariant to the per-channel affine normalisation, so computing it in normalised units gives
+            # The Well's value while keeping its epsilon relative to the data's scale.
+            loss = vrmse_per_field(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d).mean()
+        if not return_dict:
+            return tuple(v for v in (loss, prediction, tokens) if v is not None)
+        return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens)
+
+    @torch.no_grad()
+    def rollout(self, batch: dict[str, Any], n_steps: int, dataset_name: str | None = None) -> torch.Tensor:
+        """Autoregressive rollout from a batch of The Well's layout: `[batch, n_steps, *space, C]`.
+
+        Uses `output_time_grid` for the step sizes where it covers `n_steps`, else the spacing of
+        `input_time_grid`. Targets in the batch are ignored.
+        """
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "output_fields")}
+        if dataset_name is not None:
+            inputs["dataset_name"] = dataset_name
+        grid = inputs.get("output_time_grid")
+        if grid is not None and grid.shape[1] < n_steps:
+            inputs.pop("output_time_grid")
+        elif grid is not None:
+            inputs["output_time_grid"] = grid[:, :n_steps]
+        return self(**inputs, n_steps=n_steps, return_dict=True).prediction

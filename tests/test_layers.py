@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from modeling_pdefm.conditioning_layers import FiLM, PhysicsContextEncoder
+from modeling_pdefm.mamba_layers import BidirectionalMamba, Mamba2Mixer
+from modeling_pdefm.spectral_layers import SpectralConv, low_mode_index
+from modeling_pdefm.tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer
+
+
+def test_low_modes_keep_both_signs_except_on_the_last_axis():
+    assert low_mode_index(16, 3, last_axis=False).tolist() == [0, 1, 2, 13, 14, 15]
+    assert low_mode_index(16, 3, last_axis=True).tolist() == [0, 1, 2]
+    # Clamped to what a small grid holds.
+    assert low_mode_index(4, 8, last_axis=False).tolist() == [0, 1, 2, 3]
+    assert low_mode_index(4, 8, last_axis=True).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("space", [(16, 12), (8, 6, 10)])
+def test_spectral_conv_keeps_low_modes_and_drops_high_ones(space):
+    conv = SpectralConv(1, 1, modes=2, n_spatial_dims=len(space))
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[..., 0] = 1.0  # identity on the kept modes
+    grids = torch.meshgrid(*[torch.arange(n) / n for n in space], indexing="ij")
+    low = torch.cos(2 * torch.pi * grids[0]) + torch.sin(2 * torch.pi * grids[-1])
+    high = torch.cos(2 * torch.pi * 4 * grids[0])
+    out = conv((low + high)[None, None])
+    assert torch.allclose(out[0, 0], low, atol=1e-5)
+
+
+def test_spectral_tokens_tell_apart_positive_and_negative_frequencies():
+    tokenizer = SpectralTokenizer(1, 8)
+    x, y = torch.meshgrid(torch.arange(16) / 16, torch.arange(16) / 16, indexing="ij")
+    # Waves along +45 and -45 degrees differ only in the sign of the first-axis wavenumber.
+    plus = torch.cos(2 * torch.pi * (x + y))[None, None]
+    minus = torch.cos(2 * torch.pi * (-x + y))[None, None]
+    tokens_plus, tokens_minus = tokenizer(plus, 2), tokenizer(minus, 2)
+    assert tokens_plus.shape == (1, 4 * 2, 8)
+    assert not torch.allclose(tokens_plus, tokens_minus, atol=1e-4)
+
+
+@pytest.mark.parametrize("space,patch", [((13, 30), 4), ((9, 8, 7), 4), ((16, 16), 8)])
+def test_patch_embedding_pads_and_unembedding_crops(space, patch):
+    d = len(space)
+    embed = PatchEmbedding(3, 16, patch, d)
+    tokens, grid = embed(torch.randn(2, 3, *space))
+    assert grid == tuple(-(-n // patch) for n in space)
+    assert tokens.shape == (2, torch.Size(grid).numel(), 16)
+    out = PatchUnembedding(16, 5, patch, d)(tokens, grid, space)
+    assert out.shape == (2, 5, *space)
+
+
+def test_unembedding_puts_each_token_on_its_own_patch():
+    unembed = PatchUnembedding(4, 1, 2, 2)
+    with torch.no_grad():
+        unembed.proj.weight.zero_()
+        unembed.proj.bias.zero_()
+        unembed.proj.weight[:, 0] = 1.0
+    tokens = torch.zeros(1, 6, 4)
+    tokens[0, :, 0] = torch.arange(6.0)  # grid 2 x 3 of patches
+    out = unembed(tokens, (2, 3), (4, 6))[0, 0]
+    assert out[0:2, 0:2].eq(0).all() and out[0:2, 4:6].eq(2).all() and out[2:4, 2:4].eq(4).all()
+
+
+def test_film_starts_as_identity_and_conditions_on_context():
+    film = FiLM(8, 4)
+    torch.nn.init.zeros_(film.proj.weight)
+    torch.nn.init.zeros_(film.proj.bias)
+    x = torch.randn(2, 5, 8)
+    assert torch.equal(film(x, torch.randn(2, 4)), x)
+    torch.nn.init.normal_(film.proj.weight)
+    c = torch.randn(2, 4)
+    out = film(x, c)
+    assert not torch.allclose(out[0], film(x, c.flip(0))[0])
+
+
+def test_physics_context_depends_on_boundaries_and_time_step():
+    enc = PhysicsContextEncoder(16)
+    extra = torch.zeros(2, 16)
+    bc = torch.tensor([[[2, 2], [0, 0]], [[2, 2], [0, 0]]])
+    base = enc(bc, torch.tensor([0.1, 0.1]), extra)
+    assert torch.allclose(base[0], base[1])
+    other_bc = enc(torch.tensor([[[2, 2], [0, 0]], [[1, 1], [0, 0]]]), torch.tensor([0.1, 0.1]), extra)
+    assert not torch.allclose(other_bc[0], other_bc[1])
+    other_dt = enc(bc, torch.tensor([0.1, float("nan")]), extra)
+    assert torch.isfinite(other_dt).all() and not torch.allclose(other_dt[0], other_dt[1])
+
+
+def test_mamba_mixer_is_causal_and_bidirectional_block_is_not():
+    torch.manual_seed(0)
+    mixer = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8)
+    both = BidirectionalMamba(16, state_size=8, head_dim=8, chunk_size=8)
+    x = torch.randn(1, 20, 16, requires_grad=True)
+    mixer(x)[0, 0].sum().backward()
+    assert x.grad[0, 1:].abs().sum() == 0
+    x.grad = None
+    both(x)[0, 0].sum().backward()
+    assert x.grad[0, -1].abs().sum() > 0

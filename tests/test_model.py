@@ -1,0 +1,239 @@
+import math
+
+import pytest
+import torch
+
+from modeling_pdefm import PDEFMModel
+from modeling_pdefm.mamba_layers import Mamba2Mixer
+
+from conftest import DATASETS, make_batch, tiny_config
+
+
+def test_2d_and_3d_datasets_in_one_model(tiny_model):
+    for name in DATASETS:
+        batch = make_batch(name, t_out=2)
+        out = tiny_model(**batch)
+        assert out.prediction.shape == batch["labels"].shape
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("space", [(16, 48), (13, 30), (7, 9)])
+def test_non_square_and_non_divisible_grids(tiny_model, space):
+    batch = make_batch("shear_flow", space=space)
+    assert tiny_model(**batch).prediction.shape == batch["labels"].shape
+
+
+def test_non_divisible_3d_grid(tiny_model):
+    batch = make_batch("MHD_64", space=(6, 9, 5))
+    assert tiny_model(**batch).prediction.shape == batch["labels"].shape
+
+
+ABLATIONS = [
+    dict(use_spectral_tokens=False),
+    dict(use_film=False),
+    dict(use_cross_attention=False),
+    dict(backbone="attention"),
+    dict(decoder="conv"),
+    dict(predict_increment=False),
+    dict(normalize_inputs=False),
+    dict(alternate_scan_axes=False),
+]
+
+
+@pytest.mark.parametrize("switch", ABLATIONS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_ablation_switch_trains(switch):
+    torch.manual_seed(0)
+    model = PDEFMModel(tiny_config(**switch))
+    for name in ("shear_flow", "MHD_64"):
+        out = model(**make_batch(name))
+        out.loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_ablations_remove_their_modules():
+    assert PDEFMModel(tiny_config(use_spectral_tokens=False)).spectral_tokenizer is None
+    assert PDEFMModel(tiny_config(use_film=False)).film is None
+    assert type(PDEFMModel(tiny_config(use_cross_attention=False)).fusion).__name__ == "SpectralSummaryFusion"
+    attention = PDEFMModel(tiny_config(backbone="attention"))
+    assert not any(isinstance(m, Mamba2Mixer) for m in attention.modules())
+    conv = PDEFMModel(tiny_config(decoder="conv"))
+    assert not any(type(m).__name__ == "SpectralConv" for m in conv.modules())
+
+
+@pytest.mark.parametrize("backbone", ["mamba", "attention"])
+def test_receptive_field_spans_the_whole_grid_and_all_frames(backbone):
+    # Only the backbone links far-apart patches here: conv decoder, no spectral tokens, no global normalisation.
+    torch.manual_seed(0)
+    model = PDEFMModel(tiny_config(backbone=backbone, decoder="conv", use_spectral_tokens=False, normalize_inputs=False))
+    torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
+    batch = make_batch("shear_flow", batch=1, t_in=3, space=(16, 16))
+    batch["input_fields"].requires_grad_(True)
+    model(**batch).prediction[0, 0, 0, 0].sum().backward()
+    grad = batch["input_fields"].grad[0]
+    assert grad[0, -1, -1].abs().sum() > 0  # first input frame, opposite corner
+    assert grad[-1, -1, -1].abs().sum() > 0  # last input frame, opposite corner: later in any scan order
+
+
+def test_fresh_model_keeps_mamba_initialisation(tiny_model):
+    mixers = [m for m in tiny_model.modules() if isinstance(m, Mamba2Mixer)]
+    assert mixers
+    for mixer in mixers:
+        heads = mixer.num_heads
+        assert torch.allclose(mixer.A_log, torch.log(torch.arange(1, heads + 1, dtype=torch.float32)))
+        assert torch.equal(mixer.D, torch.ones(heads))
+        dt = torch.nn.functional.softplus(mixer.dt_bias)
+        assert (dt >= mixer.dt_floor * 0.999).all() and (dt <= mixer.dt_max * 1.001).all()
+        assert dt.std() > 0  # drawn, not a constant fill
+
+
+def test_new_dataset_adapter_starts_from_persistence(tiny_model):
+    batch = make_batch("shear_flow")
+    out = tiny_model(**batch)
+    assert torch.allclose(out.prediction[:, 0], batch["input_fields"][:, -1], atol=1e-5)
+
+
+def test_add_dataset_gives_a_new_domain(tiny_model):
+    before = tiny_model.num_parameters()
+    tiny_model.add_dataset("gray_scott_reaction_diffusion", n_fields=2, n_spatial_dims=2, n_constant_scalars=2)
+    assert tiny_model.num_parameters() > before
+    assert "gray_scott_reaction_diffusion" in tiny_model.config.datasets
+    x = torch.randn(1, 2, 16, 16, 2)
+    out = tiny_model(input_fields=x, dataset_name="gray_scott_reaction_diffusion", constant_scalars=torch.rand(1, 2))
+    assert out.prediction.shape == (1, 1, 16, 16, 2)
+    with pytest.raises(ValueError, match="already known"):
+        tiny_model.add_dataset("shear_flow", n_fields=4, n_spatial_dims=2)
+
+
+def test_add_3d_dataset_to_a_2d_model():
+    model = PDEFMModel(tiny_config().__class__.from_preset("tiny", datasets={"a": {"n_fields": 2, "n_spatial_dims": 2}}))
+    assert "3d" not in model.decoders
+    model.add_dataset("cube", n_fields=3, n_spatial_dims=3)
+    assert model(input_fields=torch.randn(1, 2, 8, 8, 8, 3), dataset_name="cube").prediction.shape == (1, 1, 8, 8, 8, 3)
+
+
+def test_rollout_matches_step_by_step_prediction(tiny_model):
+    batch = make_batch("shear_flow", batch=1, t_in=2)
+    rolled = tiny_model.rollout(batch, n_steps=3)
+    assert rolled.shape == (1, 3, 12, 20, 4)
+    torch.nn.init.normal_(tiny_model.adapters["shear_flow"].out_proj.weight, std=0.1)
+    rolled = tiny_model.rollout(batch, n_steps=3)
+    first = tiny_model(**{k: v for k, v in batch.items() if k != "labels"}, n_steps=1).prediction
+    assert torch.allclose(rolled[:, :1], first, atol=1e-5)
+    assert not torch.allclose(rolled[:, 1], rolled[:, 0])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = PDEFMModel(tiny_config())
+    batch = make_batch("shear_flow")
+    model(**batch).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model.train()
+    assert all(layer.gradient_checkpointing for layer in model.backbone.layers)
+    model(**batch).loss.backward()
+    for n, p in model.named_parameters():
+        if n in plain:
+            assert torch.allclose(p.grad, plain[n], atol=1e-6), n
+
+
+def test_loss_is_the_wells_vrmse():
+    model = PDEFMModel(tiny_config(normalize_inputs=False))
+    batch = make_batch("shear_flow", t_out=2)
+    out = model(**batch)
+    pred, target = out.prediction, batch["labels"]
+    mse = (pred - target).pow(2).mean(dim=(2, 3))
+    var = target.var(dim=(2, 3), unbiased=True)
+    assert torch.allclose(out.loss, torch.sqrt(mse / (var + 1e-7)).mean(), rtol=1e-5)
+
+
+def test_tuple_output_without_return_dict(tiny_model):
+    loss, prediction, _ = tiny_model(**make_batch("shear_flow"), return_dict=False)
+    assert loss.ndim == 0 and prediction.ndim == 5
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_unknown_dataset_lists_the_known_ones(tiny_model):
+    with pytest.raises(ValueError, match=r"unknown dataset_name 'nope'.*MHD_64.*shear_flow"):
+        tiny_model(**{**make_batch("shear_flow"), "dataset_name": "nope"})
+
+
+def test_missing_dataset_name_with_several_datasets(tiny_model):
+    batch = make_batch("shear_flow")
+    batch.pop("dataset_name")
+    with pytest.raises(ValueError, match="dataset_name is required"):
+        tiny_model(**batch)
+
+
+def test_wrong_channel_count(tiny_model):
+    batch = make_batch("shear_flow")
+    batch["input_fields"] = batch["input_fields"][..., :3]
+    with pytest.raises(ValueError, match="3 channels but dataset 'shear_flow' has n_fields=4"):
+        tiny_model(**batch)
+
+
+def test_wrong_number_of_spatial_dims(tiny_model):
+    batch = make_batch("MHD_64")
+    batch["input_fields"] = batch["input_fields"][:, :, 0]
+    with pytest.raises(ValueError, match=r"'MHD_64' \(3 spatial dims\) must be \[batch, T_in, x, y, z, channels\]"):
+        tiny_model(**batch)
+
+
+def test_time_grid_of_wrong_length(tiny_model):
+    batch = make_batch("shear_flow", t_in=2)
+    batch["input_time_grid"] = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"input_time_grid must have shape \(2, 2\)"):
+        tiny_model(**batch)
+    batch = make_batch("shear_flow", t_out=2)
+    batch["output_time_grid"] = torch.zeros(2, 1)
+    with pytest.raises(ValueError, match="output_time_grid has 1 steps but labels have 2"):
+        tiny_model(**batch)
+
+
+def test_wrong_boundary_conditions(tiny_model):
+    batch = make_batch("shear_flow")
+    batch["boundary_conditions"] = torch.full((2, 2, 2), 5)
+    with pytest.raises(ValueError, match="WALL=0, OPEN=1 or PERIODIC=2"):
+        tiny_model(**batch)
+    batch["boundary_conditions"] = torch.zeros(2, 3, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"boundary_conditions must have shape \(2, 2, 2\)"):
+        tiny_model(**batch)
+
+
+def test_missing_constant_fields_and_scalars(tiny_model):
+    batch = make_batch("acoustic_scattering")
+    batch.pop("constant_fields")
+    with pytest.raises(ValueError, match=r"constant_fields for dataset 'acoustic_scattering' must have shape \(2, 12, 20, 2\)"):
+        tiny_model(**batch)
+    batch = make_batch("shear_flow")
+    batch["constant_scalars"] = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match=r"constant_scalars for dataset 'shear_flow' must have shape \(2, 2\)"):
+        tiny_model(**batch)
+
+
+def test_non_finite_inputs_are_reported(tiny_model):
+    batch = make_batch("shear_flow")
+    batch["input_fields"][1, 0, 3, 4, 2] = math.nan
+    with pytest.raises(ValueError, match=r"input_fields holds 1 non-finite values \(first at index \(1, 0, 3, 4, 2\)\)"):
+        tiny_model(**batch)
+
+
+def test_unexpected_keyword_is_refused(tiny_model):
+    with pytest.raises(TypeError, match="unexpected arguments \\['input_feilds'\\]"):
+        tiny_model(**make_batch("shear_flow"), input_feilds=1)
+
+
+def test_batch_of_mixed_datasets_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="one dataset"):
+        tiny_model(**{**make_batch("shear_flow"), "dataset_name": ["shear_flow", "MHD_64"]})
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        tiny_config(backbone="lstm")
+    with pytest.raises(ValueError, match=r"datasets\['x'\]\['n_spatial_dims'\] must be one of \(2, 3\)"):
+        tiny_config().__class__(datasets={"x": {"n_fields": 1, "n_spatial_dims": 4}})
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        tiny_config().__class__.from_preset("huge")

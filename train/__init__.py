@@ -1,0 +1,1 @@
+"""Training, evaluation and finetuning driven by accelerate."""
