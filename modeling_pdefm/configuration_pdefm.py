@@ -19,13 +19,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "small": dict(
         hidden_size=256, num_layers=8, adapter_channels=16, patch_size=16, patch_size_3d=8,
-        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=128,
+        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=8, spectral_token_modes_3d=4, num_attention_heads=8,
         decoder_width=64, decoder_layers=4, decoder_modes=8, decoder_modes_3d=4,
     ),
     "base": dict(
         hidden_size=768, num_layers=8, adapter_channels=48, patch_size=16, patch_size_3d=8,
-        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=128,
+        ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=12, spectral_token_modes_3d=6, num_attention_heads=12,
         decoder_width=96, decoder_layers=4, decoder_modes=12, decoder_modes_3d=6,
     ),
@@ -86,6 +86,7 @@ class PDEFMConfig(PretrainedConfig):
         adapter_channels: width of the shared latent field space the dataset adapters map into.
         patch_size / patch_size_3d: patch edge for 2D / 3D grids.
         ssm_state_size, ssm_head_dim, ssm_expand, ssm_conv_kernel, ssm_chunk_size: Mamba-2 mixer sizes.
+        ssm_segment_size: on a CPU, longer sequences are scanned in segments of this many tokens (0: never).
         spectral_token_modes / spectral_token_modes_3d: lowest Fourier modes kept per axis by the spectral tokenizer.
         num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
         decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
@@ -113,7 +114,8 @@ class PDEFMConfig(PretrainedConfig):
         ssm_head_dim: int = 64,
         ssm_expand: int = 2,
         ssm_conv_kernel: int = 4,
-        ssm_chunk_size: int = 128,
+        ssm_chunk_size: int = 64,
+        ssm_segment_size: int = 2048,
         spectral_token_modes: int = 8,
         spectral_token_modes_3d: int = 4,
         num_attention_heads: int = 8,
@@ -147,6 +149,7 @@ class PDEFMConfig(PretrainedConfig):
         self.ssm_expand = ssm_expand
         self.ssm_conv_kernel = ssm_conv_kernel
         self.ssm_chunk_size = ssm_chunk_size
+        self.ssm_segment_size = ssm_segment_size
         self.spectral_token_modes = spectral_token_modes
         self.spectral_token_modes_3d = spectral_token_modes_3d
         self.num_attention_heads = num_attention_heads

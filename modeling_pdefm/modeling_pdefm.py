@@ -109,6 +109,7 @@ class BackboneLayer(GradientCheckpointingLayer):
                 expand=config.ssm_expand,
                 conv_kernel=config.ssm_conv_kernel,
                 chunk_size=config.ssm_chunk_size,
+                segment_size=config.ssm_segment_size,
                 eps=config.layer_norm_eps,
             )
         else:

@@ -40,9 +40,16 @@ def _segment_sum(log_decay: torch.Tensor) -> torch.Tensor:
 
 
 def ssd_scan_chunked(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int
-) -> torch.Tensor:
-    """Chunked SSD scan in pure PyTorch; no Python loop over tokens.
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Chunked SSD scan in pure PyTorch; no Python loop over tokens (one short loop over chunks).
 
     Args:
         x: `[batch, length, heads, head_dim]` inputs.
@@ -50,12 +57,18 @@ def ssd_scan_chunked(
         A: `[heads]` negative decay rates.
         B, C: `[batch, length, groups, state]` input and output projections; heads are split evenly into groups.
         chunk_size: tokens per chunk.
+        initial_state: `[batch, heads, head_dim, state]` state before the first token (zeros when omitted).
+        return_final_state: also return the state after the last token, to continue the scan later.
 
     Returns:
-        `[batch, length, heads, head_dim]` outputs `y` (without the `D` skip term).
+        `[batch, length, heads, head_dim]` outputs `y` (without the `D` skip term), and the final state if asked.
+
+    Cost is linear in `length`: inside a chunk the scan is a masked `[chunk, chunk]` matrix product; across chunks
+    only the `[head_dim, state]` states are carried, one chunk at a time.
     """
     batch, length, heads, head_dim = x.shape
-    groups = B.shape[2]
+    groups, state = B.shape[2], B.shape[3]
+    per_group = heads // groups
     pad = (-length) % chunk_size
     if pad:
         # Zero steps at the end change nothing before them: the scan is causal.
@@ -64,56 +77,79 @@ def ssd_scan_chunked(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     n_chunks = x.shape[1] // chunk_size
-    # Heads share their group's B and C.
-    B = B.repeat_interleave(heads // groups, dim=2)
-    C = C.repeat_interleave(heads // groups, dim=2)
+    shape = (batch, n_chunks, chunk_size, groups, per_group)
+    x_dt = (x * dt.unsqueeze(-1)).view(*shape, head_dim)
+    log_decay = (dt * A).view(shape)
+    cum_decay = log_decay.cumsum(dim=2)  # [b, c, l, g, h]
+    B = B.view(batch, n_chunks, chunk_size, groups, state)
+    C = C.view(batch, n_chunks, chunk_size, groups, state)
 
-    x = (x * dt.unsqueeze(-1)).reshape(batch, n_chunks, chunk_size, heads, head_dim)
-    B = B.reshape(batch, n_chunks, chunk_size, heads, -1)
-    C = C.reshape(batch, n_chunks, chunk_size, heads, -1)
-    log_decay = (dt * A).reshape(batch, n_chunks, chunk_size, heads).permute(0, 3, 1, 2)  # [b, h, c, l]
-    cum_decay = log_decay.cumsum(dim=-1)
+    # Within each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(sum_{j<k<=i} a_k) x_j dt_j. C.B is shared by a group's heads.
+    scores = torch.einsum("bclgn,bcsgn->bcgls", C, B).unsqueeze(3)  # [b, c, g, 1, l, s]
+    scores = scores * torch.exp(_segment_sum(log_decay.permute(0, 1, 3, 4, 2)))  # [b, c, g, h, l, s]
+    y = torch.einsum("bcghls,bcsghp->bclghp", scores, x_dt)
 
-    # Within each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(sum_{j<k<=i} a_k) x_j.
-    decay_within = torch.exp(_segment_sum(log_decay))  # [b, h, c, l, l]
-    scores = torch.einsum("bclhn,bcshn->bhcls", C, B) * decay_within
-    y = torch.einsum("bhcls,bcshp->bclhp", scores, x)
+    # State each chunk leaves behind from its own tokens, then carried across chunks one chunk at a time.
+    decay_to_end = torch.exp(cum_decay[:, :, -1:] - cum_decay).unsqueeze(-1)
+    chunk_states = torch.einsum("bclgn,bclghp->bcghpn", B, x_dt * decay_to_end)
+    chunk_decay = torch.exp(cum_decay[:, :, -1])[..., None, None]  # [b, c, g, h, 1, 1]
+    # unbind, not indexing: the backward of one index op would write a full-size zero tensor per chunk.
+    if initial_state is None:
+        carried = [torch.zeros_like(chunk_states[:, 0])]
+    else:
+        carried = [initial_state.reshape(batch, groups, per_group, head_dim, state).to(chunk_states.dtype)]
+    for decay, own_state in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
+        carried.append(carried[-1] * decay + own_state)
+    final_state = carried.pop()
+    carried = torch.stack(carried, dim=1)  # state entering each chunk: [b, c, g, h, p, n]
 
-    # State each chunk leaves behind, from its own tokens only.
-    decay_to_end = torch.exp(cum_decay[..., -1:] - cum_decay)  # [b, h, c, l]
-    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end, x)
-
-    # Carry states across chunks (a short recurrence over chunks, as one matrix product).
-    chunk_states = torch.cat([torch.zeros_like(chunk_states[:, :1]), chunk_states], dim=1)
-    decay_between = torch.exp(_segment_sum(F.pad(cum_decay[..., -1], (1, 0))))  # [b, h, c+1, c+1]
-    carried = torch.einsum("bhzc,bchpn->bzhpn", decay_between, chunk_states)[:, :-1]
-
-    # Contribution of the carried state to each token.
-    decay_from_start = torch.exp(cum_decay)  # [b, h, c, l]
-    y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", C, carried, decay_from_start)
-    return y.reshape(batch, n_chunks * chunk_size, heads, head_dim)[:, :length]
+    # Contribution of the carried state to each token of the chunk.
+    y = y + torch.einsum("bclgn,bcghpn->bclghp", C, carried) * torch.exp(cum_decay).unsqueeze(-1)
+    y = y.reshape(batch, n_chunks * chunk_size, heads, head_dim)[:, :length]
+    if return_final_state:
+        return y, final_state.reshape(batch, heads, head_dim, state)
+    return y
 
 
-def ssd_scan_sequential(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def ssd_scan_sequential(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The recurrence one token at a time: slow, obviously right; the reference the other paths are tested against."""
     batch, length, heads, head_dim = x.shape
     groups = B.shape[2]
     B = B.repeat_interleave(heads // groups, dim=2)
     C = C.repeat_interleave(heads // groups, dim=2)
-    state = x.new_zeros(batch, heads, head_dim, B.shape[-1])
+    state = x.new_zeros(batch, heads, head_dim, B.shape[-1]) if initial_state is None else initial_state
     outputs = []
     for t in range(length):
         decay = torch.exp(dt[:, t] * A)  # [b, h]
         update = torch.einsum("bhp,bhn->bhpn", x[:, t] * dt[:, t, :, None], B[:, t])
         state = state * decay[..., None, None] + update
         outputs.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
-    return torch.stack(outputs, dim=1)
+    y = torch.stack(outputs, dim=1)
+    return (y, state) if return_final_state else y
 
 
 def ssd_scan(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int
-) -> torch.Tensor:
-    """Dispatch: `mamba-ssm`'s fused kernel on CUDA when installed, else the chunked PyTorch scan."""
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch: `mamba-ssm`'s fused kernel on CUDA when installed, else the chunked PyTorch scan. Same arguments
+    and results as `ssd_scan_chunked`."""
     if mamba_kernels_available(x):
-        return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size)
-    return ssd_scan_chunked(x, dt, A, B, C, chunk_size)
+        return mamba_chunk_scan_combined(
+            x, dt, A, B, C, chunk_size, initial_states=initial_state, return_final_states=return_final_state
+        )
+    return ssd_scan_chunked(x, dt, A, B, C, chunk_size, initial_state, return_final_state)

@@ -96,3 +96,13 @@ def test_mamba_mixer_is_causal_and_bidirectional_block_is_not():
     x.grad = None
     both(x)[0, 0].sum().backward()
     assert x.grad[0, -1].abs().sum() > 0
+
+
+def test_segmented_mixer_equals_one_pass():
+    torch.manual_seed(0)
+    mixer = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8, segment_size=0)
+    x = torch.randn(2, 45, 16)
+    whole = mixer(x)
+    mixer.segment_size = 10  # segments of 10, 10, 10, 10, 5 tokens
+    segmented = mixer(x)
+    assert ((segmented - whole).norm() / whole.norm()) < 1e-5

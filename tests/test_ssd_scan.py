@@ -50,7 +50,7 @@ def test_cpu_tensors_use_the_pytorch_scan(monkeypatch):
     x, dt, A, B, C = random_inputs(length=10)
     assert not scan.mamba_kernels_available(x)
     calls = []
-    monkeypatch.setattr(scan, "ssd_scan_chunked", lambda *a: calls.append(a) or torch.zeros(1))
+    monkeypatch.setattr(scan, "ssd_scan_chunked", lambda *a, **k: calls.append(a) or torch.zeros(1))
     scan.ssd_scan(x, dt, A, B, C, 8)
     assert len(calls) == 1
 
@@ -59,7 +59,18 @@ def test_cuda_tensors_use_the_kernel_when_installed(monkeypatch):
     # The dispatch itself: with a (stand-in) kernel importable and a tensor that reports CUDA, the kernel is called.
     x, dt, A, B, C = random_inputs(length=10)
     calls = []
-    monkeypatch.setattr(scan, "mamba_chunk_scan_combined", lambda *a: calls.append(a) or "kernel")
+    monkeypatch.setattr(scan, "mamba_chunk_scan_combined", lambda *a, **k: calls.append(a) or "kernel")
     monkeypatch.setattr(scan, "mamba_kernels_available", lambda t: True)
     assert scan.ssd_scan(x, dt, A, B, C, 8) == "kernel"
     assert len(calls) == 1
+
+
+def test_scan_continues_from_a_carried_state():
+    x, dt, A, B, C = random_inputs(length=50)
+    whole, whole_state = scan.ssd_scan_chunked(x, dt, A, B, C, 8, return_final_state=True)
+    first, state = scan.ssd_scan_chunked(x[:, :21], dt[:, :21], A, B[:, :21], C[:, :21], 8, return_final_state=True)
+    second, final = scan.ssd_scan_chunked(x[:, 21:], dt[:, 21:], A, B[:, 21:], C[:, 21:], 8, state, True)
+    assert relative_error(torch.cat([first, second], 1), whole) < 1e-5
+    assert relative_error(final, whole_state) < 1e-5
+    _, reference_state = scan.ssd_scan_sequential(x, dt, A, B, C, return_final_state=True)
+    assert relative_error(whole_state, reference_state) < 1e-5
