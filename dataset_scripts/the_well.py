@@ -1,0 +1,147 @@
+"""Command line for data in The Well's format.
+
+    python -m dataset_scripts.the_well check PATH [PATH ...]   # validate files or dataset folders; exit 1 on problems
+    python -m dataset_scripts.the_well info PATH               # fields, shapes, windows, boundary conditions
+    python -m dataset_scripts.the_well stats DATASET_DIR       # compute DATASET_DIR/stats.yaml from data/train
+
+Nothing here writes to a data file; `stats` writes only `stats.yaml` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import fsspec
+import numpy as np
+from tqdm.auto import tqdm
+
+from .hf_datasets import SPLITS, resolve_split_files
+from .normalization import RunningMoments, stats_document, write_stats_yaml
+from .well_format import iter_format_problems
+from .well_reader import WellSplitReader, list_split_files, open_hdf5
+
+
+def _files_under(path: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.isfile(root):
+        return [path]
+    found = []
+    for split in SPLITS:
+        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs)
+    return found or list_split_files(root, fs)
+
+
+def check(paths: list[str]) -> int:
+    """Print every problem; return the number of files with problems."""
+    bad = 0
+    for path in paths:
+        files = _files_under(path)
+        if not files:
+            print(f"{path}: no HDF5 files found")
+            bad += 1
+            continue
+        for file in files:
+            try:
+                problems = list(iter_format_problems(open_hdf5(file), file))
+            except Exception as error:  # noqa: BLE001 - report and go on with the other files
+                problems = [str(error)]
+            if problems:
+                bad += 1
+                for problem in problems:
+                    print(f"FAIL {problem}")
+            else:
+                print(f"ok   {file}")
+        # Files of one split must agree with each other: building the reader checks that.
+        for split in SPLITS:
+            try:
+                split_files, fs, _ = resolve_split_files(path, split)
+            except (FileNotFoundError, ValueError):
+                continue
+            try:
+                WellSplitReader(split_files, fs=fs, n_steps_input=1, n_steps_output=1)
+            except Exception as error:  # noqa: BLE001
+                print(f"FAIL {split}: {error}")
+                bad += 1
+    return bad
+
+
+def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
+    for split in SPLITS:
+        try:
+            files, fs, stats = resolve_split_files(path, split)
+        except (FileNotFoundError, ValueError):
+            continue
+        reader = WellSplitReader(files, fs=fs, n_steps_input=n_steps_input, n_steps_output=n_steps_output)
+        meta = reader.meta
+        trajectories = sum(m.n_trajectories for m in reader.metadata)
+        print(f"[{split}] {meta.dataset_name}: {len(files)} files, {trajectories} trajectories of {meta.n_steps} steps, "
+              f"{len(reader)} windows ({n_steps_input} in, {n_steps_output} out)")
+        print(f"  grid {meta.grid_type}, axes {list(meta.spatial_dims)}, resolution {meta.resolution}")
+        print(f"  fields ({len(meta.field_names)} channels): {meta.field_names}")
+        print(f"  constant fields: {meta.constant_field_names or '-'}")
+        print(f"  scalars: {meta.scalar_names or '-'}; constant scalars: {meta.constant_scalar_names or '-'}")
+        names = {0: "WALL", 1: "OPEN", 2: "PERIODIC"}
+        for axis, (low, high) in zip(meta.spatial_dims, meta.boundary_conditions.astype(int).tolist()):
+            print(f"  boundary {axis}: low {names[low]}, high {names[high]}")
+        print(f"  input_fields {[n_steps_input, *meta.resolution, len(meta.field_names)]}, "
+              f"output_fields {[n_steps_output, *meta.resolution, len(meta.field_names)]}, stats.yaml: {stats or '-'}")
+        reader.close()
+
+
+def compute_stats(dataset_dir: str, output: str | None = None) -> str:
+    """One streaming pass over `data/train`: per-field mean, std, rms and the same for one-step increments."""
+    files, fs, stats_path = resolve_split_files(dataset_dir, "train")
+    reader = WellSplitReader(files, fs=fs, n_steps_input=1, n_steps_output=1)
+    meta = reader.meta
+    variable = RunningMoments(len(meta.field_names))
+    delta = RunningMoments(len(meta.field_names))
+    constant = RunningMoments(len(meta.constant_field_names))
+    total = sum(m.n_trajectories for m in reader.metadata)
+    with tqdm(total=total, desc="stats", unit="traj") as bar:
+        for file_index, file_meta in enumerate(reader.metadata):
+            for traj in range(file_meta.n_trajectories):
+                values = np.concatenate([reader._field(file_index, f, traj, slice(None)) for f in meta.variable_fields], -1)
+                variable.update(values)
+                delta.update(values[1:] - values[:-1])
+                if meta.constant_fields and (traj == 0 or any(f.sample_varying for f in meta.constant_fields)):
+                    constant.update(np.concatenate([reader._field(file_index, f, traj, None) for f in meta.constant_fields], -1))
+                bar.update(1)
+    document = stats_document(meta.variable_fields, variable, delta)
+    if meta.constant_fields:
+        for key, fields in stats_document(meta.constant_fields, constant, None).items():
+            document.setdefault(key, {}).update(fields)
+    target = output or stats_path or os.path.join(dataset_dir, "stats.yaml")
+    write_stats_yaml(target, document)
+    reader.close()
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.the_well", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_check = sub.add_parser("check", help="validate files or dataset folders against The Well's format")
+    p_check.add_argument("paths", nargs="+")
+    p_info = sub.add_parser("info", help="print fields, shapes, windows and boundary conditions")
+    p_info.add_argument("path")
+    p_info.add_argument("--n-steps-input", type=int, default=4)
+    p_info.add_argument("--n-steps-output", type=int, default=1)
+    p_stats = sub.add_parser("stats", help="compute stats.yaml from the train split in one streaming pass")
+    p_stats.add_argument("dataset_dir")
+    p_stats.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        bad = check(args.paths)
+        print(f"{bad} file(s) with problems" if bad else "all files follow The Well's format")
+        return 1 if bad else 0
+    if args.command == "info":
+        info(args.path, args.n_steps_input, args.n_steps_output)
+        return 0
+    print(f"wrote {compute_stats(args.dataset_dir, args.output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

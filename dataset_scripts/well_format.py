@@ -1,0 +1,301 @@
+"""The Well's HDF5 format: metadata objects read from one file, and the checks that the file follows the format.
+
+Layout of a file (PolymathicAI/the_well, docs/data_format.md and scripts/check_thewell_formatting.py):
+root attributes `dataset_name`, `grid_type`, `n_spatial_dims`, `n_trajectories`, `simulation_parameters`;
+groups `dimensions`, `boundary_conditions`, `scalars`, `t0_fields`, `t1_fields`, `t2_fields`. A field's stored shape is
+`[n_traj if sample_varying] + [T if time_varying] + [axis length for each varying axis] + [n_dims] * order`.
+An axis along which a field does not vary is omitted (the format) or stored with length 1 (some writers); both are
+broadcast back to the full grid when read.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+BC_CODES = {"WALL": 0, "OPEN": 1, "PERIODIC": 2}
+FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
+ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
+
+
+class WellFormatError(ValueError):
+    """A file that does not follow The Well's format. Names the file, the HDF5 path and what was expected."""
+
+    def __init__(self, file: str, hdf5_path: str, message: str):
+        self.file, self.hdf5_path, self.problem = file, hdf5_path, message
+        super().__init__(f"{file}: {hdf5_path}: {message}")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text_list(value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)):
+        return [_text(value)]
+    return [_text(v) for v in np.asarray(value).reshape(-1).tolist()]
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field of a file. `channels` are the flattened component names (`velocity_x`, `C_xy`, ...)."""
+
+    name: str
+    order: int
+    channels: tuple[str, ...]
+    sample_varying: bool
+    time_varying: bool
+    dim_varying: tuple[bool, ...]
+    stored_spatial_shape: tuple[int, ...]  # as stored: omitted axes absent, length-1 axes kept
+
+
+@dataclass(frozen=True)
+class ScalarInfo:
+    name: str
+    sample_varying: bool
+    time_varying: bool
+
+
+@dataclass
+class WellFileMetadata:
+    """What one HDF5 file of The Well holds."""
+
+    path: str
+    dataset_name: str
+    grid_type: str
+    n_spatial_dims: int
+    n_trajectories: int
+    n_steps: int
+    spatial_dims: tuple[str, ...]
+    resolution: tuple[int, ...]
+    fields: list[FieldInfo]
+    scalars: list[ScalarInfo]
+    boundary_conditions: np.ndarray  # [n_dims, 2] codes, low and high side of each axis
+    time_sample_varying: bool
+    simulation_parameters: tuple[str, ...] = ()
+    sample_varying_coordinates: tuple[bool, ...] = field(default_factory=tuple)
+
+    @property
+    def variable_fields(self) -> list[FieldInfo]:
+        return [f for f in self.fields if f.time_varying]
+
+    @property
+    def constant_fields(self) -> list[FieldInfo]:
+        return [f for f in self.fields if not f.time_varying]
+
+    @property
+    def field_names(self) -> list[str]:
+        return [c for f in self.variable_fields for c in f.channels]
+
+    @property
+    def constant_field_names(self) -> list[str]:
+        return [c for f in self.constant_fields for c in f.channels]
+
+    @property
+    def scalar_names(self) -> list[str]:
+        return [s.name for s in self.scalars if s.time_varying]
+
+    @property
+    def constant_scalar_names(self) -> list[str]:
+        return [s.name for s in self.scalars if not s.time_varying]
+
+    @property
+    def boundary_types(self) -> list[str]:
+        names = {code: name for name, code in BC_CODES.items()}
+        return sorted({names[int(c)] for c in self.boundary_conditions.reshape(-1)})
+
+    def signature(self) -> dict[str, Any]:
+        """What every file of one dataset must share."""
+        return {
+            "dataset_name": self.dataset_name,
+            "n_spatial_dims": self.n_spatial_dims,
+            "resolution": self.resolution,
+            "fields": self.field_names,
+            "constant_fields": self.constant_field_names,
+            "scalars": self.scalar_names,
+            "constant_scalars": self.constant_scalar_names,
+        }
+
+    def windows_per_trajectory(self, n_steps_input: int, n_steps_output: int, dt_stride: int) -> int:
+        """The Well's count: `T - (1 + dt * (n_in + n_out - 1)) + 1` start times per trajectory."""
+        return max(0, self.n_steps - dt_stride * (n_steps_input + n_steps_output - 1))
+
+    def model_spec(self) -> dict[str, Any]:
+        """The entry `PDEFMConfig(datasets={name: ...})` expects for this dataset."""
+        return {
+            "n_fields": len(self.field_names),
+            "n_constant_fields": len(self.constant_field_names),
+            "n_spatial_dims": self.n_spatial_dims,
+            "n_constant_scalars": len(self.constant_scalar_names),
+            "field_names": self.field_names,
+        }
+
+
+def _bool_attr(node, key: str, file: str) -> bool:
+    if key not in node.attrs:
+        raise WellFormatError(file, node.name, f"missing attribute '{key}' (a boolean)")
+    value = node.attrs[key]
+    if not isinstance(value, (bool, np.bool_)):
+        raise WellFormatError(file, node.name, f"attribute '{key}' must be a boolean, got {value!r}")
+    return bool(value)
+
+
+def _require(node, key: str, file: str, what: str):
+    if key not in node:
+        raise WellFormatError(file, f"{node.name.rstrip('/')}/{key}", f"missing {what}")
+    return node[key]
+
+
+def _require_attr(node, key: str, file: str, what: str):
+    if key not in node.attrs:
+        raise WellFormatError(file, node.name, f"missing attribute '{key}' ({what})")
+    return node.attrs[key]
+
+
+def _expected_shape(lead: tuple[int, ...], got: tuple[int, ...], file: str, path: str, flags: str) -> None:
+    if tuple(got) != tuple(lead):
+        raise WellFormatError(file, path, f"shape {tuple(got)} disagrees with its flags ({flags}); expected {tuple(lead)}")
+
+
+def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
+    """Read and check the metadata of an open `h5py.File`; raise `WellFormatError` at the first problem."""
+    for key in ROOT_ATTRS:
+        _require_attr(h5, key, file, "a root attribute of every file of The Well")
+    n_dims = int(h5.attrs["n_spatial_dims"])
+    n_traj = int(h5.attrs["n_trajectories"])
+    sim_params = tuple(_text_list(h5.attrs["simulation_parameters"])) if len(np.atleast_1d(h5.attrs["simulation_parameters"])) else ()
+
+    dims = _require(h5, "dimensions", file, "group 'dimensions'")
+    spatial_dims = tuple(_text_list(_require_attr(dims, "spatial_dims", file, "list of axis names")))
+    if len(spatial_dims) != n_dims:
+        raise WellFormatError(file, dims.name, f"spatial_dims {list(spatial_dims)} has {len(spatial_dims)} axes; n_spatial_dims is {n_dims}")
+    time = _require(dims, "time", file, "time coordinates")
+    time_sample_varying = _bool_attr(time, "sample_varying", file)
+    expected_time_ndim = 2 if time_sample_varying else 1
+    if time.ndim != expected_time_ndim or (time_sample_varying and time.shape[0] != n_traj):
+        raise WellFormatError(file, time.name, f"shape {time.shape} disagrees with sample_varying={time_sample_varying}; expected {'(n_trajectories, T)' if time_sample_varying else '(T,)'}")
+    n_steps = int(time.shape[-1])
+    resolution, coords_sample_varying = [], []
+    for axis in spatial_dims:
+        coord = _require(dims, axis, file, f"coordinates of axis '{axis}'")
+        sv = _bool_attr(coord, "sample_varying", file)
+        if coord.ndim != (2 if sv else 1):
+            raise WellFormatError(file, coord.name, f"shape {coord.shape} disagrees with sample_varying={sv}")
+        resolution.append(int(coord.shape[-1]))
+        coords_sample_varying.append(sv)
+    resolution = tuple(resolution)
+
+    fields: list[FieldInfo] = []
+    for order, group_name in enumerate(FIELD_GROUPS):
+        group = _require(h5, group_name, file, f"group '{group_name}' (may be empty, but must exist)")
+        names = _text_list(_require_attr(group, "field_names", file, "list of the group's fields"))
+        components = ["".join(c) for c in itertools.product(spatial_dims, repeat=order)]
+        for name in names:
+            data = _require(group, name, file, f"field listed in {group_name}/@field_names")
+            sv = _bool_attr(data, "sample_varying", file)
+            tv = _bool_attr(data, "time_varying", file)
+            dim_varying = tuple(bool(v) for v in np.atleast_1d(_require_attr(data, "dim_varying", file, "one boolean per axis")))
+            if len(dim_varying) != n_dims:
+                raise WellFormatError(file, data.name, f"dim_varying has {len(dim_varying)} entries; expected {n_dims}")
+            lead = ((n_traj,) if sv else ()) + ((n_steps,) if tv else ())
+            full = tuple(n for n, varying in zip(resolution, dim_varying) if varying)
+            size_one = tuple(n if varying else 1 for n, varying in zip(resolution, dim_varying))
+            tensor = (n_dims,) * order
+            shape = tuple(data.shape)
+            if shape not in (lead + full + tensor, lead + size_one + tensor):
+                raise WellFormatError(
+                    file, data.name,
+                    f"shape {shape} disagrees with its flags (sample_varying={sv}, time_varying={tv}, "
+                    f"dim_varying={list(dim_varying)}, rank-{order} tensor on grid {resolution}); expected {lead + full + tensor}",
+                )
+            stored_space = shape[len(lead) : len(shape) - order]
+            channels = tuple(f"{name}_{c}" if c else name for c in components)
+            fields.append(FieldInfo(name, order, channels, sv, tv, dim_varying, stored_space))
+
+    scalars_group = _require(h5, "scalars", file, "group 'scalars' (may be empty, but must exist)")
+    scalars: list[ScalarInfo] = []
+    for name in _text_list(_require_attr(scalars_group, "field_names", file, "list of the scalars")):
+        data = _require(scalars_group, name, file, "scalar listed in scalars/@field_names")
+        sv = _bool_attr(data, "sample_varying", file)
+        tv = _bool_attr(data, "time_varying", file)
+        lead = ((n_traj,) if sv else ()) + ((n_steps,) if tv else ())
+        shape = tuple(data.shape)
+        if shape != lead and not (shape == lead + (1,) or (not lead and shape in ((), (1,)))):
+            _expected_shape(lead, shape, file, data.name, f"sample_varying={sv}, time_varying={tv}")
+        scalars.append(ScalarInfo(name, sv, tv))
+    for name in sim_params:
+        if name not in scalars_group:
+            raise WellFormatError(file, f"/scalars/{name}", "simulation parameter listed in @simulation_parameters has no dataset under /scalars")
+
+    bc_group = _require(h5, "boundary_conditions", file, "group 'boundary_conditions'")
+    boundary = read_boundary_conditions(bc_group, spatial_dims, resolution, file)
+    return WellFileMetadata(
+        path=file,
+        dataset_name=_text(h5.attrs["dataset_name"]),
+        grid_type=_text(h5.attrs["grid_type"]),
+        n_spatial_dims=n_dims,
+        n_trajectories=n_traj,
+        n_steps=n_steps,
+        spatial_dims=spatial_dims,
+        resolution=resolution,
+        fields=fields,
+        scalars=scalars,
+        boundary_conditions=boundary,
+        time_sample_varying=time_sample_varying,
+        simulation_parameters=sim_params,
+        sample_varying_coordinates=tuple(coords_sample_varying),
+    )
+
+
+def read_boundary_conditions(group, spatial_dims: tuple[str, ...], resolution: tuple[int, ...], file: str) -> np.ndarray:
+    """`[n_dims, 2]` codes (WALL=0, OPEN=1, PERIODIC=2) as The Well's loader derives them: OPEN unless a condition
+    covers the edge; WALL needs the whole edge slice of its mask True, the other types any True."""
+    axis_index = {axis: i for i, axis in enumerate(spatial_dims)}
+    codes = np.full((len(spatial_dims), 2), BC_CODES["OPEN"], dtype=np.float32)
+    for name in group.keys():
+        bc = group[name]
+        bc_type = _text(_require_attr(bc, "bc_type", file, "PERIODIC, WALL or OPEN")).upper()
+        if bc_type not in BC_CODES:
+            raise WellFormatError(file, bc.name, f"bc_type {bc_type!r} is not one of {sorted(BC_CODES)}")
+        associated = _text_list(_require_attr(bc, "associated_dims", file, "list of axis names"))
+        for axis in associated:
+            if axis not in axis_index:
+                raise WellFormatError(file, bc.name, f"associated_dims names axis {axis!r}, not one of {list(spatial_dims)}")
+        mask = np.asarray(_require(bc, "mask", file, "boolean mask over the associated axes")[()])
+        expected = tuple(resolution[axis_index[a]] for a in associated)
+        if mask.shape != expected:
+            raise WellFormatError(file, f"{bc.name}/mask", f"shape {mask.shape}; expected {expected} (the associated axes)")
+        aggregate = np.all if bc_type == "WALL" else np.any
+        for position, axis in enumerate(associated):
+            for side, index in ((0, 0), (1, -1)):
+                edge = np.take(mask, index, axis=position)
+                if aggregate(edge):
+                    codes[axis_index[axis], side] = BC_CODES[bc_type]
+    return codes
+
+
+def iter_format_problems(h5: Any, file: str) -> Iterator[str]:
+    """Every problem found in a file, as messages (for the `check` command). Metadata first, then data values."""
+    try:
+        meta = read_file_metadata(h5, file)
+    except WellFormatError as error:
+        yield str(error)
+        return
+    except Exception as error:  # noqa: BLE001 - a damaged file can fail in h5py in many ways
+        yield f"{file}: could not read the metadata: {error}"
+        return
+    for info in meta.fields:
+        group = FIELD_GROUPS[info.order]
+        data = h5[group][info.name]
+        # One trajectory at a time: memory stays bounded on large files.
+        for traj in range(meta.n_trajectories if info.sample_varying else 1):
+            values = data[traj] if info.sample_varying else data[()]
+            bad = ~np.isfinite(values)
+            if bad.any():
+                where = np.argwhere(bad)[0].tolist()
+                yield (f"{file}: /{group}/{info.name}: {int(bad.sum())} non-finite values"
+                       f"{f' in trajectory {traj}' if info.sample_varying else ''}, first at index {where}")
+                break
