@@ -97,6 +97,9 @@ class _ReadWindows:
         self.reader = reader
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        if len(batch["window"]) == 1:  # `dataset[i]`: a view with a batch axis, no copy
+            sample = self.reader.sample(int(batch["window"][0]))
+            return {k: v.unsqueeze(0) if torch.is_tensor(v) else [v] for k, v in sample.items()}
         return collate_window_samples([self.reader.sample(int(i)) for i in batch["window"]])
 
 

@@ -57,7 +57,8 @@ def _expand_space(values: np.ndarray, info: FieldInfo, lead: int, resolution: tu
             shape.append(next(stored) if varying else 1)
         values = values.reshape(*shape, *values.shape[values.ndim - order :])
     full = values.shape[:lead] + tuple(resolution) + values.shape[values.ndim - order :]
-    values = np.broadcast_to(values, full)
+    if values.shape != full:
+        values = np.broadcast_to(values, full)
     return values.reshape(*full[: lead + len(resolution)], -1)
 
 
@@ -90,6 +91,7 @@ class WellSplitReader:
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
         self._cache: dict[tuple[int, str], Any] = {}
+        self._buffers: dict[tuple, np.ndarray] = {}
         self.metadata: list[WellFileMetadata] = []
         for index, path in enumerate(self.files):
             meta = read_file_metadata(self._handle(index), path)
@@ -133,6 +135,7 @@ class WellSplitReader:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_buffers"] = {}
         return state
 
     # ------------------------------------------------------------------------------------------ index
@@ -171,6 +174,30 @@ class WellSplitReader:
             return self._cache[key]
         return _expand_space(np.asarray(data[index]), info, 1 if time is not None else 0, self.meta.resolution)
 
+    def _read_fields(self, file_index: int, infos: list[FieldInfo], traj: int, time: slice | None) -> torch.Tensor:
+        """`[*lead, *space, channels]` of the given fields: each read whole, then interleaved into channels by
+        `torch.cat` (multi-threaded; 2x faster than numpy's strided copy on this hot path. Reading with h5py straight
+        into the interleaved slices was slower still: HDF5 then scatters element by element)."""
+        parts = [torch.from_numpy(self._read_reusing_buffer(file_index, f, traj, time)) for f in infos]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0].clone()
+
+    def _read_reusing_buffer(self, file_index: int, info: FieldInfo, traj: int, time: slice | None) -> np.ndarray:
+        """A field's window read into a buffer kept between calls (valid until the next read of this field).
+
+        A fresh multi-MB array per read is fresh, page-faulted memory from the OS each time; reusing one buffer per
+        field made 3D windows about 1.5x faster to read."""
+        data = self._handle(file_index)[FIELD_GROUPS[info.order]][info.name]
+        if time is None or not all(info.dim_varying) or data.dtype != np.float32:
+            return np.ascontiguousarray(self._field(file_index, info, traj, time))
+        n_steps = len(range(*time.indices(self.metadata[file_index].n_steps)))
+        shape = (n_steps, *self.meta.resolution, *((self.meta.n_spatial_dims,) * info.order))
+        key = (info.name, shape)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = np.empty(shape, dtype=np.float32)
+        data.read_direct(buffer, np.s_[traj, time] if info.sample_varying else np.s_[time])
+        return buffer.reshape(*shape[: 1 + len(self.meta.resolution)], -1)
+
     def _space_grid(self, file_index: int, traj: int) -> np.ndarray:
         meta = self.metadata[file_index]
         key = (file_index, "space_grid")
@@ -183,24 +210,23 @@ class WellSplitReader:
             self._cache[key] = grid
         return grid
 
-    def read_window(self, index: int) -> dict[str, Any]:
-        """One window as numpy arrays with The Well's keys and layout (channels last, time first)."""
+    def read_window(self, index: int) -> dict[str, torch.Tensor]:
+        """One window as tensors with The Well's keys and layout (channels last, time first)."""
         file_index, traj, start = self.locate(index)
         meta = self.metadata[file_index]
         n_total = self.n_steps_input + self.n_steps_output
         time = slice(start, start + n_total * self.dt_stride, self.dt_stride)
         h5 = self._handle(file_index)
-        sample: dict[str, Any] = {}
+        sample: dict[str, torch.Tensor] = {}
 
-        fields = np.concatenate([self._field(file_index, f, traj, time) for f in meta.variable_fields], axis=-1)
-        constants = [self._field(file_index, f, traj, None) for f in meta.constant_fields]
+        fields = self._read_fields(file_index, meta.variable_fields, traj, time)
         self._check_finite(fields, file_index, traj, start, meta.field_names)
         if self.normalizer is not None:
             fields = self.normalizer.normalize(fields, "fields")
         sample["input_fields"] = fields[: self.n_steps_input]
         sample["output_fields"] = fields[self.n_steps_input :]
-        if constants:
-            constants = np.concatenate(constants, axis=-1)
+        if meta.constant_fields:
+            constants = self._read_fields(file_index, meta.constant_fields, traj, None)
             self._check_finite(constants[None], file_index, traj, None, meta.constant_field_names)
             if self.normalizer is not None:
                 constants = self.normalizer.normalize(constants, "constant_fields")
@@ -210,38 +236,39 @@ class WellSplitReader:
         variable = [np.asarray(scalars[s.name][(traj, time) if s.sample_varying else time]).reshape(n_total)
                     for s in meta.scalars if s.time_varying]
         if variable:
-            stacked = np.stack(variable, axis=-1).astype(np.float32)
+            stacked = torch.from_numpy(np.stack(variable, axis=-1).astype(np.float32))
             sample["input_scalars"] = stacked[: self.n_steps_input]
             sample["output_scalars"] = stacked[self.n_steps_input :]
         constant = [np.asarray(scalars[s.name][traj] if s.sample_varying else scalars[s.name][()]).reshape(())
                     for s in meta.scalars if not s.time_varying]
         if constant:
-            sample["constant_scalars"] = np.stack(constant).astype(np.float32)
+            sample["constant_scalars"] = torch.from_numpy(np.stack(constant).astype(np.float32))
 
-        sample["boundary_conditions"] = meta.boundary_conditions.copy()
-        sample["space_grid"] = self._space_grid(file_index, traj)
+        sample["boundary_conditions"] = torch.from_numpy(meta.boundary_conditions.copy())
+        sample["space_grid"] = torch.from_numpy(self._space_grid(file_index, traj))
         times = h5["dimensions"]["time"]
         window_time = np.asarray(times[traj, time] if meta.time_sample_varying else times[time])
-        window_time = window_time - window_time.min()
+        window_time = torch.from_numpy(window_time - window_time.min())
         sample["input_time_grid"] = window_time[: self.n_steps_input]
         sample["output_time_grid"] = window_time[self.n_steps_input :]
         return sample
 
-    def _check_finite(self, values: np.ndarray, file_index: int, traj: int, start: int | None, names: list[str]) -> None:
-        if np.isfinite(values).all():
+    def _check_finite(self, values: torch.Tensor, file_index: int, traj: int, start: int | None, names: list[str]) -> None:
+        # One sum is NaN/Inf when some value is (or, rarely, when float32 overflows); only then search element-wise.
+        if torch.isfinite(values.sum()) or bool(torch.isfinite(values).all()):
             return
-        where = np.argwhere(~np.isfinite(values))[0]
+        bad = ~torch.isfinite(values)
+        where = bad.nonzero()[0].tolist()
         channel = names[where[-1]]
         when = "in a constant field" if start is None else f"time index {start + int(where[0]) * self.dt_stride}"
         raise NonFiniteWindowError(
             f"{self.files[file_index]}: trajectory {traj}, {when}, channel '{channel}': "
-            f"{int((~np.isfinite(values)).sum())} non-finite values in the window "
-            "(pass on_nonfinite='skip' to leave such windows out)"
+            f"{int(bad.sum())} non-finite values in the window (pass on_nonfinite='skip' to leave such windows out)"
         )
 
     def sample(self, global_index: int) -> dict[str, Any]:
         """Window `global_index` (The Well's numbering) as torch tensors, plus the dataset and field names."""
-        sample = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.read_window(global_index).items()}
+        sample: dict[str, Any] = self.read_window(global_index)
         sample["dataset_name"] = self.meta.dataset_name
         sample["field_names"] = self.meta.field_names
         return sample
