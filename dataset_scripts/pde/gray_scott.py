@@ -1,0 +1,100 @@
+"""`gray_scott_reaction_diffusion`: the Gray-Scott reaction-diffusion system in a periodic box.
+
+    A_t = D_A lap A - A B^2 + F (1 - A),        B_t = D_B lap B + A B^2 - (F + k) B
+
+Pseudo-spectral, integrating-factor RK4 (diffusion exact). D_A = 2e-5, D_B = 1e-5 as in The Well, on a box of side
+0.5 (The Well's is 2 at 128^2; the smaller box keeps the patterns resolved at 64^2). (F, k) pairs are drawn around
+pattern-forming regimes (maze, worms, spots, mitosis, coral, fingerprint, holes, spirals); initial state A = 1, B = 0 with random
+seeded patches. Fields A, B (t0); constant scalars F, k.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..well_writer import WellField, WellScalar, axis_boundaries
+from .simulation import Simulation, check_finite, to_numpy
+from .spectral import integrating_factor_rk4, spectral_grid
+
+NAME = "gray_scott_reaction_diffusion"
+LENGTH = 0.5
+DIFFUSIVITY = (2e-5, 1e-5)
+# (F, k) of pattern-forming regimes (Pearson 1993; Munafo's map). The Well's gliders (0.014, 0.054), bubbles
+# (0.098, 0.057) and spirals (0.018, 0.051) decay to the trivial state A = 1, B = 0 from these initial conditions
+# at this resolution, so nearby persistent regimes stand in for them.
+REGIMES = {"maze": (0.029, 0.057), "worms": (0.058, 0.065), "spots": (0.03, 0.062), "mitosis": (0.0367, 0.0649),
+           "coral": (0.0545, 0.062), "fingerprint": (0.037, 0.06), "holes": (0.039, 0.058), "spirals": (0.022, 0.051)}
+
+
+class GrayScottSolver:
+    """Batched: `feed [B]`, `kill [B]`; state is the spectral (A, B) pair `[B, 2, n, n/2+1]`."""
+
+    def __init__(self, n: int, feed: torch.Tensor, kill: torch.Tensor, device="cpu", diffusivity=DIFFUSIVITY):
+        self.n = n
+        kx, ky = spectral_grid((n, n), (LENGTH, LENGTH), device)
+        k2 = kx**2 + ky**2
+        self.decay = torch.tensor(diffusivity, dtype=torch.float64, device=device)[None, :, None, None] * k2
+        self.feed, self.kill = feed[:, None, None], kill[:, None, None]
+
+    def nonlinear(self, state: torch.Tensor) -> torch.Tensor:
+        a, b = torch.fft.irfft2(state, s=(self.n, self.n)).unbind(1)
+        reaction = a * b * b
+        da = -reaction + self.feed * (1 - a)
+        db = reaction - (self.feed + self.kill) * b
+        return torch.fft.rfft2(torch.stack([da, db], dim=1))
+
+    def step(self, state: torch.Tensor, dt: float) -> torch.Tensor:
+        return integrating_factor_rk4(state, dt, self.decay, self.nonlinear)
+
+    def fields(self, state: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(state, s=(self.n, self.n))
+
+
+def initial_fields(n: int, rng: np.random.Generator, batch: int) -> np.ndarray:
+    """A = 1, B = 0, with 8-20 square patches of A = 0.5, B = 0.25 (periodic) and a little positive noise on B."""
+    fields = np.zeros((batch, 2, n, n))
+    fields[:, 0] = 1.0
+    x = np.arange(n)
+    for b in range(batch):
+        for _ in range(rng.integers(8, 21)):
+            cx, cy, r = rng.integers(0, n), rng.integers(0, n), rng.integers(max(2, n // 20), max(3, n // 8))
+            dx = np.minimum(np.abs(x - cx), n - np.abs(x - cx))[:, None]
+            dy = np.minimum(np.abs(x - cy), n - np.abs(x - cy))[None, :]
+            patch = (dx <= r) & (dy <= r)
+            fields[b, 0][patch] = 0.5
+            fields[b, 1][patch] = 0.25
+        fields[b, 1] += 0.02 * rng.random((n, n))
+    return fields
+
+
+def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
+             device="cpu", t_end: float = 6000.0, dt: float = 1.0) -> Simulation:
+    rng = rng or np.random.default_rng(0)
+    n = resolution
+    names = list(REGIMES)
+    chosen = [REGIMES[names[i]] for i in rng.integers(0, len(names), n_trajectories)]
+    feed = np.array([f for f, _ in chosen]) * rng.uniform(0.97, 1.03, n_trajectories)
+    kill = np.array([k for _, k in chosen]) * rng.uniform(0.99, 1.01, n_trajectories)
+    solver = GrayScottSolver(n, torch.tensor(feed, device=device), torch.tensor(kill, device=device), device)
+    state = torch.fft.rfft2(torch.tensor(initial_fields(n, rng, n_trajectories), device=device))
+    save_times = np.linspace(0.0, t_end, n_steps)
+    frames, t = [], 0.0
+    for target in save_times:
+        while t < target - 1e-9:
+            step = min(dt, target - t)
+            state = solver.step(state, step)
+            t += step
+        frames.append(to_numpy(solver.fields(state)))
+    data = np.stack(frames, axis=1)  # [B, T, 2, n, n]
+    check_finite(NAME, A=data[:, :, 0], B=data[:, :, 1])
+    coords = np.arange(n) / n * LENGTH
+    return Simulation(
+        dataset_name=NAME, spatial_dims=("x", "y"), coordinates={"x": coords, "y": coords},
+        time=save_times.astype(np.float32),
+        fields=[WellField("A", data[:, :, 0]), WellField("B", data[:, :, 1])],
+        scalars=[WellScalar("F", feed.astype(np.float32), sample_varying=True),
+                 WellScalar("k", kill.astype(np.float32), sample_varying=True)],
+        boundaries=axis_boundaries(("x", "y"), (n, n), {"x": "PERIODIC", "y": "PERIODIC"}),
+        simulation_parameters=("F", "k"),
+    )
