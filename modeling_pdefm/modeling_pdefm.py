@@ -28,7 +28,7 @@ from .conditioning_layers import (
     signed_log,
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
-from .losses import vrmse_per_field
+from .losses import vrmse_training_loss
 from .mamba_layers import BidirectionalMamba, Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
 from .tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer, conv_class, sinusoidal_encoding
@@ -481,7 +481,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             target_norm = (labels.movedim(-1, 2) - mean) / std
             # VRMSE is invariant to the per-channel affine normalisation, so computing it in normalised units gives
             # The Well's value while keeping its epsilon relative to the data's scale.
-            loss = vrmse_per_field(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d).mean()
+            loss = vrmse_training_loss(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d)
         if not return_dict:
             return tuple(v for v in (loss, prediction, tokens) if v is not None)
         return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens)

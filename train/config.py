@@ -1,0 +1,134 @@
+"""Pretraining configuration: a versioned YAML file, any key overridable on the command line (`--max_steps 200`).
+
+Bad values fail before training starts, with the key named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+CONFIG_VERSION = 1
+MIXED_PRECISION = ("no", "bf16", "auto")
+
+
+@dataclass
+class PretrainConfig:
+    # data
+    data_dir: str = "data/mini_well"
+    datasets: list[str] | None = None  # names under data_dir; None: every dataset found
+    generate_if_missing: bool = False  # generate the Mini-Well suite into data_dir when it is empty
+    n_steps_input: int = 4
+    n_steps_output: int = 1
+    use_normalization: bool = False  # the model normalises each sample itself; stats.yaml is optional
+    # model
+    model_preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    gradient_checkpointing: bool = False
+    # optimisation
+    max_steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "auto"  # bf16 where the hardware has it, else fp32
+    spectral_loss_weight: float = 0.1
+    # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
+    temperature: float = 0.5
+    difficulty_alpha: float = 1.0
+    difficulty_eps: float = 0.05
+    difficulty_ema: float = 0.7
+    # bookkeeping
+    output_dir: str = "outputs/pretrain"
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    eval_every: int = 200
+    eval_batches: int = 4
+    log_every: int = 10
+    log_with: str = "tensorboard"  # any accelerate tracker name, or "none"
+    max_nonfinite_in_a_row: int = 5
+    seed: int = 0
+    # the final report (one-step VRMSE per dataset on this split, against persistence)
+    report_split: str = "test"
+    version: int = CONFIG_VERSION
+
+    def validate(self) -> "PretrainConfig":
+        positive = ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
+                    "log_every", "n_steps_input", "n_steps_output", "gradient_accumulation_steps", "max_nonfinite_in_a_row")
+        for key in positive:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"config key '{key}' must be a positive integer, got {value!r}")
+        for key in ("learning_rate", "grad_clip"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"config key '{key}' must be > 0, got {getattr(self, key)!r}")
+        for key in ("weight_decay", "spectral_loss_weight", "temperature", "difficulty_alpha", "difficulty_eps", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key '{key}' must be >= 0, got {getattr(self, key)!r}")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.difficulty_ema < 1:
+            raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.report_split not in ("train", "valid", "test"):
+            raise ValueError(f"config key 'report_split' must be train, valid or test, got {self.report_split!r}")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config key 'version' is {self.version}; this code reads version {CONFIG_VERSION}")
+        if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
+            raise ValueError(f"config key 'data_dir': folder {self.data_dir!r} does not exist "
+                             "(set generate_if_missing: true to generate Mini-Well there)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
+    """Parse a command-line value for `name` as YAML, then check it against the field's type."""
+    value = yaml.safe_load(text)
+    if "list" in annotation and isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if "dict" in annotation and not isinstance(value, dict):
+        raise ValueError(f"--{name} expects a mapping such as '{{hidden_size: 64}}', got {text!r}")
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"--{name} expects true or false, got {text!r}")
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value
+
+
+def load_config(argv: list[str] | None = None, description: str = "") -> tuple[PretrainConfig, argparse.Namespace]:
+    """`--config FILE` plus `--key value` overrides for every field, plus `--resume`."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file with any of the keys below")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    for name in fields:
+        parser.add_argument(f"--{name}", default=None, metavar="VALUE")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        if not os.path.exists(args.config):
+            raise ValueError(f"--config: no file {args.config!r}")
+        with open(args.config) as f:
+            loaded = yaml.safe_load(f) or {}
+        unknown = sorted(set(loaded) - set(fields))
+        if unknown:
+            raise ValueError(f"{args.config}: unknown config keys {unknown}; known: {sorted(fields)}")
+        values.update(loaded)
+    defaults = PretrainConfig()
+    for name, f in fields.items():
+        text = getattr(args, name)
+        if text is not None:
+            values[name] = _coerce(name, text, values.get(name, getattr(defaults, name)), str(f.type))
+    config = PretrainConfig(**values)
+    return config.validate(), args

@@ -1,0 +1,90 @@
+"""Training data: one dataset per batch, each process reading its own shard, in an order that is a pure function
+of (seed, dataset, rank, number of batches drawn), so a resumed run reads exactly what an uninterrupted one would."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+from datasets.distributed import split_dataset_by_node
+
+from dataset_scripts import load_well_dataset, open_well_split
+
+
+def find_datasets(data_dir: str, names: list[str] | None) -> list[str]:
+    """Dataset folders under `data_dir` that hold a train split; `names` must all be among them."""
+    found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d, "data", "train")))
+    if names is None:
+        if not found:
+            raise ValueError(f"config key 'data_dir': no datasets (folders with data/train/) in {data_dir!r}")
+        return found
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"config key 'datasets': {unknown} not found in {data_dir!r}; available: {found}")
+    return list(names)
+
+
+def model_specs(data_dir: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    specs = {}
+    for name in names:
+        reader = open_well_split(os.path.join(data_dir, name), "train", n_steps_input=1, n_steps_output=1)
+        specs[name] = reader.meta.model_spec()
+        reader.close()
+    return specs
+
+
+class ShardBatches:
+    """Shuffled batches of one dataset's shard of this process; `draws` is its whole state."""
+
+    def __init__(self, name: str, dataset, batch_size: int, seed: int, rank: int):
+        self.name, self.dataset, self.seed, self.rank = name, dataset, seed, rank
+        self.batch_size = min(batch_size, len(dataset))
+        self.draws = 0
+
+    def next_batch(self) -> dict[str, Any]:
+        per_epoch = len(self.dataset) // self.batch_size
+        epoch, k = divmod(self.draws, per_epoch)
+        order = np.random.default_rng([self.seed, zlib.crc32(self.name.encode()), self.rank, epoch]).permutation(len(self.dataset))
+        self.draws += 1
+        return self.dataset[order[k * self.batch_size : (k + 1) * self.batch_size].tolist()]
+
+
+class MultiDatasetBatches:
+    """The `ShardBatches` of every dataset; checkpointed with the run (state: batches drawn per dataset)."""
+
+    def __init__(self, data_dir: str, names: list[str], split: str, batch_size: int, n_steps_input: int,
+                 n_steps_output: int, use_normalization: bool, seed: int, rank: int, world_size: int):
+        self.streams: dict[str, ShardBatches] = {}
+        self.full_sizes: dict[str, int] = {}
+        for name in names:
+            full = load_well_dataset(os.path.join(data_dir, name), split=split, n_steps_input=n_steps_input,
+                                     n_steps_output=n_steps_output, use_normalization=use_normalization)
+            self.full_sizes[name] = len(full)
+            shard = split_dataset_by_node(full, rank=rank, world_size=world_size) if world_size > 1 else full
+            self.streams[name] = ShardBatches(name, shard, batch_size, seed, rank)
+
+    def next_batch(self, name: str) -> dict[str, Any]:
+        return self.streams[name].next_batch()
+
+    def shard_sizes(self) -> dict[str, int]:
+        return {name: len(s.dataset) for name, s in self.streams.items()}
+
+    def state_dict(self) -> dict:
+        return {name: s.draws for name, s in self.streams.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, draws in state.items():
+            self.streams[name].draws = draws
+
+
+def evaluation_batches(dataset, batch_size: int, n_batches: int | None):
+    """Deterministic batches spread over the whole split (all of it when `n_batches` is None)."""
+    n = len(dataset)
+    if n_batches is None:
+        indices = np.arange(n)
+    else:
+        indices = np.unique(np.linspace(0, n - 1, min(n, n_batches * batch_size)).round().astype(int))
+    for start in range(0, len(indices), batch_size):
+        yield dataset[indices[start : start + batch_size].tolist()]

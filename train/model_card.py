@@ -1,0 +1,57 @@
+"""Model cards (README.md with Hub metadata) for saved models and adapters."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+
+def metrics_table(report: dict[str, dict[str, Any]]) -> str:
+    lines = ["| dataset | one-step VRMSE | persistence VRMSE | windows |", "|---|---|---|---|"]
+    for name, r in sorted(report.items()):
+        lines.append(f"| {name} | {r['vrmse']:.4f} | {r['persistence_vrmse']:.4f} | {r['windows']} |")
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str, *, title: str, datasets: list[str], description: str,
+                     report: dict[str, dict[str, Any]] | None = None, base_model: str | None = None,
+                     extra_tags: list[str] | None = None, command: str | None = None) -> str:
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": "other",
+        "tags": ["pde", "physics", "scientific-ml", "pdefm", "the-well", *(extra_tags or [])],
+        "datasets": datasets,
+    }
+    if base_model:
+        metadata["base_model"] = base_model
+    parts = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "", f"# {title}", "", description, ""]
+    if report:
+        parts += ["## Evaluation", "", "One-step VRMSE (The Well's definition, lower is better) against predicting the "
+                  "last input frame, on the datasets' held-out split" + (f", measured by `{command}`" if command else "") + ":",
+                  "", metrics_table(report), ""]
+    parts += [
+        "## Intended use",
+        "",
+        "Next-step and autoregressive prediction of the fields of the physical systems above, in The Well's layout "
+        "(`input_fields [batch, T_in, *space, C]`); a starting point for finetuning on new systems "
+        "(`train.finetune`, LoRA adapters per domain).",
+        "",
+        "## Limits",
+        "",
+        "Trained on the listed datasets only, at their resolutions and parameter ranges; predictions outside them, "
+        "and long rollouts, degrade. Not a substitute for a validated solver where accuracy matters.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from transformers import AutoModel",
+        "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)",
+        "```",
+        "",
+    ]
+    path = os.path.join(folder, "README.md")
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+    return path

@@ -1,0 +1,261 @@
+"""Pretrain PDE-FM on many datasets at once with Hugging Face Accelerate.
+
+    accelerate launch -m train.pretrain --config train/configs/mini_well.yaml [--max_steps 200 --output_dir out/]
+    python -m train.pretrain --config train/configs/mini_well.yaml --resume
+
+One dataset per batch, drawn by the curriculum sampler; each process reads its own shard. Loss: VRMSE plus a
+wavenumber-weighted spectral loss. AdamW with warm-up and cosine decay, gradient clipping and accumulation, bf16
+autocast where the hardware has it. Checkpoints (`accelerator.save_state`, atomic) every `checkpoint_every` steps;
+`--resume` continues from the latest. The final model is saved with `save_pretrained` into `output_dir`, with a
+model card and `report.json` / `report.md` (one-step VRMSE per dataset against persistence).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from tqdm.auto import tqdm
+
+from dataset_scripts import load_well_dataset
+from modeling_pdefm import PDEFMConfig, PDEFMModel
+
+from .checkpointing import latest_checkpoint, read_trainer_state, save_checkpoint
+from .config import PretrainConfig, load_config
+from .curriculum import CurriculumSampler
+from .data import MultiDatasetBatches, evaluation_batches, find_datasets, model_specs
+from .evaluation import model_inputs, one_step_vrmse
+from .losses import pretraining_loss, vrmse_loss
+from .model_card import metrics_table, write_model_card
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_accelerator(config: PretrainConfig) -> Accelerator:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # `accelerate launch --multi_gpu` on a machine without GPUs: run the ranks on the CPU over gloo instead of
+    # starting unrelated single processes that would all write the same checkpoint.
+    cpu = not torch.cuda.is_available()
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=precision,
+        log_with=None if config.log_with == "none" else config.log_with,
+        project_dir=config.output_dir,
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],  # other datasets' adapters idle
+    )
+    if world > 1 and accelerator.num_processes != world:
+        raise RuntimeError(
+            f"WORLD_SIZE is {world} but Accelerate formed {accelerator.num_processes} process(es); on a machine "
+            "without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N"
+        )
+    return accelerator
+
+
+def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
+    has_data = os.path.isdir(config.data_dir) and any(
+        os.path.isdir(os.path.join(config.data_dir, d, "data", "train")) for d in os.listdir(config.data_dir)
+    )
+    if config.generate_if_missing and not has_data:
+        if accelerator.is_main_process:
+            from dataset_scripts.generate import generate_suite
+
+            print(f"generating Mini-Well into {config.data_dir} (once)")
+            generate_suite(config.data_dir, seed=config.seed)
+        accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs: dict) -> dict[str, float]:
+    """Mean one-step VRMSE per dataset on a fixed slice of each validation split (this process's shard)."""
+    model.eval()
+    losses = {}
+    for name, dataset in valid_sets.items():
+        total = torch.zeros(2, device=accelerator.device)
+        for batch in evaluation_batches(dataset, config.batch_size, config.eval_batches):
+            out = model(**model_inputs(batch, accelerator.device), n_steps=1)
+            target = batch["output_fields"][:, :1].to(accelerator.device)
+            total += torch.stack([vrmse_loss(out.prediction, target, specs[name]["n_spatial_dims"]) * target.shape[0],
+                                  torch.tensor(float(target.shape[0]), device=accelerator.device)])
+        total = accelerator.reduce(total, reduction="sum")
+        losses[name] = (total[0] / total[1].clamp_min(1)).item()
+    model.train()
+    return losses
+
+
+def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    maybe_generate(config, accelerator)
+    names = find_datasets(config.data_dir, config.datasets)
+    specs = model_specs(config.data_dir, names)
+    model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs, **config.model_overrides))
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
+                                  config.n_steps_output, config.use_normalization, config.seed,
+                                  accelerator.process_index, accelerator.num_processes)
+    sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
+                                config.difficulty_ema, config.seed)
+    valid_sets = {}
+    for name in names:
+        full = load_well_dataset(os.path.join(config.data_dir, name), split="valid", n_steps_input=config.n_steps_input,
+                                 n_steps_output=config.n_steps_output, use_normalization=config.use_normalization)
+        if accelerator.num_processes > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            full = split_dataset_by_node(full, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        valid_sets[name] = full
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    accelerator.register_for_checkpointing(sampler, batches)
+
+    os.makedirs(config.output_dir, exist_ok=True)
+    run_info = os.path.join(config.output_dir, "run_info")
+    os.makedirs(run_info, exist_ok=True)
+    with open(os.path.join(run_info, f"rank{accelerator.process_index}.json"), "w") as f:
+        json.dump({"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                   "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes}, f)
+
+    step, nonfinite_total = 0, 0
+    if resume:
+        checkpoint = latest_checkpoint(config.output_dir)
+        if checkpoint is None:
+            accelerator.print(f"--resume: no checkpoint in {config.output_dir}/checkpoints; starting from scratch")
+        else:
+            accelerator.load_state(checkpoint)
+            state = read_trainer_state(checkpoint)
+            step, nonfinite_total = state["step"], state.get("nonfinite_total", 0)
+            accelerator.print(f"resumed from {checkpoint} at step {step}")
+    if config.log_with != "none":
+        accelerator.init_trackers("pretrain", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                                                      for k, v in config.to_dict().items()})
+    accelerator.print(f"datasets {names}; sampling probabilities {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
+
+    model.train()
+    nonfinite_in_a_row = 0
+    bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not accelerator.is_main_process)
+    started = time.perf_counter()
+    while step < config.max_steps:
+        if stop_after is not None and step >= stop_after:
+            raise KeyboardInterrupt(f"stopped at step {step} (simulated interruption)")
+        optimizer.zero_grad(set_to_none=True)
+        skipped, parts, name = False, {}, None
+        for micro in range(config.gradient_accumulation_steps):
+            name = sampler.draw()
+            batch = batches.next_batch(name)
+            target = batch["output_fields"].to(accelerator.device)
+            sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    out = model(**model_inputs(batch, accelerator.device), labels=None, n_steps=target.shape[1])
+                loss, parts = pretraining_loss(out.prediction, target, specs[name]["n_spatial_dims"], config.spectral_loss_weight)
+                finite = accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum").item() == accelerator.num_processes
+                if not finite:
+                    skipped = True
+                    break
+                accelerator.backward(loss / config.gradient_accumulation_steps)
+        if skipped:
+            optimizer.zero_grad(set_to_none=True)
+            nonfinite_in_a_row += 1
+            nonfinite_total += 1
+            accelerator.print(f"step {step}: non-finite loss on dataset {name!r}; step skipped ({nonfinite_in_a_row} in a row)")
+            if nonfinite_in_a_row > config.max_nonfinite_in_a_row:
+                raise NonFiniteLossError(
+                    f"{nonfinite_in_a_row} non-finite losses in a row (last on dataset {name!r} at step {step}); "
+                    f"more than max_nonfinite_in_a_row={config.max_nonfinite_in_a_row}. Lower learning_rate or check the data."
+                )
+            continue
+        nonfinite_in_a_row = 0
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if step % config.log_every == 0:
+            logs = {"loss": loss.item(), "vrmse": parts["vrmse"].item(), "spectral": parts["spectral"].item(),
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), f"loss/{name}": loss.item(),
+                    "nonfinite_skipped": nonfinite_total}
+            logs.update({f"p/{k}": v for k, v in sampler.probabilities().items()})
+            accelerator.log(logs, step=step)
+            bar.set_postfix(loss=f"{loss.item():.3f}", data=name[:12])
+        if step % config.eval_every == 0 or step == config.max_steps:
+            losses = validate(model, accelerator, config, valid_sets, specs)
+            sampler.update_losses(losses)
+            accelerator.log({f"valid_vrmse/{k}": v for k, v in losses.items()}, step=step)
+            accelerator.print(f"step {step}: validation VRMSE {json.dumps({k: round(v, 4) for k, v in losses.items()})}; "
+                              f"sampling {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            save_checkpoint(accelerator, config.output_dir, step, {"nonfinite_total": nonfinite_total}, config.keep_checkpoints)
+    bar.close()
+    seconds = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+    report = {}
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model).eval()
+        for name in names:
+            test = load_well_dataset(os.path.join(config.data_dir, name), split=config.report_split,
+                                     n_steps_input=config.n_steps_input, n_steps_output=1,
+                                     use_normalization=config.use_normalization)
+            report[name] = one_step_vrmse(unwrapped, test, specs[name]["n_spatial_dims"], config.batch_size)
+        unwrapped.save_pretrained(config.output_dir)
+        write_report(config, report, seconds, step)
+        write_model_card(config.output_dir, title=f"PDE-FM ({config.model_preset}) pretrained on {len(names)} datasets",
+                         datasets=names, report=report, command=" ".join(["python -m train.pretrain", *sys.argv[1:]]),
+                         description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
+                                     f"pretrained for {step} steps with `train.pretrain` (config in `pretrain_config.json`).")
+        with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+    accelerator.end_training()
+    return report
+
+
+def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int) -> None:
+    with open(os.path.join(config.output_dir, "report.json"), "w") as f:
+        json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split, "datasets": report}, f, indent=2)
+    beaten = sum(r["vrmse"] < r["persistence_vrmse"] for r in report.values())
+    text = [f"# Pretraining report", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
+            "", f"One-step VRMSE on the {config.report_split} split (model against persistence, i.e. the last input frame):",
+            "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets.", ""]
+    with open(os.path.join(config.output_dir, "report.md"), "w") as f:
+        f.write("\n".join(text))
+    print("\n".join(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config, args = load_config(argv, __doc__)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    train(config, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
