@@ -72,7 +72,7 @@ def file_seed(seed: int, dataset: str, split: str, index: int) -> np.random.Seed
     return np.random.SeedSequence([seed, sum(map(ord, dataset)) * 7919 + len(dataset), SPLITS.index(split), index])
 
 
-def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int = 12, n_steps: int = 60,
+def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int = 16, n_steps: int = 60,
                      seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu", progress: bool = True) -> dict:
     """Generate (or complete) one dataset; returns counts and seconds."""
     if name not in SYSTEMS:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--suite", choices=sorted(SUITES))
     parser.add_argument("--out", required=True, help="folder that receives one folder per dataset")
     parser.add_argument("--resolution", type=int, default=None, help="grid points per axis (default: 64 in 2D, 32 in 3D)")
-    parser.add_argument("--n-trajectories", type=int, default=12)
+    parser.add_argument("--n-trajectories", type=int, default=16)
     parser.add_argument("--n-steps", type=int, default=60, help="saved time steps per trajectory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trajectories-per-file", type=int, default=2)

@@ -148,8 +148,9 @@ class PDEFMBackbone(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """One full-resolution decoder block: `act(K(x) + W x)` with K a spectral convolution (FNO) or a 3x3
-    convolution (ablation) and W a 1x1 convolution. `[n, width, *space]` in and out."""
+    """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO) or a 3x3
+    convolution (ablation) and W a 1x1 convolution; the residual keeps signal and gradient alive through the stack.
+    `[n, width, *space]` in and out."""
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
@@ -158,7 +159,7 @@ class DecoderBlock(nn.Module):
         self.pointwise = conv(width, width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.kernel(x) + self.pointwise(x))
+        return x + F.gelu(self.kernel(x) + self.pointwise(x))
 
 
 class FNODecoder(nn.Module):
@@ -214,7 +215,17 @@ class PDEFMPreTrainedModel(PreTrainedModel):
             init.normal_(module.dataset_embedding, std=std)
             init.zeros_(module.out_proj.weight)  # a new dataset starts by predicting "no change"
             init.zeros_(module.out_proj.bias)
-        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        elif isinstance(module, PatchUnembedding):
+            init.normal_(module.proj.weight, std=module.proj.in_features**-0.5)
+            init.zeros_(module.proj.bias)
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            # Fan-in scaling: field convolutions often see few channels (a 1x1 adapter from 2 fields, a decoder of
+            # width 16), where a fixed std of 0.02 would shrink the signal tenfold per layer.
+            fan_in = module.weight[0].numel()
+            init.normal_(module.weight, std=fan_in**-0.5)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)

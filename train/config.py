@@ -61,6 +61,15 @@ class PretrainConfig:
     version: int = CONFIG_VERSION
 
     def validate(self) -> "PretrainConfig":
+        # YAML reads 1e-3 (no dot) as a string: convert numeric text in numeric fields, or name the key.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = getattr(PretrainConfig(), f.name) if f.default is dataclasses.MISSING else f.default
+            if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+                try:
+                    setattr(self, f.name, type(default)(float(value)) if isinstance(default, int) else float(value))
+                except ValueError:
+                    raise ValueError(f"config key '{f.name}' must be a number, got {value!r}") from None
         positive = ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
                     "log_every", "n_steps_input", "n_steps_output", "gradient_accumulation_steps", "max_nonfinite_in_a_row")
         for key in positive:

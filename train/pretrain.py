@@ -159,7 +159,9 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
 
     model.train()
     nonfinite_in_a_row = 0
-    bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not accelerator.is_main_process)
+    # In a log file (no terminal) a bar line every 30 s, not one per step.
+    bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not accelerator.is_main_process,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
     started = time.perf_counter()
     while step < config.max_steps:
         if stop_after is not None and step >= stop_after:

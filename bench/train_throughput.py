@@ -1,0 +1,98 @@
+"""Training throughput on this CPU: samples per second and peak memory of one optimizer step (forward, backward,
+AdamW) for PDE-FM's `tiny` and `small` presets, next to The Well's `UNetConvNext` (CNextU-Net) sized to about the
+same parameter count, on the same batches (shear_flow-shaped: 4 input frames, 4 fields, batch 8; 64x64 for tiny,
+128x128 for small). Each model runs in its own process so its peak RSS is its own.
+
+Run: python bench/train_throughput.py       (needs `pip install --no-deps the-well`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
+from train.baselines import WellBaseline, unet_convnext_class  # noqa: E402
+from train.losses import vrmse_loss  # noqa: E402
+
+CASES = {"tiny": 64, "small": 128}
+BATCH, T_IN, FIELDS = 8, 4, 4
+
+
+def build(kind: str, preset: str):
+    if kind == "pdefm":
+        return PDEFMModel(PDEFMConfig.from_preset(preset, datasets={"shear_flow": {"n_fields": FIELDS, "n_spatial_dims": 2}}))
+    target = PDEFMModel(PDEFMConfig.from_preset(preset, datasets={"shear_flow": {"n_fields": FIELDS, "n_spatial_dims": 2}})).num_parameters()
+    unet = unet_convnext_class()
+    size = CASES[preset]
+    best = None
+    for features in range(4, 129, 2):  # the width whose parameter count is closest to PDE-FM's
+        model = unet(dim_in=T_IN * FIELDS, dim_out=FIELDS, n_spatial_dims=2, spatial_resolution=(size, size), init_features=features)
+        gap = abs(sum(p.numel() for p in model.parameters()) - target)
+        if best is None or gap < best[0]:
+            best = (gap, features)
+        elif gap > best[0]:
+            break
+    return WellBaseline(unet(dim_in=T_IN * FIELDS, dim_out=FIELDS, n_spatial_dims=2, spatial_resolution=(size, size),
+                             init_features=best[1]))
+
+
+def run(kind: str, preset: str, repeats: int) -> dict:
+    torch.manual_seed(0)
+    size = CASES[preset]
+    model = build(kind, preset).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(BATCH, T_IN, size, size, FIELDS)
+    y = torch.randn(BATCH, 1, size, size, FIELDS)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        if kind == "pdefm":
+            prediction = model(input_fields=x, dataset_name="shear_flow", n_steps=1).prediction
+        else:
+            prediction = model(x)
+        vrmse_loss(prediction, y, 2).backward()
+        optimizer.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"samples_per_s": BATCH / statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run(args.child[0], args.child[1], args.repeats)))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, {T_IN} input frames, {FIELDS} fields; "
+          f"one AdamW step, median of {args.repeats}\n")
+    print("| preset / grid | model | parameters | samples/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for preset, size in CASES.items():
+        for kind, label in (("pdefm", f"PDE-FM {preset}"), ("unet", "the_well UNetConvNext")):
+            out = subprocess.run([sys.executable, __file__, "--child", kind, preset, "--repeats", str(args.repeats)],
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {preset} / {size}x{size} | {label} | {r['parameters'] / 1e6:.2f}M | {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The Well's own baseline models (from the `the_well` package), imported without its optional extras.
+
+`the_well.benchmark.models` imports every baseline on package import (FNO needs `neuraloperator`, AFNO/AViT more);
+this registers that package without running its `__init__`, so one model module loads with only what it needs.
+`unet_convnext` imports timm's `DropPath`, used only for a stochastic-depth rate above 0 (the_well's default is 0);
+timm needs torchvision, which does not import beside torch's CPU wheel on these machines, so when timm is missing a
+stand-in module provides a `DropPath` that refuses any rate above 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+
+import torch
+from torch import nn
+
+
+def _register_models_package() -> None:
+    if "the_well.benchmark.models" in sys.modules:
+        return
+    import the_well.benchmark  # noqa: F401 - the parent packages themselves are light
+
+    path = os.path.join(os.path.dirname(sys.modules["the_well.benchmark"].__file__), "models")
+    package = types.ModuleType("the_well.benchmark.models")
+    package.__path__ = [path]
+    sys.modules["the_well.benchmark.models"] = package
+
+
+def _provide_drop_path() -> None:
+    try:
+        import timm.models.layers  # noqa: F401
+        return
+    except ImportError:
+        pass
+
+    class DropPath(nn.Module):
+        def __init__(self, drop_prob: float = 0.0):
+            super().__init__()
+            if drop_prob > 0:
+                raise NotImplementedError("stochastic depth > 0 needs timm (pip install timm torchvision)")
+
+        def forward(self, x):
+            return x
+
+    for name in ("timm", "timm.models", "timm.models.layers"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["timm.models.layers"].DropPath = DropPath
+
+
+def unet_convnext_class():
+    """The Well's `UNetConvNext` (CNextU-Net)."""
+    _register_models_package()
+    _provide_drop_path()
+    return importlib.import_module("the_well.benchmark.models.unet_convnext").UNetConvNext
+
+
+class WellBaseline(nn.Module):
+    """A baseline of The Well's recipe around a channels-first network: input frames stacked into channels
+    (`[B, T_in, *space, C]` -> `[B, T_in * C (+ C_const), *space]`), output the next frame `[B, 1, *space, C]`."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    @staticmethod
+    def stack_inputs(input_fields: torch.Tensor, constant_fields: torch.Tensor | None = None) -> torch.Tensor:
+        x = input_fields.movedim(1, -2).flatten(-2)  # [B, *space, T_in * C]
+        if constant_fields is not None:
+            x = torch.cat([x, constant_fields], dim=-1)
+        return x.movedim(-1, 1)
+
+    def forward(self, input_fields: torch.Tensor, constant_fields: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.network(self.stack_inputs(input_fields, constant_fields))
+        return out.movedim(1, -1).unsqueeze(1)
