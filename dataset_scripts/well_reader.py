@@ -123,6 +123,7 @@ class WellSplitReader:
     def _handle(self, file_index: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: HDF5 handles do not survive a fork
             self._handles, self._pid = {}, os.getpid()
+            self._cache = self._without_open_objects(self._cache)
         if file_index not in self._handles:
             self._handles[file_index] = open_hdf5(self.files[file_index], self.fs)
         return self._handles[file_index]
@@ -131,10 +132,16 @@ class WellSplitReader:
         for handle in self._handles.values():
             handle.close()
         self._handles = {}
+        self._cache = self._without_open_objects(self._cache)
+
+    @staticmethod
+    def _without_open_objects(cache: dict) -> dict:
+        return {k: v for k, v in cache.items() if not k[1].startswith("dataset:")}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_cache"] = self._without_open_objects(self._cache)
         state["_buffers"] = {}
         return state
 
@@ -164,8 +171,22 @@ class WellSplitReader:
         return file_index, local // windows, local % windows
 
     # ------------------------------------------------------------------------------------------ reading
+    def _dataset(self, file_index: int, path: str):
+        """An h5py dataset object, looked up once per file (group lookups cost more than small reads)."""
+        key = (file_index, "dataset:" + path)
+        if key not in self._cache:
+            self._cache[key] = self._handle(file_index)[path]
+        return self._cache[key]
+
+    def _small(self, file_index: int, path: str) -> np.ndarray:
+        """A whole small dataset (scalars, time coordinates), read once per file."""
+        key = (file_index, "array:" + path)
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self._dataset(file_index, path)[()])
+        return self._cache[key]
+
     def _field(self, file_index: int, info: FieldInfo, traj: int, time: slice | None) -> np.ndarray:
-        data = self._handle(file_index)[FIELD_GROUPS[info.order]][info.name]
+        data = self._dataset(file_index, f"{FIELD_GROUPS[info.order]}/{info.name}")
         index: tuple = ((traj,) if info.sample_varying else ()) + ((time,) if time is not None else ())
         if not info.sample_varying and time is None:
             key = (file_index, f"field/{info.name}")
@@ -186,7 +207,7 @@ class WellSplitReader:
 
         A fresh multi-MB array per read is fresh, page-faulted memory from the OS each time; reusing one buffer per
         field made 3D windows about 1.5x faster to read."""
-        data = self._handle(file_index)[FIELD_GROUPS[info.order]][info.name]
+        data = self._dataset(file_index, f"{FIELD_GROUPS[info.order]}/{info.name}")
         if time is None or not all(info.dim_varying) or data.dtype != np.float32:
             return np.ascontiguousarray(self._field(file_index, info, traj, time))
         n_steps = len(range(*time.indices(self.metadata[file_index].n_steps)))
@@ -216,7 +237,6 @@ class WellSplitReader:
         meta = self.metadata[file_index]
         n_total = self.n_steps_input + self.n_steps_output
         time = slice(start, start + n_total * self.dt_stride, self.dt_stride)
-        h5 = self._handle(file_index)
         sample: dict[str, torch.Tensor] = {}
 
         fields = self._read_fields(file_index, meta.variable_fields, traj, time)
@@ -232,22 +252,22 @@ class WellSplitReader:
                 constants = self.normalizer.normalize(constants, "constant_fields")
             sample["constant_fields"] = constants
 
-        scalars = h5["scalars"]
-        variable = [np.asarray(scalars[s.name][(traj, time) if s.sample_varying else time]).reshape(n_total)
+        variable = [self._small(file_index, f"scalars/{s.name}")[(traj, time) if s.sample_varying else time].reshape(n_total)
                     for s in meta.scalars if s.time_varying]
         if variable:
             stacked = torch.from_numpy(np.stack(variable, axis=-1).astype(np.float32))
             sample["input_scalars"] = stacked[: self.n_steps_input]
             sample["output_scalars"] = stacked[self.n_steps_input :]
-        constant = [np.asarray(scalars[s.name][traj] if s.sample_varying else scalars[s.name][()]).reshape(())
+        constant = [np.asarray(self._small(file_index, f"scalars/{s.name}")[traj] if s.sample_varying
+                               else self._small(file_index, f"scalars/{s.name}")).reshape(())
                     for s in meta.scalars if not s.time_varying]
         if constant:
             sample["constant_scalars"] = torch.from_numpy(np.stack(constant).astype(np.float32))
 
         sample["boundary_conditions"] = torch.from_numpy(meta.boundary_conditions.copy())
         sample["space_grid"] = torch.from_numpy(self._space_grid(file_index, traj))
-        times = h5["dimensions"]["time"]
-        window_time = np.asarray(times[traj, time] if meta.time_sample_varying else times[time])
+        times = self._small(file_index, "dimensions/time")
+        window_time = times[traj, time] if meta.time_sample_varying else times[time]
         window_time = torch.from_numpy(window_time - window_time.min())
         sample["input_time_grid"] = window_time[: self.n_steps_input]
         sample["output_time_grid"] = window_time[self.n_steps_input :]

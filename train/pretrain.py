@@ -83,7 +83,8 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
             from dataset_scripts.generate import generate_suite
 
             print(f"generating Mini-Well into {config.data_dir} (once)")
-            generate_suite(config.data_dir, seed=config.seed)
+            for r in generate_suite(config.data_dir, seed=config.seed):
+                print(f"{r['dataset']}: {r['files_written']} files written in {r['seconds']:.1f} s")
         accelerator.wait_for_everyone()
 
 
