@@ -8,7 +8,7 @@ The Well, z-score is `(x - mean) / max(std, min_std)` and RMS is `x / max(rms, m
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -156,10 +156,3 @@ def write_stats_yaml(path: str, document: dict) -> None:
         yaml.safe_dump(document, f, sort_keys=True)
     os.replace(tmp, path)
 
-
-def merge_documents(parts: Iterable[dict]) -> dict:
-    merged: dict = {}
-    for part in parts:
-        for key, fields in part.items():
-            merged.setdefault(key, {}).update(fields)
-    return merged
