@@ -14,6 +14,7 @@ this loader exists to avoid.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -23,8 +24,9 @@ import torch
 
 from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
-from .well_reader import WellSplitReader, list_split_files
+from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
 
+logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 
 
@@ -114,16 +116,14 @@ def _generate_windows(shards: list[dict[str, Any]]):
             for index in range(len(reader)):
                 try:
                     yield reader[index]
-                except ValueError as error:
-                    if shard["on_nonfinite"] != "skip" or "non-finite" not in str(error):
+                except NonFiniteWindowError:
+                    if shard["on_nonfinite"] != "skip":
                         raise
                     skipped += 1
         finally:
             reader.close()
         if skipped:
-            import logging
-
-            logging.getLogger(__name__).warning("skipped %d windows holding NaN/Inf in %s", skipped, shard["file"])
+            logger.warning("skipped %d windows holding NaN/Inf in %s", skipped, shard["file"])
 
 
 def load_well_dataset(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .well_format import model_spec
+
 
 @dataclass(frozen=True)
 class WellDatasetInfo:
@@ -38,13 +40,7 @@ class WellDatasetInfo:
 
     def model_spec(self) -> dict:
         """The entry `PDEFMConfig(datasets={name: ...})` expects for this dataset."""
-        return {
-            "n_fields": len(self.field_names),
-            "n_constant_fields": len(self.constant_field_names),
-            "n_spatial_dims": self.n_spatial_dims,
-            "n_constant_scalars": len(self.constant_scalars),
-            "field_names": self.field_names,
-        }
+        return model_spec(self.field_names, self.constant_field_names, self.n_spatial_dims, len(self.constant_scalars))
 
 
 _DATASETS = (

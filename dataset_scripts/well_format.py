@@ -125,13 +125,18 @@ class WellFileMetadata:
 
     def model_spec(self) -> dict[str, Any]:
         """The entry `PDEFMConfig(datasets={name: ...})` expects for this dataset."""
-        return {
-            "n_fields": len(self.field_names),
-            "n_constant_fields": len(self.constant_field_names),
-            "n_spatial_dims": self.n_spatial_dims,
-            "n_constant_scalars": len(self.constant_scalar_names),
-            "field_names": self.field_names,
-        }
+        return model_spec(self.field_names, self.constant_field_names, self.n_spatial_dims, len(self.constant_scalar_names))
+
+
+def model_spec(field_names: list[str], constant_field_names: list[str], n_spatial_dims: int, n_constant_scalars: int) -> dict[str, Any]:
+    """A dataset's entry in `PDEFMConfig(datasets=...)`."""
+    return {
+        "n_fields": len(field_names),
+        "n_constant_fields": len(constant_field_names),
+        "n_spatial_dims": n_spatial_dims,
+        "n_constant_scalars": n_constant_scalars,
+        "field_names": list(field_names),
+    }
 
 
 def _bool_attr(node, key: str, file: str) -> bool:

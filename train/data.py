@@ -13,9 +13,16 @@ from datasets.distributed import split_dataset_by_node
 from dataset_scripts import load_well_dataset, open_well_split
 
 
+def dataset_folders(data_dir: str) -> list[str]:
+    """Names of the folders under `data_dir` that hold a train split (none if `data_dir` does not exist)."""
+    if not os.path.isdir(data_dir):
+        return []
+    return sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d, "data", "train")))
+
+
 def find_datasets(data_dir: str, names: list[str] | None) -> list[str]:
     """Dataset folders under `data_dir` that hold a train split; `names` must all be among them."""
-    found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d, "data", "train")))
+    found = dataset_folders(data_dir)
     if names is None:
         if not found:
             raise ValueError(f"config key 'data_dir': no datasets (folders with data/train/) in {data_dir!r}")
@@ -33,6 +40,15 @@ def model_specs(data_dir: str, names: list[str]) -> dict[str, dict[str, Any]]:
         specs[name] = reader.meta.model_spec()
         reader.close()
     return specs
+
+
+def load_shard(data_dir: str, name: str, split: str, n_steps_input: int, n_steps_output: int, use_normalization: bool,
+               rank: int, world_size: int):
+    """This process's part of one split of one dataset, and the split's full size."""
+    full = load_well_dataset(os.path.join(data_dir, name), split=split, n_steps_input=n_steps_input,
+                             n_steps_output=n_steps_output, use_normalization=use_normalization)
+    shard = split_dataset_by_node(full, rank=rank, world_size=world_size) if world_size > 1 else full
+    return shard, len(full)
 
 
 class ShardBatches:
@@ -59,10 +75,8 @@ class MultiDatasetBatches:
         self.streams: dict[str, ShardBatches] = {}
         self.full_sizes: dict[str, int] = {}
         for name in names:
-            full = load_well_dataset(os.path.join(data_dir, name), split=split, n_steps_input=n_steps_input,
-                                     n_steps_output=n_steps_output, use_normalization=use_normalization)
-            self.full_sizes[name] = len(full)
-            shard = split_dataset_by_node(full, rank=rank, world_size=world_size) if world_size > 1 else full
+            shard, self.full_sizes[name] = load_shard(data_dir, name, split, n_steps_input, n_steps_output,
+                                                      use_normalization, rank, world_size)
             self.streams[name] = ShardBatches(name, shard, batch_size, seed, rank)
 
     def next_batch(self, name: str) -> dict[str, Any]:

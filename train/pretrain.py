@@ -24,13 +24,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from dataset_scripts import load_well_dataset
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
 from .checkpointing import latest_checkpoint, read_trainer_state, save_checkpoint
 from .config import PretrainConfig, load_config
 from .curriculum import CurriculumSampler
-from .data import MultiDatasetBatches, evaluation_batches, find_datasets, model_specs
+from .data import MultiDatasetBatches, dataset_folders, evaluation_batches, find_datasets, load_shard, model_specs
 from .evaluation import model_inputs, one_step_vrmse
 from .losses import pretraining_loss, vrmse_loss
 from .model_card import metrics_table, write_model_card
@@ -75,10 +74,7 @@ def make_accelerator(config: PretrainConfig) -> Accelerator:
 
 
 def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
-    has_data = os.path.isdir(config.data_dir) and any(
-        os.path.isdir(os.path.join(config.data_dir, d, "data", "train")) for d in os.listdir(config.data_dir)
-    )
-    if config.generate_if_missing and not has_data:
+    if config.generate_if_missing and not dataset_folders(config.data_dir):
         if accelerator.is_main_process:
             from dataset_scripts.generate import generate_suite
 
@@ -121,15 +117,11 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
                                   accelerator.process_index, accelerator.num_processes)
     sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
                                 config.difficulty_ema, config.seed)
-    valid_sets = {}
-    for name in names:
-        full = load_well_dataset(os.path.join(config.data_dir, name), split="valid", n_steps_input=config.n_steps_input,
-                                 n_steps_output=config.n_steps_output, use_normalization=config.use_normalization)
-        if accelerator.num_processes > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            full = split_dataset_by_node(full, rank=accelerator.process_index, world_size=accelerator.num_processes)
-        valid_sets[name] = full
+    valid_sets = {
+        name: load_shard(config.data_dir, name, "valid", config.n_steps_input, config.n_steps_output,
+                         config.use_normalization, accelerator.process_index, accelerator.num_processes)[0]
+        for name in names
+    }
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio))
@@ -222,9 +214,8 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model).eval()
         for name in names:
-            test = load_well_dataset(os.path.join(config.data_dir, name), split=config.report_split,
-                                     n_steps_input=config.n_steps_input, n_steps_output=1,
-                                     use_normalization=config.use_normalization)
+            test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
+                                 config.use_normalization, rank=0, world_size=1)
             report[name] = one_step_vrmse(unwrapped, test, specs[name]["n_spatial_dims"], config.batch_size)
         unwrapped.save_pretrained(config.output_dir)
         write_report(config, report, seconds, step)
