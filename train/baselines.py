@@ -2,14 +2,18 @@
 
 `the_well.benchmark.models` imports every baseline on package import (FNO needs `neuraloperator`, AFNO/AViT more);
 this registers that package without running its `__init__`, so one model module loads with only what it needs.
-`unet_convnext` imports timm's `DropPath`, used only for a stochastic-depth rate above 0 (the_well's default is 0);
-timm needs torchvision, which does not import beside torch's CPU wheel on these machines, so when timm is missing a
-stand-in module provides a `DropPath` that refuses any rate above 0.
+Missing optional imports that the baselines never call get stand-ins that refuse to be used:
+- `unet_convnext` imports timm's `DropPath`, used only for a stochastic-depth rate above 0 (the_well's default is 0);
+  timm needs torchvision, which does not import beside torch's CPU wheel on these machines.
+- `neuraloperator==0.3.0` (the version the_well pins; its FNO is the one The Well trained) imports `wandb` in its
+  utilities and `torch_harmonics` for the spherical FNO; neither is used by the Cartesian FNO, and torch_harmonics
+  pulls triton.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -50,11 +54,46 @@ def _provide_drop_path() -> None:
     sys.modules["timm.models.layers"].DropPath = DropPath
 
 
+def _provide_stand_in(module: str, names: tuple[str, ...], install: str) -> None:
+    try:
+        importlib.import_module(module)
+        return
+    except ImportError:
+        pass
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(f"this needs {module} ({install}); the baselines here do not use it")
+
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        sys.modules.setdefault(".".join(parts[:depth]), types.ModuleType(".".join(parts[:depth])))
+    for name in names:
+        setattr(sys.modules[module], name, refuse)
+
+
 def unet_convnext_class():
     """The Well's `UNetConvNext` (CNextU-Net)."""
     _register_models_package()
     _provide_drop_path()
     return importlib.import_module("the_well.benchmark.models.unet_convnext").UNetConvNext
+
+
+def unet_classic_class():
+    """The Well's `UNetClassic`."""
+    _register_models_package()
+    return importlib.import_module("the_well.benchmark.models.unet_classic").UNetClassic
+
+
+def fno_class():
+    """The Well's `FNO` (neuraloperator's FNO as The Well trained it); needs `pip install neuraloperator==0.3.0`."""
+    _register_models_package()
+    if importlib.util.find_spec("neuralop") is None:
+        raise ImportError("the FNO baseline needs neuraloperator==0.3.0 (the version the_well pins): "
+                          "pip install 'pdefm[benchmark]'")
+    _provide_stand_in("wandb", ("init", "log", "login", "finish"), "pip install wandb")
+    _provide_stand_in("torch_harmonics", ("RealSHT", "InverseRealSHT"), "pip install 'torch_harmonics<0.7'")
+    _provide_stand_in("torch_harmonics.examples", ("ShallowWaterSolver",), "pip install 'torch_harmonics<0.7'")
+    return importlib.import_module("the_well.benchmark.models.fno").FNO
 
 
 class WellBaseline(nn.Module):

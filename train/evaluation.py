@@ -1,50 +1,146 @@
-"""One-step evaluation: VRMSE of the model and of persistence (predicting the last input frame)."""
+"""Evaluation as The Well measures its baselines: one-step metrics over every window of a split, and autoregressive
+rollouts from the start of every trajectory, all on denormalised (physical) fields.
+
+Works with any forecaster of `train.forecasters` (`predict_next(batch) -> [B, 1, *space, C]`).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
 import torch
 
+from dataset_scripts import load_well_dataset, open_well_split
 from modeling_pdefm.losses import vrmse_per_field
 
 from .data import evaluation_batches
+from .forecasters import PDEFMForecaster
+from .metrics import binned_spectral_error, nrmse, rmse, vrmse
 
-MODEL_INPUTS = ("input_fields", "constant_fields", "constant_scalars", "boundary_conditions", "input_time_grid",
-                "output_time_grid", "dataset_name")
+# Rollout windows of The Well's tables, in steps after the last input frame (inclusive).
+ROLLOUT_WINDOWS = ((1, 1), (2, 5), (6, 12), (13, 30))
 
 
-def model_inputs(batch: dict[str, Any], device) -> dict[str, Any]:
-    out = {}
-    for key in MODEL_INPUTS:
-        if key in batch:
-            value = batch[key]
-            out[key] = value.to(device) if torch.is_tensor(value) else value
-    return out
+def window_label(window: tuple[int, int]) -> str:
+    return f"{window[0]}:{window[1]}"
 
 
 @torch.no_grad()
 def one_step_vrmse(model, dataset, n_spatial_dims: int, batch_size: int = 8, n_batches: int | None = None,
                    device=None) -> dict[str, Any]:
-    """Mean one-step VRMSE over windows and fields, per field, and the same for persistence."""
-    device = device or next(model.parameters()).device
-    model_sum = persistence_sum = None
+    """Mean one-step VRMSE of a PDE-FM model over windows, per field, and the same for persistence."""
+    result = evaluate_one_step(PDEFMForecaster(model), dataset, n_spatial_dims, batch_size, n_batches)
+    return {key: result[key] for key in ("windows", "vrmse", "persistence_vrmse", "vrmse_per_field",
+                                         "persistence_vrmse_per_field")}
+
+
+@torch.no_grad()
+def evaluate_one_step(forecaster, dataset, n_spatial_dims: int, batch_size: int = 8,
+                      n_batches: int | None = None) -> dict[str, Any]:
+    """One-step VRMSE, NRMSE, RMSE and spectral error per field (means over windows), and persistence's VRMSE
+    (predicting the last input frame) as the floor any useful model must beat."""
+    sums: dict[str, torch.Tensor] = {}
     count = 0
     for batch in evaluation_batches(dataset, batch_size, n_batches):
-        target = batch["output_fields"][:, :1].to(device)
-        prediction = model(**model_inputs(batch, device), n_steps=1).prediction.float()
-        persistence = batch["input_fields"][:, -1:].to(device)
-        m = vrmse_per_field(prediction, target, n_spatial_dims).sum(dim=(0, 1))
-        p = vrmse_per_field(persistence, target, n_spatial_dims).sum(dim=(0, 1))
-        model_sum = m if model_sum is None else model_sum + m
-        persistence_sum = p if persistence_sum is None else persistence_sum + p
+        target = batch["output_fields"][:, :1].float()
+        prediction = forecaster.predict_next(batch).cpu()
+        persistence = batch["input_fields"][:, -1:].float()
+        values = {
+            "vrmse": vrmse(prediction, target, n_spatial_dims),
+            "nrmse": nrmse(prediction, target, n_spatial_dims),
+            "rmse": rmse(prediction, target, n_spatial_dims),
+            "persistence_vrmse": vrmse_per_field(persistence, target, n_spatial_dims),
+        }
+        for band, value in binned_spectral_error(prediction, target, n_spatial_dims).items():
+            values[f"spectral_{band}"] = value
+        for key, value in values.items():
+            total = value.double().sum(dim=(0, 1))
+            sums[key] = total if key not in sums else sums[key] + total
         count += target.shape[0]
-    per_field_model = (model_sum / count).tolist()
-    per_field_persistence = (persistence_sum / count).tolist()
-    return {
-        "windows": count,
-        "vrmse": sum(per_field_model) / len(per_field_model),
-        "persistence_vrmse": sum(per_field_persistence) / len(per_field_persistence),
-        "vrmse_per_field": per_field_model,
-        "persistence_vrmse_per_field": per_field_persistence,
-    }
+    if not count:
+        raise ValueError("the split has no windows to evaluate")
+    result: dict[str, Any] = {"windows": count}
+    for key, total in sums.items():
+        per_field = (total / count).tolist()
+        result[f"{key}_per_field"] = per_field
+        result[key] = float(np.mean(per_field))
+    return result
+
+
+def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int) -> tuple[Any, list[int], int]:
+    """The split as windows of `n_steps_input` frames plus the longest rollout (up to `max_steps`) its trajectories
+    allow, and the rows of the windows that start each trajectory."""
+    probe = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=1)
+    steps = min(max_steps, min(m.n_steps for m in probe.metadata) - n_steps_input)
+    probe.close()
+    if steps < 1:
+        raise ValueError(f"{path} ({split}): trajectories are too short for {n_steps_input} input steps and a rollout")
+    reader = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=steps)
+    rows = [row for row, window in enumerate(reader.window_indices()) if reader.locate(int(window))[2] == 0]
+    reader.close()
+    dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=steps)
+    return dataset, rows, steps
+
+
+@torch.no_grad()
+def rollout(forecaster, batch: dict[str, Any], n_steps: int) -> torch.Tensor:
+    """Feed predictions back as inputs for `n_steps`: `[B, n_steps, *space, C]` in physical units. Time grids move
+    with the window, so a model conditioned on the step size sees the true one."""
+    window = batch["input_fields"].float()
+    n_in = window.shape[1]
+    times = None
+    if "input_time_grid" in batch and "output_time_grid" in batch:
+        times = torch.cat([batch["input_time_grid"], batch["output_time_grid"]], dim=1)
+    frames = []
+    for step in range(n_steps):
+        inputs = {k: v for k, v in batch.items() if k not in ("output_fields", "input_fields")}
+        inputs["input_fields"] = window
+        if times is not None:
+            inputs["input_time_grid"] = times[:, step : step + n_in]
+            inputs["output_time_grid"] = times[:, step + n_in : step + n_in + 1]
+        frame = forecaster.predict_next(inputs).cpu()
+        frames.append(frame)
+        window = torch.cat([window[:, 1:], frame], dim=1)
+    return torch.cat(frames, dim=1)
+
+
+@torch.no_grad()
+def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_steps_input: int = 4,
+                     max_steps: int = 30, batch_size: int = 4, keep_example: bool = True) -> dict[str, Any]:
+    """VRMSE per rollout step (mean over trajectories, per field) and over The Well's windows of steps, from the
+    first `n_steps_input` frames of every trajectory of the split. `example` keeps the first trajectory's truth and
+    prediction for figures."""
+    dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps)
+    per_step_sum = None
+    example = None
+    for start in range(0, len(rows), batch_size):
+        batch = dataset[rows[start : start + batch_size]]
+        prediction = rollout(forecaster, batch, steps)
+        target = batch["output_fields"].float()
+        errors = vrmse(prediction, target, n_spatial_dims).double().sum(0)  # [steps, C]
+        per_step_sum = errors if per_step_sum is None else per_step_sum + errors
+        if keep_example and example is None:
+            example = {"truth": target[0].numpy(), "prediction": prediction[0].numpy()}
+    per_step = (per_step_sum / len(rows)).numpy()  # [steps, C]
+    windows = {}
+    for first, last in ROLLOUT_WINDOWS:
+        if first <= steps:
+            windows[window_label((first, last))] = float(per_step[first - 1 : min(last, steps)].mean())
+    return {"trajectories": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
+            "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": windows, "example": example}
+
+
+def evaluate_dataset(forecaster, data_dir: str, name: str, split: str = "test", n_steps_input: int = 4,
+                     rollout_steps: int = 30, batch_size: int = 8, n_batches: int | None = None) -> dict[str, Any]:
+    """One-step and rollout evaluation of one dataset folder under `data_dir`."""
+    path = os.path.join(data_dir, name)
+    dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=1)
+    meta_reader = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=1)
+    d = meta_reader.meta.n_spatial_dims
+    field_names = meta_reader.meta.field_names
+    meta_reader.close()
+    one_step = evaluate_one_step(forecaster, dataset, d, batch_size, n_batches)
+    rolled = evaluate_rollout(forecaster, path, split, d, n_steps_input, rollout_steps, max(1, batch_size // 2))
+    return {"n_spatial_dims": d, "field_names": field_names, "one_step": one_step, "rollout": rolled}

@@ -1,0 +1,96 @@
+"""Evaluate a saved model on data in The Well's format, as The Well reports its baselines.
+
+    python -m train.evaluate --model outputs/mini_well --data data/mini_well --split test [--out DIR]
+    python -m train.evaluate --model ORG/REPO --adapter ADAPTER_DIR_OR_ID --data data/my_system
+
+`--model`: a PDE-FM folder or Hub id (the Hugging Face cache is used offline), a baseline folder written by
+`train.benchmark`, or a folder of per-dataset baseline folders. `--data`: one dataset folder or a folder of them.
+Writes `evaluation.json`, `evaluation.md` and `figures/*.png` into `--out` (default: `<model>/evaluation` for a
+local model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import dataset_folders
+from .evaluation import evaluate_dataset
+from .evaluation_report import markdown_table, summary, write_evaluation
+from .forecasters import load_forecaster
+
+
+def resolve_datasets(data: str, split: str, requested: list[str] | None) -> tuple[str, list[str]]:
+    """(root, dataset names): `data` is one dataset folder (has `data/<split>`) or a folder of them."""
+    if os.path.isdir(os.path.join(data, "data", split)):
+        root, found = os.path.dirname(os.path.abspath(data)), [os.path.basename(os.path.abspath(data))]
+    else:
+        root, found = data, [n for n in dataset_folders(data) if os.path.isdir(os.path.join(data, n, "data", split))]
+    if not found:
+        raise FileNotFoundError(f"--data {data!r}: no dataset with a data/{split}/ folder there")
+    if requested:
+        missing = [n for n in requested if n not in found]
+        if missing:
+            raise ValueError(f"--datasets {missing} not found in {data!r} (split {split}); available: {found}")
+        found = list(requested)
+    return root, found
+
+
+def evaluate_model(forecaster, root: str, names: list[str], split: str = "test", rollout_steps: int = 30,
+                   batch_size: int = 8, n_steps_input: int = 4, show_progress: bool = True,
+                   n_batches: int | None = None) -> dict:
+    """Evaluate `forecaster` on datasets `names` under `root`; `n_batches` limits the one-step windows (spread evenly
+    over the split) to that many batches per dataset."""
+    unknown = [n for n in names if not forecaster.knows(n)]
+    if unknown:
+        raise ValueError(f"the model has no adapter for dataset(s) {unknown}; finetune it first "
+                         "(python -m train.finetune) or pick --datasets it knows")
+    results = {}
+    bar = tqdm(names, desc="evaluate", disable=not show_progress, mininterval=0.5 if sys.stderr.isatty() else 30)
+    for name in bar:
+        bar.set_postfix(data=name[:16])
+        results[name] = evaluate_dataset(forecaster, root, name, split, n_steps_input, rollout_steps, batch_size,
+                                         n_batches=n_batches)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter folder or Hub id (PDE-FM only)")
+    parser.add_argument("--data", required=True, help="a dataset folder in The Well's layout, or a folder of them")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    parser.add_argument("--datasets", nargs="*", default=None, help="evaluate only these datasets")
+    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout (The Well's windows end at 30)")
+    parser.add_argument("--n-steps-input", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=None, help="output folder (default: <model>/evaluation)")
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    if args.rollout_steps < 1:
+        parser.error(f"--rollout-steps must be >= 1, got {args.rollout_steps}")
+    try:
+        root, names = resolve_datasets(args.data, args.split, args.datasets)
+        forecaster = load_forecaster(args.model, adapter=args.adapter)
+        out = args.out or (os.path.join(args.model, "evaluation") if os.path.isdir(args.model) else "evaluation")
+        with torch.inference_mode():
+            results = evaluate_model(forecaster, root, names, args.split, args.rollout_steps, args.batch_size,
+                                     args.n_steps_input)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    info = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
+            "rollout_steps": args.rollout_steps, "command": " ".join(["python -m train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
+    paths = write_evaluation(out, results, info, figures=not args.no_figures)
+    print(markdown_table(results))
+    print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in summary(results).items()))
+    print(f"wrote {paths['json']}, {paths['markdown']}" + (f" and {paths['figures']}/" if "figures" in paths else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Next-step forecasters behind one interface, so PDE-FM and The Well's baselines are evaluated by the same code.
+
+A forecaster maps a batch in The Well's layout (physical units, `input_fields [B, T_in, *space, C]`) to the next
+frame `[B, 1, *space, C]` in physical units: `predict_next(batch)`. `load_forecaster(path)` opens either kind of
+saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .baselines import WellBaseline, fno_class, unet_classic_class, unet_convnext_class
+
+MODEL_INPUTS = ("input_fields", "constant_fields", "constant_scalars", "boundary_conditions", "input_time_grid",
+                "output_time_grid", "dataset_name")
+BASELINE_CONFIG = "baseline_config.json"
+BASELINE_WEIGHTS = "baseline.safetensors"
+BASELINE_KINDS = ("cnextunet", "unet_classic", "fno")
+
+
+def model_inputs(batch: dict[str, Any], device) -> dict[str, Any]:
+    """The entries of a Well batch that `PDEFMModel.forward` takes, on `device`."""
+    out = {}
+    for key in MODEL_INPUTS:
+        if key in batch:
+            value = batch[key]
+            out[key] = value.to(device) if torch.is_tensor(value) else value
+    return out
+
+
+class PDEFMForecaster:
+    """PDE-FM (any dataset it knows; the batch names it)."""
+
+    def __init__(self, model, label: str = "PDE-FM"):
+        self.model = model.eval()
+        self.label = label
+        self.n_steps_input = None  # PDE-FM takes any number of input frames
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def knows(self, dataset: str) -> bool:
+        return dataset in self.model.config.datasets
+
+    @torch.no_grad()
+    def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model(**model_inputs(batch, self.device), n_steps=1).prediction.float()
+
+
+def build_baseline_network(kind: str, dim_in: int, dim_out: int, n_spatial_dims: int, resolution: tuple[int, ...],
+                           **sizes) -> nn.Module:
+    """One of The Well's baselines at its constructor's default size unless `sizes` say otherwise."""
+    if kind == "cnextunet":
+        return unet_convnext_class()(dim_in=dim_in, dim_out=dim_out, n_spatial_dims=n_spatial_dims,
+                                     spatial_resolution=resolution, **sizes)
+    if kind == "unet_classic":
+        return unet_classic_class()(dim_in=dim_in, dim_out=dim_out, n_spatial_dims=n_spatial_dims,
+                                    spatial_resolution=resolution, **sizes)
+    if kind == "fno":
+        modes = sizes.pop("modes", 16)
+        modes = min([modes, *(n // 2 for n in resolution)])
+        return fno_class()(dim_in=dim_in, dim_out=dim_out, n_spatial_dims=n_spatial_dims, spatial_resolution=resolution,
+                           modes1=modes, modes2=modes, modes3=modes, **sizes)
+    raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINE_KINDS}")
+
+
+class BaselineForecaster(nn.Module):
+    """A baseline network for one dataset together with its z-score normalisation (from the dataset's stats.yaml),
+    so it takes and returns physical fields while training on normalised ones, as in The Well's recipe."""
+
+    def __init__(self, kind: str, dataset: str, n_steps_input: int, n_fields: int, n_constant_fields: int,
+                 n_spatial_dims: int, resolution: tuple[int, ...], sizes: dict | None = None):
+        super().__init__()
+        self.kind, self.dataset, self.n_steps_input = kind, dataset, n_steps_input
+        self.n_spatial_dims = n_spatial_dims
+        self.settings = {"kind": kind, "dataset": dataset, "n_steps_input": n_steps_input, "n_fields": n_fields,
+                         "n_constant_fields": n_constant_fields, "n_spatial_dims": n_spatial_dims,
+                         "resolution": list(resolution), "sizes": dict(sizes or {})}
+        self.label = {"cnextunet": "CNextU-Net", "unet_classic": "U-Net", "fno": "FNO"}.get(kind, kind)
+        network = build_baseline_network(kind, n_steps_input * n_fields + n_constant_fields, n_fields, n_spatial_dims,
+                                         tuple(resolution), **dict(sizes or {}))
+        self.net = WellBaseline(network)
+        self.register_buffer("field_shift", torch.zeros(n_fields))
+        self.register_buffer("field_scale", torch.ones(n_fields))
+        self.register_buffer("constant_shift", torch.zeros(n_constant_fields))
+        self.register_buffer("constant_scale", torch.ones(n_constant_fields))
+
+    def set_normalization(self, normalizer) -> None:
+        """Take the shift and scale of a `dataset_scripts.WellNormalizer`."""
+        self.field_shift.copy_(torch.as_tensor(normalizer.shift["fields"]))
+        self.field_scale.copy_(torch.as_tensor(normalizer.scale["fields"]))
+        if self.constant_shift.numel():
+            self.constant_shift.copy_(torch.as_tensor(normalizer.shift["constant_fields"]))
+            self.constant_scale.copy_(torch.as_tensor(normalizer.scale["constant_fields"]))
+
+    def knows(self, dataset: str) -> bool:
+        return dataset == self.dataset
+
+    def forward(self, input_fields: torch.Tensor, constant_fields: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised in, normalised out: `[B, T_in, *space, C]` (+ `[B, *space, C_const]`) -> `[B, 1, *space, C]`."""
+        return self.net(input_fields[:, -self.n_steps_input :], constant_fields)
+
+    @torch.no_grad()
+    def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
+        device = self.field_shift.device
+        x = (batch["input_fields"].to(device) - self.field_shift) / self.field_scale
+        constants = batch.get("constant_fields")
+        if self.constant_shift.numel():
+            constants = (constants.to(device) - self.constant_shift) / self.constant_scale
+        else:
+            constants = None
+        return (self(x, constants) * self.field_scale + self.field_shift).float()
+
+    def save(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(folder, BASELINE_WEIGHTS))
+        with open(os.path.join(folder, BASELINE_CONFIG), "w") as f:
+            json.dump(self.settings, f, indent=2)
+
+    @classmethod
+    def load(cls, folder: str, device="cpu") -> "BaselineForecaster":
+        with open(os.path.join(folder, BASELINE_CONFIG)) as f:
+            settings = json.load(f)
+        model = cls(**{k: settings[k] for k in ("kind", "dataset", "n_steps_input", "n_fields", "n_constant_fields",
+                                                "n_spatial_dims")}, resolution=tuple(settings["resolution"]),
+                    sizes=settings["sizes"])
+        model.load_state_dict(load_file(os.path.join(folder, BASELINE_WEIGHTS)))
+        return model.to(device).eval()
+
+
+class BaselineSet:
+    """One baseline per dataset (The Well trains its baselines per dataset), as one forecaster."""
+
+    def __init__(self, members: dict[str, BaselineForecaster], label: str):
+        self.members, self.label = members, label
+        self.n_steps_input = max(m.n_steps_input for m in members.values())
+
+    def knows(self, dataset: str) -> bool:
+        return dataset in self.members
+
+    def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
+        names = batch["dataset_name"]
+        name = names[0] if isinstance(names, (list, tuple)) else names
+        return self.members[name].predict_next(batch)
+
+
+def load_forecaster(path: str, adapter: str | None = None, device="cpu"):
+    """A saved PDE-FM (folder or Hub id, optionally with a LoRA adapter), a saved baseline folder, or a folder of
+    per-dataset baseline folders."""
+    if os.path.isfile(os.path.join(path, BASELINE_CONFIG)):
+        member = BaselineForecaster.load(path, device)
+        return BaselineSet({member.dataset: member}, member.label)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        members = {}
+        for sub in sorted(os.listdir(path)):
+            if os.path.isfile(os.path.join(path, sub, BASELINE_CONFIG)):
+                member = BaselineForecaster.load(os.path.join(path, sub), device)
+                members[member.dataset] = member
+        if not members:
+            raise FileNotFoundError(f"{path}: neither a saved PDE-FM (config.json) nor baseline folders ({BASELINE_CONFIG})")
+        return BaselineSet(members, next(iter(members.values())).label)
+    from .hub import load_pdefm
+
+    return PDEFMForecaster(load_pdefm(path, adapter=adapter).to(device))

@@ -1,0 +1,95 @@
+"""Evaluation metrics as small pure functions on channels-last tensors: `[..., *space, C]` in, `[..., C]` out.
+
+`vrmse` is The Well's VRMSE (`the_well.benchmark.metrics.VRMSE`): sqrt(mean((p - y)^2) / (var(y) + eps)) over space,
+with the unbiased variance and eps = 1e-7. Ratios like it are invariant to a per-field affine change of units only
+up to eps, so they are computed on denormalised (physical) fields, as The Well reports them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from modeling_pdefm.losses import VRMSE_EPS, vrmse_per_field
+
+SPECTRAL_BANDS = ("low", "mid", "high")
+
+
+def _space(n_spatial_dims: int) -> tuple[int, ...]:
+    if n_spatial_dims not in (1, 2, 3):
+        raise ValueError(f"n_spatial_dims must be 1, 2 or 3, got {n_spatial_dims!r}")
+    return tuple(range(-n_spatial_dims - 1, -1))
+
+
+def _check_pair(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must have the same shape")
+    if prediction.ndim < n_spatial_dims + 1:
+        raise ValueError(f"tensors must be [..., *space ({n_spatial_dims} dims), C], got {tuple(prediction.shape)}")
+
+
+def vrmse(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS) -> torch.Tensor:
+    """Variance-scaled RMSE per field: `[..., *space, C]` -> `[..., C]` (1 = as good as predicting the mean)."""
+    _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    return vrmse_per_field(prediction, target, n_spatial_dims, eps)
+
+
+def nrmse(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS) -> torch.Tensor:
+    """RMSE over the target's root mean square, per field (The Well's NRMSE, norm mode)."""
+    space = _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    return torch.sqrt((prediction - target).pow(2).mean(space) / (target.pow(2).mean(space) + eps))
+
+
+def rmse(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int) -> torch.Tensor:
+    """Root mean squared error per field, in the fields' units."""
+    space = _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    return (prediction - target).pow(2).mean(space).sqrt()
+
+
+def wavenumber_band_edges(shape: tuple[int, ...]) -> torch.Tensor:
+    """Edges of the low/mid/high bands of |k| (radians per grid cell): log-spaced from the lowest non-zero wavenumber
+    to the corner of the grid's Fourier box, the first edge moved to 0 so the mean mode is in the low band (The
+    Well's default binning)."""
+    edges = torch.logspace(math.log10(2 * math.pi / max(shape)), math.log10(math.pi * math.sqrt(len(shape)) + 1e-6), 4,
+                           dtype=torch.float64)
+    edges[0] = 0.0
+    return edges
+
+
+def _wavenumber_magnitude(shape: tuple[int, ...], device) -> torch.Tensor:
+    k2 = torch.zeros(shape, dtype=torch.float64, device=device)
+    for axis, n in enumerate(shape):
+        k = 2 * math.pi * torch.fft.fftfreq(n, device=device, dtype=torch.float64)
+        view = [1] * len(shape)
+        view[axis] = n
+        k2 = k2 + k.view(view) ** 2
+    return k2.sqrt()
+
+
+def binned_spectral_error(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int,
+                          eps: float = VRMSE_EPS) -> dict[str, torch.Tensor]:
+    """Relative spectral error per wavenumber band: sum_{k in band} |P_k - Y_k|^2 / sum_{k in band} |Y_k|^2 per field.
+
+    Returns `{"low" | "mid" | "high": [..., C]}`: how much of each scale's energy the error carries (0 is exact;
+    1 is an error as large as the signal at those scales). The same quantity as The Well's
+    `binned_spectral_mse` normalised per bin.
+    """
+    space = _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    shape = tuple(target.shape[a] for a in space)
+    band = torch.bucketize(_wavenumber_magnitude(shape, target.device), wavenumber_band_edges(shape).to(target.device),
+                           right=True) - 1  # 0, 1, 2; the grid's corner lies on the last edge and counts as high
+    band = band.clamp(max=len(SPECTRAL_BANDS) - 1)
+    error = torch.fft.fftn((prediction - target).double(), dim=space).abs().pow(2)
+    energy = torch.fft.fftn(target.double(), dim=space).abs().pow(2)
+    out = {}
+    for index, name in enumerate(SPECTRAL_BANDS):
+        mask = (band == index).to(error.dtype).unsqueeze(-1)  # [*space, 1]
+        n = math.prod(shape)
+        # Plancherel: sum |F|^2 / n^2 is the mean square the band contributes.
+        out[name] = ((error * mask).sum(space) / n**2 / ((energy * mask).sum(space) / n**2 + eps)).to(target.dtype)
+    return out
