@@ -26,12 +26,14 @@ class PretrainConfig:
     n_steps_input: int = 4
     n_steps_output: int = 1
     use_normalization: bool = False  # the model normalises each sample itself; stats.yaml is optional
+    train_trajectories: int | None = None  # train on the first N trajectories of each train split (few-shot)
     # model
     model_preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     gradient_checkpointing: bool = False
     # optimisation
     max_steps: int = 1000
+    time_budget_minutes: float | None = None  # stop at this wall-clock budget (the cosine decays over it)
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -79,6 +81,20 @@ class PretrainConfig:
         for key in ("learning_rate", "grad_clip"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"config key '{key}' must be > 0, got {getattr(self, key)!r}")
+        for key in ("train_trajectories", "time_budget_minutes"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"config key '{key}' must be a number, got {value!r}") from None
+            if value is not None and not value > 0:
+                raise ValueError(f"config key '{key}' must be > 0 (or null), got {value!r}")
+            if key == "train_trajectories" and value is not None:
+                if float(value) != int(value):
+                    raise ValueError(f"config key '{key}' must be a whole number, got {value!r}")
+                value = int(value)
+            setattr(self, key, value)
         for key in ("weight_decay", "spectral_loss_weight", "temperature", "difficulty_alpha", "difficulty_eps", "warmup_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config key '{key}' must be >= 0, got {getattr(self, key)!r}")

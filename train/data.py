@@ -42,11 +42,28 @@ def model_specs(data_dir: str, names: list[str]) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def first_trajectory_rows(path: str, split: str, n_steps_input: int, n_steps_output: int, n_trajectories: int) -> list[int]:
+    """Rows of `load_well_dataset(path, split, ...)` whose windows lie in the split's first `n_trajectories`
+    trajectories (files in name order, then trajectories in file order)."""
+    reader = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=n_steps_output)
+    located = [reader.locate(int(w))[:2] for w in reader.window_indices()]
+    reader.close()
+    order = {pair: rank for rank, pair in enumerate(sorted(set(located)))}
+    if n_trajectories > len(order):
+        raise ValueError(f"config key 'train_trajectories' is {n_trajectories} but {path} ({split}) has only "
+                         f"{len(order)} trajectories")
+    return [row for row, pair in enumerate(located) if order[pair] < n_trajectories]
+
+
 def load_shard(data_dir: str, name: str, split: str, n_steps_input: int, n_steps_output: int, use_normalization: bool,
-               rank: int, world_size: int):
-    """This process's part of one split of one dataset, and the split's full size."""
-    full = load_well_dataset(os.path.join(data_dir, name), split=split, n_steps_input=n_steps_input,
+               rank: int, world_size: int, trajectories: int | None = None):
+    """This process's part of one split of one dataset (optionally of its first `trajectories` only), and the
+    split's full size."""
+    path = os.path.join(data_dir, name)
+    full = load_well_dataset(path, split=split, n_steps_input=n_steps_input,
                              n_steps_output=n_steps_output, use_normalization=use_normalization)
+    if trajectories is not None:
+        full = full.select(first_trajectory_rows(path, split, n_steps_input, n_steps_output, trajectories))
     shard = split_dataset_by_node(full, rank=rank, world_size=world_size) if world_size > 1 else full
     return shard, len(full)
 
@@ -71,12 +88,13 @@ class MultiDatasetBatches:
     """The `ShardBatches` of every dataset; checkpointed with the run (state: batches drawn per dataset)."""
 
     def __init__(self, data_dir: str, names: list[str], split: str, batch_size: int, n_steps_input: int,
-                 n_steps_output: int, use_normalization: bool, seed: int, rank: int, world_size: int):
+                 n_steps_output: int, use_normalization: bool, seed: int, rank: int, world_size: int,
+                 trajectories: int | None = None):
         self.streams: dict[str, ShardBatches] = {}
         self.full_sizes: dict[str, int] = {}
         for name in names:
             shard, self.full_sizes[name] = load_shard(data_dir, name, split, n_steps_input, n_steps_output,
-                                                      use_normalization, rank, world_size)
+                                                      use_normalization, rank, world_size, trajectories)
             self.streams[name] = ShardBatches(name, shard, batch_size, seed, rank)
 
     def next_batch(self, name: str) -> dict[str, Any]:

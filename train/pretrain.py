@@ -13,7 +13,6 @@ model card and `report.json` / `report.md` (one-step VRMSE per dataset against p
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -26,27 +25,19 @@ from tqdm.auto import tqdm
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
+from .schedule import WarmupCosine
 from .checkpointing import latest_checkpoint, read_trainer_state, save_checkpoint
 from .config import PretrainConfig, load_config
 from .curriculum import CurriculumSampler
 from .data import MultiDatasetBatches, dataset_folders, evaluation_batches, find_datasets, load_shard, model_specs
-from .evaluation import model_inputs, one_step_vrmse
+from .evaluation import one_step_vrmse
+from .forecasters import model_inputs
 from .losses import pretraining_loss, vrmse_loss
 from .model_card import metrics_table, write_model_card
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def make_accelerator(config: PretrainConfig) -> Accelerator:
@@ -112,9 +103,26 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs, **config.model_overrides))
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+
+    def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
+        unwrapped.save_pretrained(config.output_dir)
+        write_report(config, report, seconds, step)
+        write_model_card(config.output_dir, title=f"PDE-FM ({config.model_preset}) pretrained on {len(names)} datasets",
+                         datasets=names, report=report, command=" ".join(["python -m train.pretrain", *sys.argv[1:]]),
+                         description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
+                                     f"pretrained for {step} steps with `train.pretrain` (config in `pretrain_config.json`).")
+
+    return fit(accelerator, config, model, names, specs, resume=resume, stop_after=stop_after, finish=finish)
+
+
+def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
+        stop_after: int | None = None, finish=None) -> dict:
+    """The training loop shared by pretraining and finetuning: curriculum over `names`, VRMSE + spectral loss on the
+    parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the main
+    process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`."""
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
-                                  accelerator.process_index, accelerator.num_processes)
+                                  accelerator.process_index, accelerator.num_processes, config.train_trajectories)
     sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
                                 config.difficulty_ema, config.seed)
     valid_sets = {
@@ -123,9 +131,13 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
         for name in names
     }
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
+    schedule = WarmupCosine(config.warmup_steps, config.max_steps, config.min_lr_ratio, budget)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # its state carries `schedule.elapsed`
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    schedule = scheduler.scheduler.lr_lambdas[0] if hasattr(scheduler, "scheduler") else scheduler.lr_lambdas[0]
     accelerator.register_for_checkpointing(sampler, batches)
 
     os.makedirs(config.output_dir, exist_ok=True)
@@ -133,7 +145,8 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     os.makedirs(run_info, exist_ok=True)
     with open(os.path.join(run_info, f"rank{accelerator.process_index}.json"), "w") as f:
         json.dump({"rank": accelerator.process_index, "world_size": accelerator.num_processes,
-                   "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes}, f)
+                   "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes,
+                   "trainable_parameters": sum(p.numel() for p in trainable)}, f)
 
     step, nonfinite_total = 0, 0
     if resume:
@@ -153,10 +166,10 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     model.train()
     nonfinite_in_a_row = 0
     # In a log file (no terminal) a bar line every 30 s, not one per step.
-    bar = tqdm(total=config.max_steps, initial=step, desc="pretrain", disable=not accelerator.is_main_process,
+    bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process,
                mininterval=0.5 if sys.stderr.isatty() else 30)
-    started = time.perf_counter()
-    while step < config.max_steps:
+    started, elapsed_before = time.perf_counter(), schedule.elapsed
+    while not schedule.done(step):
         if stop_after is not None and step >= stop_after:
             raise KeyboardInterrupt(f"stopped at step {step} (simulated interruption)")
         optimizer.zero_grad(set_to_none=True)
@@ -187,11 +200,16 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
                 )
             continue
         nonfinite_in_a_row = 0
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
+        elapsed = torch.tensor([elapsed_before + time.perf_counter() - started], device=accelerator.device)
+        if budget is not None and accelerator.num_processes > 1:  # every rank must stop at the same step
+            elapsed = accelerator.gather(elapsed).max().reshape(1)
+        schedule.elapsed = float(elapsed.item())
         scheduler.step()
         step += 1
         bar.update(1)
+        finished = schedule.done(step)
         if step % config.log_every == 0:
             logs = {"loss": loss.item(), "vrmse": parts["vrmse"].item(), "spectral": parts["spectral"].item(),
                     "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), f"loss/{name}": loss.item(),
@@ -199,16 +217,16 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
             logs.update({f"p/{k}": v for k, v in sampler.probabilities().items()})
             accelerator.log(logs, step=step)
             bar.set_postfix(loss=f"{loss.item():.3f}", data=name[:12])
-        if step % config.eval_every == 0 or step == config.max_steps:
+        if step % config.eval_every == 0 or finished:
             losses = validate(model, accelerator, config, valid_sets, specs)
             sampler.update_losses(losses)
             accelerator.log({f"valid_vrmse/{k}": v for k, v in losses.items()}, step=step)
             accelerator.print(f"step {step}: validation VRMSE {json.dumps({k: round(v, 4) for k, v in losses.items()})}; "
                               f"sampling {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
+        if step % config.checkpoint_every == 0 or finished:
             save_checkpoint(accelerator, config.output_dir, step, {"nonfinite_total": nonfinite_total}, config.keep_checkpoints)
     bar.close()
-    seconds = time.perf_counter() - started
+    seconds = schedule.elapsed
     accelerator.wait_for_everyone()
     report = {}
     if accelerator.is_main_process:
@@ -217,12 +235,8 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
             test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
                                  config.use_normalization, rank=0, world_size=1)
             report[name] = one_step_vrmse(unwrapped, test, specs[name]["n_spatial_dims"], config.batch_size)
-        unwrapped.save_pretrained(config.output_dir)
-        write_report(config, report, seconds, step)
-        write_model_card(config.output_dir, title=f"PDE-FM ({config.model_preset}) pretrained on {len(names)} datasets",
-                         datasets=names, report=report, command=" ".join(["python -m train.pretrain", *sys.argv[1:]]),
-                         description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
-                                     f"pretrained for {step} steps with `train.pretrain` (config in `pretrain_config.json`).")
+        if finish is not None:
+            finish(unwrapped, report, seconds, step)
         with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
             json.dump(config.to_dict(), f, indent=2)
     accelerator.end_training()
