@@ -17,15 +17,21 @@ def metrics_table(report: dict[str, dict[str, Any]]) -> str:
 
 def write_model_card(folder: str, *, title: str, datasets: list[str], description: str,
                      report: dict[str, dict[str, Any]] | None = None, base_model: str | None = None,
-                     extra_tags: list[str] | None = None, command: str | None = None) -> str:
+                     extra_tags: list[str] | None = None, command: str | None = None,
+                     library_name: str = "transformers") -> str:
     metadata = {
-        "library_name": "transformers",
+        "library_name": library_name,
         "pipeline_tag": "other",
         "tags": ["pde", "physics", "scientific-ml", "pdefm", "the-well", *(extra_tags or [])],
         "datasets": datasets,
     }
     if base_model:
         metadata["base_model"] = base_model
+    if report:
+        metadata["model-index"] = [{"name": title, "results": [
+            {"task": {"type": "other", "name": "next-step prediction"}, "dataset": {"name": name, "type": name},
+             "metrics": [{"type": "vrmse", "name": "one-step VRMSE", "value": round(float(r["vrmse"]), 6)}]}
+            for name, r in sorted(report.items())]}]
     parts = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "", f"# {title}", "", description, ""]
     if report:
         parts += ["## Evaluation", "", "One-step VRMSE (The Well's definition, lower is better) against predicting the "
@@ -46,8 +52,10 @@ def write_model_card(folder: str, *, title: str, datasets: list[str], descriptio
         "## Loading",
         "",
         "```python",
-        "from transformers import AutoModel",
-        "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)",
+        *(["from train.hub import load_pdefm  # the pdefm package",
+           f"model = load_pdefm(\"{base_model}\", adapter=\"<this repo or folder>\")"] if library_name == "peft" else
+          ["from transformers import AutoModel",
+           "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)"]),
         "```",
         "",
     ]

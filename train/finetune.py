@@ -1,0 +1,155 @@
+"""Finetune a pretrained PDE-FM on a new system with a LoRA domain adapter (PEFT).
+
+    accelerate launch -m train.finetune --base outputs/mini_well --data data/my_system --adapter-name my_system \\
+        [--lora-r 8 --lora-alpha 8 --target-modules in_proj out_proj] [--max_steps 500 --output_dir out/ft]
+
+The base comes from a folder or the Hub (`from_pretrained`; the offline cache with `HF_HUB_OFFLINE=1`). A dataset the
+base does not know gets new adapters from the data files' field description (`model.add_dataset`); they are trained
+in full (`modules_to_save`), LoRA goes on the backbone's, tokenizer's and decoder's linear and convolution layers
+(`--target-modules`: layer-name suffixes, or `--target-regex`). Training is the pretraining loop (loss, curriculum,
+atomic checkpoints, `--resume`); every pretraining key can be overridden (`--max_steps`, `--learning_rate`, ...).
+The adapter is saved in `<output_dir>/<adapter-name>/` with a model card.
+
+`--mode` compares finetuning strategies on the same data and budget: `lora` (default), `adapters` (only the new
+dataset adapters train), `full` (every weight of the base trains), `scratch` (the base's architecture, freshly
+initialised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from accelerate.utils import set_seed
+
+from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
+from .config import load_config
+from .data import model_specs
+from .hub import load_pdefm
+from .model_card import write_model_card
+from .pretrain import fit, make_accelerator, write_report
+
+MODES = ("lora", "adapters", "full", "scratch")
+
+
+def finetune_arguments(argv: list[str] | None):
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--base", required=True, help="pretrained PDE-FM folder or Hub id")
+    parser.add_argument("--data", required=True, help="the new dataset's folder (The Well's layout)")
+    parser.add_argument("--adapter-name", required=True, help="name of the LoRA adapter (also its folder name)")
+    parser.add_argument("--mode", default="lora", choices=MODES)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=int, default=None, help="default: equal to --lora-r")
+    parser.add_argument("--lora-dropout", type=float, default=0.0)
+    parser.add_argument("--target-modules", nargs="+", default=None, help="LoRA on layers whose names end in these")
+    parser.add_argument("--target-regex", default=None, help="LoRA on layers whose full names match this regex")
+    return parser.parse_known_args(argv)
+
+
+def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[str]:
+    """Give `model` the dataset `name` if it lacks it; returns the names of the modules that belong to it and train
+    in full (its adapter, plus the patch embedding and decoder of a dimensionality the base never saw)."""
+    if name in model.config.datasets:
+        known = model.config.datasets[name]
+        if spec is not None:
+            for key in ("n_fields", "n_spatial_dims", "n_constant_fields", "n_constant_scalars"):
+                if known[key] != spec[key]:
+                    raise ValueError(f"dataset {name!r}: the base model {base!r} knows it with {key}={known[key]}, "
+                                     f"the data has {key}={spec[key]}; pass --dataset-name to add it as a new dataset")
+        return [f"adapters.{name}"]
+    if spec is None:
+        raise ValueError(f"the base model {base!r} has no dataset {name!r} and no field description was given: point "
+                         "--data at files in The Well's format (their t0_fields/t1_fields describe the fields)")
+    dims_before = set(model.patch_embeddings.keys())
+    model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
+                      n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
+                      field_names=spec.get("field_names"))
+    added_dims = [k for k in model.patch_embeddings.keys() if k not in dims_before]
+    return [f"adapters.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
+
+
+def build_model(args, base_model, name: str, spec: dict):
+    """The model to train for `args.mode`, and the names of its fully trained modules."""
+    if args.mode == "scratch":
+        from modeling_pdefm import PDEFMConfig, PDEFMModel
+
+        settings = base_model.config.to_dict()
+        for key in ("datasets", "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path"):
+            settings.pop(key, None)
+        return PDEFMModel(PDEFMConfig(**settings, datasets={name: spec})), []
+    trained = new_dataset_modules(base_model, name, spec, args.base)
+    if args.mode == "full":
+        return base_model, trained
+    if args.mode == "adapters":
+        for param_name, param in base_model.named_parameters():
+            param.requires_grad = any(param_name.startswith(m + ".") for m in trained)
+        return base_model, trained
+    targets = args.target_regex or args.target_modules or default_target_modules(base_model, spec["n_spatial_dims"])
+    return wrap_with_lora(base_model, args.adapter_name, trained, args.lora_r, args.lora_alpha, args.lora_dropout,
+                          targets), trained
+
+
+def finetune(args, config, resume: bool = False, stop_after: int | None = None) -> dict:
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    base_model = load_pdefm(args.base)
+    fingerprint = base_fingerprint(base_model)
+    name = config.datasets[0]
+    spec = model_specs(config.data_dir, [name])[name]
+    model, trained_modules = build_model(args, base_model, name, spec)
+    counts = trainable_parameters(model)
+    accelerator.print(f"mode {args.mode}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
+                      f"({100 * counts['fraction']:.2f}%)")
+
+    def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
+        command = " ".join(["python -m train.finetune", *(sys.argv[1:])])
+        details = {"mode": args.mode, "base": args.base, "dataset": name, "trainable_parameters": counts,
+                   "lora_r": args.lora_r if args.mode == "lora" else None, "trained_modules": trained_modules}
+        if args.mode == "lora":
+            folder = save_domain_adapter(unwrapped, config.output_dir, args.adapter_name, name, spec, fingerprint, args.base)
+            library, tags = "peft", ["lora", "peft"]
+        else:
+            folder = os.path.join(config.output_dir, args.adapter_name)
+            (unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped).save_pretrained(folder)
+            library, tags = "transformers", []
+        write_report(config, report, seconds, step)
+        with open(os.path.join(config.output_dir, "finetune.json"), "w") as f:
+            json.dump({**details, "steps": step, "train_seconds": seconds, "report": report, "adapter": folder}, f, indent=2)
+        write_model_card(
+            folder, title=f"PDE-FM domain adapter `{args.adapter_name}` for {name}", datasets=[name], report=report,
+            base_model=args.base if args.mode != "scratch" else None, extra_tags=tags, library_name=library,
+            command=command,
+            description=f"{args.mode} finetuning of `{args.base}` on `{name}` for {step} steps: "
+                        f"{counts['trainable']:,} trainable parameters of {counts['total']:,} "
+                        f"({100 * counts['fraction']:.2f}%). Load with `train.hub.load_pdefm(base, adapter=...)`.",
+        )
+
+    report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, stop_after=stop_after, finish=finish)
+    return {"report": report, "trainable_parameters": counts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, rest = finetune_arguments(argv)
+    except SystemExit:
+        print(__doc__)
+        raise
+    data = os.path.abspath(args.data.rstrip("/"))
+    if not os.path.isdir(os.path.join(data, "data", "train")):
+        print(f"error: --data {args.data!r}: expected a dataset folder with data/train/ (The Well's layout)", file=sys.stderr)
+        return 2
+    overrides = ["--data_dir", os.path.dirname(data), "--datasets", os.path.basename(data),
+                 "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
+    try:
+        config, parsed = load_config([*overrides, *rest], __doc__)
+        finetune(args, config, resume=parsed.resume)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Roll a model forward from the first frames of every trajectory of a file, and write the result in The Well's format.
+
+    python -m train.predict --model outputs/mini_well --input data/mini_well/shear_flow/data/test/x.hdf5 \\
+        --steps 20 --out rollout.hdf5 [--adapter ADAPTER_DIR_OR_ID] [--n-steps-input 4]
+
+The output is the input file with its time-varying fields replaced by the first `--n-steps-input` true frames followed
+by `--steps` predicted ones (and the time axis extended to match), so every tool that reads The Well reads it,
+`python -m dataset_scripts.the_well check` included. Attributes `pdefm_model`, `pdefm_n_steps_input` and
+`pdefm_predicted_steps` on the root record how it was made. The input file is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+from dataset_scripts import WellSplitReader, collate_window_samples
+
+from .evaluation import rollout
+from .forecasters import PDEFMForecaster
+
+FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
+
+
+def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
+    """The first `n_steps_input` frames of every trajectory as one batch, with time grids covering `steps` more."""
+    per_traj = reader.windows_per_trajectory[0]
+    samples = [reader[traj * per_traj] for traj in range(reader.meta.n_trajectories)]
+    batch = collate_window_samples(samples)
+    batch["dataset_name"] = dataset_name
+    if "input_time_grid" in batch:
+        grid = batch["input_time_grid"]
+        dt = (batch["output_time_grid"][:, :1] - grid[:, -1:]) if "output_time_grid" in batch else grid[:, -1:] - grid[:, -2:-1]
+        batch["output_time_grid"] = grid[:, -1:] + dt * torch.arange(1, steps + 1, dtype=grid.dtype)
+    batch.pop("output_fields", None)
+    return batch
+
+
+def _field_values(frames: np.ndarray, channels: int, order: int, n_dims: int) -> np.ndarray:
+    """`[n_traj, T, *space, channels]` -> The Well's layout of one field `[n_traj, T, *space, (n_dims,) * order]`."""
+    return frames.reshape(*frames.shape[:-1], *([n_dims] * order)) if order else frames[..., 0]
+
+
+def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps_input: int, model_id: str) -> None:
+    """Copy `input_path` to `out_path` (atomically) with time-varying fields set to `frames [n_traj, T, *space, C]`."""
+    tmp = f"{out_path}.partial-{os.getpid()}"
+    n_times = frames.shape[1]
+    try:
+        with h5py.File(input_path, "r") as src, h5py.File(tmp, "w") as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            dst.attrs["pdefm_model"] = model_id
+            dst.attrs["pdefm_n_steps_input"] = n_steps_input
+            dst.attrs["pdefm_predicted_steps"] = n_times - n_steps_input
+            n_dims = int(src.attrs["n_spatial_dims"])
+            for group in src:
+                if group not in FIELD_GROUPS and group not in ("dimensions", "scalars"):
+                    src.copy(src[group], dst, name=group)
+            dims = dst.create_group("dimensions")
+            for key, value in src["dimensions"].attrs.items():
+                dims.attrs[key] = value
+            for name, node in src["dimensions"].items():
+                if name != "time":
+                    src.copy(node, dims, name=name)
+                    continue
+                time = node[()]
+                dt = np.diff(time, axis=-1)[..., -1:] if time.shape[-1] > 1 else np.ones_like(time[..., :1])
+                start = time[..., :n_steps_input]
+                extra = time[..., n_steps_input - 1 : n_steps_input] + dt * np.arange(1, n_times - n_steps_input + 1)
+                new = dims.create_dataset("time", data=np.concatenate([start, extra], axis=-1).astype(time.dtype))
+                for key, value in node.attrs.items():
+                    new.attrs[key] = value
+            scalars = dst.create_group("scalars")
+            for key, value in src["scalars"].attrs.items():
+                scalars.attrs[key] = value
+            for name, node in src["scalars"].items():
+                if node.attrs.get("time_varying", False):
+                    raise ValueError(f"{input_path}: scalar {name!r} varies in time; predict cannot extend it")
+                src.copy(node, scalars, name=name)
+            channel = 0
+            for order, group_name in enumerate(FIELD_GROUPS):
+                if group_name not in src:
+                    continue
+                group = dst.create_group(group_name)
+                for key, value in src[group_name].attrs.items():
+                    group.attrs[key] = value
+                for name in [n.decode() if isinstance(n, bytes) else str(n) for n in src[group_name].attrs["field_names"]]:
+                    node = src[group_name][name]
+                    if not node.attrs["time_varying"]:
+                        src.copy(node, group, name=name)
+                        continue
+                    width = n_dims**order
+                    values = _field_values(frames[..., channel : channel + width], width, order, n_dims)
+                    channel += width
+                    if not node.attrs["sample_varying"]:
+                        values = values[0]
+                    new = group.create_dataset(name, data=values.astype(node.dtype))
+                    for key, value in node.attrs.items():
+                        new.attrs[key] = value
+                    new.attrs["dim_varying"] = np.ones(n_dims, dtype=bool)  # predictions vary along every axis
+            if channel != frames.shape[-1]:
+                raise ValueError(f"{input_path}: the file's time-varying fields hold {channel} channels, the model "
+                                 f"predicted {frames.shape[-1]}")
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int = 4,
+                 dataset_name: str | None = None, model_id: str = "") -> np.ndarray:
+    """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path`; returns `[n_traj, T, *space, C]`."""
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if os.path.abspath(out_path) == os.path.abspath(input_path):
+        raise ValueError(f"--out {out_path!r} is the input file; the input is never overwritten")
+    reader = WellSplitReader([input_path], n_steps_input=n_steps_input, n_steps_output=1)
+    name = dataset_name or reader.meta.dataset_name
+    if name not in model.config.datasets:
+        raise ValueError(f"the model has no dataset {name!r} (from {input_path}); known: {sorted(model.config.datasets)}. "
+                         "Pass --adapter with a domain adapter for it, or --dataset-name to use another")
+    batch = first_windows(reader, name, steps)
+    reader.close()
+    predicted = rollout(PDEFMForecaster(model), batch, steps)
+    frames = torch.cat([batch["input_fields"].float(), predicted], dim=1).numpy()
+    write_prediction(input_path, out_path, frames, n_steps_input, model_id)
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id")
+    parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")
+    parser.add_argument("--input", required=True, help="an HDF5 file in The Well's format")
+    parser.add_argument("--steps", type=int, required=True, help="number of steps to predict")
+    parser.add_argument("--out", required=True, help="output HDF5 file")
+    parser.add_argument("--n-steps-input", type=int, default=4)
+    parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
+    args = parser.parse_args(argv)
+    from .hub import load_pdefm
+
+    try:
+        if not os.path.isfile(args.input):
+            raise FileNotFoundError(f"--input {args.input!r}: no such file")
+        model = load_pdefm(args.model, adapter=args.adapter)
+        with torch.inference_mode():
+            frames = predict_file(model, args.input, args.steps, args.out, args.n_steps_input, args.dataset_name,
+                                  model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {frames.shape[0]} trajectories x {frames.shape[1]} steps "
+          f"({args.n_steps_input} given + {args.steps} predicted)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
