@@ -1,0 +1,213 @@
+"""PDE-FM against The Well's baselines, its ablations, and transfer to a held-out dataset, under one wall-clock budget.
+
+    python -m train.benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations transfer]
+
+- main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; each baseline
+  (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
+  over the datasets (equal total compute). Every model is evaluated on the test splits by `train.evaluation`.
+- ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
+  backbone, convolutional decoder), same budget.
+- transfer: PDE-FM pretrained without `--transfer-dataset`, then on that dataset's first `--few-shot-trajectories`
+  training trajectories for `--finetune-steps` steps: new dataset adapters only (zero-shot: the pretrained weights
+  unchanged), LoRA (few-shot), and the same architecture from scratch.
+
+Each finished run leaves `<out>/seed<k>/<run>/evaluation.json`; a rerun skips those (an interrupted benchmark
+resumes). `docs/benchmark.md` (and its figure) is generated from them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+from .baseline_training import train_baseline
+from .config import load_config
+from .data import dataset_folders
+from .evaluate import evaluate_model
+from .evaluation_report import write_evaluation
+from .forecasters import PDEFMForecaster, load_forecaster
+
+SUITES = {"mini_well": {"config": "train/configs/mini_well.yaml", "data": "data/mini_well"}}
+BASELINES = ("cnextunet", "unet_classic", "fno")
+ABLATIONS = {
+    "no_spectral_token": {"use_spectral_tokens": False},
+    "no_film": {"use_film": False},
+    "no_cross_attention": {"use_cross_attention": False},
+    "attention_backbone": {"backbone": "attention"},
+    "conv_decoder": {"decoder": "conv"},
+}
+TRANSFER_MODES = {"adapters_only": "adapters", "lora": "lora", "scratch": "scratch"}
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
+    from .pretrain import train
+
+    cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
+           "--time_budget_minutes", str(args.budget_minutes), "--max_steps", "100000000", "--checkpoint_every", "100000000",
+           "--eval_every", "100", "--log_with", "none"]
+    if overrides:
+        cli += ["--model_overrides", json.dumps(overrides)]
+    if datasets:
+        cli += ["--datasets", ",".join(datasets)]
+    config, _ = load_config(cli)
+    _reset_accelerate()
+    train(config)
+    return out
+
+
+def evaluate_run(args, forecaster, names: list[str], out: str, label: str, extra: dict) -> dict:
+    with torch.inference_mode():
+        results = evaluate_model(forecaster, args.data, names, "test", args.rollout_steps, show_progress=False,
+                                 n_batches=args.eval_batches)
+    write_evaluation(out, results, {"model": label, "data": args.data, "split": "test", **extra,
+                                    "command": "python -m train.benchmark"}, figures=False)
+    return results
+
+
+def done(out: str) -> bool:
+    return os.path.isfile(os.path.join(out, "evaluation.json"))
+
+
+def run_main(args, seed: int, names: list[str], root: str, log) -> None:
+    out = os.path.join(root, "pdefm")
+    if not done(out):
+        started = time.perf_counter()
+        pretrain_pdefm(args, seed, out)
+        report = json.load(open(os.path.join(out, "report.json")))
+        evaluate_run(args, load_forecaster(out), names, out, "PDE-FM",
+                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed})
+        log(f"seed {seed}: PDE-FM done in {time.perf_counter() - started:.0f} s")
+    for kind in args.baselines:
+        out = os.path.join(root, kind)
+        if done(out):
+            continue
+        started, runs = time.perf_counter(), {}
+        for name in names:
+            _, runs[name] = train_baseline(kind, args.data, name, args.budget_minutes * 60 / len(names), seed=seed,
+                                           out_dir=os.path.join(out, name))
+        forecaster = load_forecaster(out)
+        evaluate_run(args, forecaster, names, out, forecaster.label,
+                     {"train_seconds": sum(r["seconds"] for r in runs.values()), "runs": runs, "seed": seed})
+        log(f"seed {seed}: {kind} done in {time.perf_counter() - started:.0f} s")
+
+
+def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
+    for ablation, overrides in ABLATIONS.items():
+        out = os.path.join(root, f"ablation_{ablation}")
+        if done(out):
+            continue
+        pretrain_pdefm(args, seed, out, overrides)
+        report = json.load(open(os.path.join(out, "report.json")))
+        evaluate_run(args, load_forecaster(out), names, out, f"PDE-FM {ablation}",
+                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
+                      "overrides": overrides})
+        log(f"seed {seed}: ablation {ablation} done")
+
+
+def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
+    from .finetune import finetune
+    from .hub import load_pdefm
+
+    held_out = args.transfer_dataset
+    if held_out not in names:
+        raise ValueError(f"--transfer-dataset {held_out!r} is not among the suite's datasets {names}")
+    base = os.path.join(root, "transfer_base")
+    if not os.path.isfile(os.path.join(base, "model.safetensors")):
+        pretrain_pdefm(args, seed, base, datasets=[n for n in names if n != held_out])
+        log(f"seed {seed}: transfer base (without {held_out}) done")
+    for label, mode in TRANSFER_MODES.items():
+        out = os.path.join(root, f"transfer_{label}")
+        if done(out):
+            continue
+        ft_args = SimpleNamespace(base=base, data=os.path.join(args.data, held_out),
+                                  adapter_name=f"{held_out}_{label}", mode=mode,
+                                  lora_r=args.lora_r, lora_alpha=None, lora_dropout=0.0, target_modules=None,
+                                  target_regex=None)
+        cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--datasets", held_out,
+               "--output_dir", out, "--seed", str(seed), "--max_steps", str(args.finetune_steps),
+               "--warmup_steps", "10", "--train_trajectories", str(args.few_shot_trajectories),
+               "--checkpoint_every", "100000000", "--eval_every", "100000000", "--log_with", "none"]
+        config, _ = load_config(cli)
+        _reset_accelerate()
+        result = finetune(ft_args, config)
+        folder = os.path.join(out, ft_args.adapter_name)
+        model = load_pdefm(base, adapter=folder) if mode == "lora" else load_pdefm(folder)
+        details = json.load(open(os.path.join(out, "finetune.json")))
+        evaluate_run(args, PDEFMForecaster(model), [held_out], out, f"transfer {label}",
+                     {"mode": mode, "trainable_parameters": result["trainable_parameters"], "seed": seed,
+                      "steps": details["steps"], "train_seconds": details["train_seconds"],
+                      "trajectories": args.few_shot_trajectories})
+        log(f"seed {seed}: transfer {label} done")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES))
+    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--parts", nargs="+", default=["main", "ablations", "transfer"], choices=["main", "ablations", "transfer"])
+    parser.add_argument("--part-seeds", type=int, default=1, help="ablations and transfer run on the first N seeds")
+    parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES)
+    parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
+    parser.add_argument("--out", default="outputs/benchmark")
+    parser.add_argument("--doc", default="docs/benchmark.md")
+    parser.add_argument("--rollout-steps", type=int, default=30)
+    parser.add_argument("--eval-batches", type=int, default=8, help="one-step windows: this many batches of 8 per dataset")
+    parser.add_argument("--transfer-dataset", default="shear_flow")
+    parser.add_argument("--few-shot-trajectories", type=int, default=4)
+    parser.add_argument("--finetune-steps", type=int, default=200)
+    parser.add_argument("--lora-r", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
+    args = parser.parse_args(argv)
+    if args.budget_minutes <= 0:
+        parser.error("--budget-minutes must be > 0")
+    args.data = args.data or SUITES[args.suite]["data"]
+    if not dataset_folders(args.data):
+        from dataset_scripts.generate import generate_suite
+
+        print(f"generating {args.suite} into {args.data} (once)")
+        generate_suite(args.data, suite=args.suite)
+    names = dataset_folders(args.data)
+    if args.fresh:
+        shutil.rmtree(args.out, ignore_errors=True)
+    os.makedirs(args.out, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k != "fresh"}
+    with open(os.path.join(args.out, "benchmark_settings.json"), "w") as f:
+        json.dump({**settings, "datasets": names, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                   "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}, f, indent=2)
+
+    def log(message: str) -> None:
+        print(f"[benchmark {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    for index, seed in enumerate(args.seeds):
+        root = os.path.join(args.out, f"seed{seed}")
+        if "main" in args.parts:
+            run_main(args, seed, names, root, log)
+        if "ablations" in args.parts and index < args.part_seeds:
+            run_ablations(args, seed, names, root, log)
+        if "transfer" in args.parts and index < args.part_seeds:
+            run_transfer(args, seed, names, root, log)
+    from .benchmark_report import write_benchmark_doc
+
+    path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
