@@ -48,6 +48,9 @@ class PretrainConfig:
     difficulty_alpha: float = 1.0
     difficulty_eps: float = 0.05
     difficulty_ema: float = 0.7
+    # L_i is the validation VRMSE divided by persistence's on the same windows ("relative"): how far the model is from
+    # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; or the raw VRMSE ("absolute").
+    difficulty_measure: str = "relative"
     # bookkeeping
     output_dir: str = "outputs/pretrain"
     checkpoint_every: int = 200
@@ -100,6 +103,8 @@ class PretrainConfig:
                 raise ValueError(f"config key '{key}' must be >= 0, got {getattr(self, key)!r}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.difficulty_ema < 1:
             raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
+        if self.difficulty_measure not in ("relative", "absolute"):
+            raise ValueError(f"config key 'difficulty_measure' must be relative or absolute, got {self.difficulty_measure!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.report_split not in ("train", "valid", "test"):

@@ -76,16 +76,21 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
 
 
 @torch.no_grad()
-def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs: dict) -> dict[str, float]:
-    """Mean one-step VRMSE per dataset on a fixed slice of each validation split (this process's shard)."""
+def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs: dict,
+             persistence: bool = False) -> dict[str, float]:
+    """Mean one-step VRMSE per dataset on a fixed slice of each validation split (this process's shard); with
+    `persistence`, that of predicting the last input frame instead."""
     model.eval()
     losses = {}
     for name, dataset in valid_sets.items():
         total = torch.zeros(2, device=accelerator.device)
         for batch in evaluation_batches(dataset, config.batch_size, config.eval_batches):
-            out = model(**model_inputs(batch, accelerator.device), n_steps=1)
             target = batch["output_fields"][:, :1].to(accelerator.device)
-            total += torch.stack([vrmse_loss(out.prediction, target, specs[name]["n_spatial_dims"]) * target.shape[0],
+            if persistence:
+                prediction = batch["input_fields"][:, -1:].to(accelerator.device)
+            else:
+                prediction = model(**model_inputs(batch, accelerator.device), n_steps=1).prediction
+            total += torch.stack([vrmse_loss(prediction, target, specs[name]["n_spatial_dims"]) * target.shape[0],
                                   torch.tensor(float(target.shape[0]), device=accelerator.device)])
         total = accelerator.reduce(total, reduction="sum")
         losses[name] = (total[0] / total[1].clamp_min(1)).item()
@@ -163,6 +168,8 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
                                                       for k, v in config.to_dict().items()})
     accelerator.print(f"datasets {names}; sampling probabilities {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
 
+    reference = (validate(model, accelerator, config, valid_sets, specs, persistence=True)
+                 if config.difficulty_measure == "relative" else None)
     model.train()
     nonfinite_in_a_row = 0
     # In a log file (no terminal) a bar line every 30 s, not one per step.
@@ -219,7 +226,7 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
             bar.set_postfix(loss=f"{loss.item():.3f}", data=name[:12])
         if step % config.eval_every == 0 or finished:
             losses = validate(model, accelerator, config, valid_sets, specs)
-            sampler.update_losses(losses)
+            sampler.update_losses({k: v / max(reference[k], 1e-8) for k, v in losses.items()} if reference else losses)
             accelerator.log({f"valid_vrmse/{k}": v for k, v in losses.items()}, step=step)
             accelerator.print(f"step {step}: validation VRMSE {json.dumps({k: round(v, 4) for k, v in losses.items()})}; "
                               f"sampling {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
