@@ -116,6 +116,27 @@ def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path):
     assert sorted(os.listdir(out / "checkpoints")) == ["step_00000003", "step_00000006"]
 
 
+def test_a_time_budget_stops_the_run_and_few_shot_reads_only_the_first_trajectories(data_dir, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(pretrain.CurriculumSampler, "update_losses", lambda self, losses: seen.append(dict(losses)))
+    # Validation VRMSE 0.3 against persistence's 0.6: the curriculum sees 0.5 for every dataset.
+    monkeypatch.setattr(pretrain, "validate", lambda *a, persistence=False, **k: {n: 0.6 if persistence else 0.3
+                                                                                   for n in ("flow2d", "cube3d")})
+    out = tmp_path / "budget"
+    pretrain.train(make_config(data_dir, out, max_steps=100000, time_budget_minutes=0.001, train_trajectories=1,
+                               eval_every=1))
+    saved = json.loads((out / "report.json").read_text())
+    assert 1 <= saved["steps"] < 100000 and saved["train_seconds"] >= 0.06
+    shard = json.loads((out / "run_info" / "rank0.json").read_text())["shard_windows"]
+    # One trajectory of 8 steps gives 8 - (2 + 1) + 1 = 6 windows of 2 input and 1 output frames.
+    assert shard == {"flow2d": 6, "cube3d": 6}
+    assert seen and all(losses == {"flow2d": 0.5, "cube3d": 0.5} for losses in seen)
+    with pytest.raises(ValueError, match="train_trajectories"):
+        make_config(data_dir, out, train_trajectories=0)
+    with pytest.raises(ValueError, match="difficulty_measure"):
+        make_config(data_dir, out, difficulty_measure="other")
+
+
 def final_weights(folder):
     return {k: v.clone() for k, v in PDEFMModel.from_pretrained(folder).state_dict().items()}
 
