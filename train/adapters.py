@@ -20,7 +20,7 @@ ADAPTER_INFO = "pdefm_adapter.json"
 DEFAULT_TARGET_MODULES = (
     r".*(mixer\.(forward|backward)_mixer\.(in_proj|out_proj)|self_attn\.(in_proj|out_proj)|linear[12]"
     r"|patch_embeddings\.\w+\.proj|spectral_tokenizer\.proj"
-    r"|decoders\.\w+\.(lift|project|unpatch\.proj|blocks\.\d+\.(pointwise|conv)))$"
+    r"|decoders\.\w+\.(lift|project|unpatch\.proj|blocks\.\d+\.(pointwise|kernel)))$"
 )
 LORA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from dataset_scripts import WellSplitReader, collate_window_samples
+from dataset_scripts.well_format import FIELD_GROUPS
 
 from .evaluation import rollout
 from .forecasters import PDEFMForecaster
-
-FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
