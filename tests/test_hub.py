@@ -47,14 +47,17 @@ def pushed(tmp_path_factory):
                           "--eval_batches", "1", "--log_with", "none", "--lora-r", "2", "--warmup_steps", "1"]) == 0
     AcceleratorState._reset_state(True)
     with LocalHub() as hub:
-        code = (f"from train.hub import push_folder\n"
+        code = (f"from train.hub import push_folder, main\n"
                 f"print(push_folder({base_dir!r}, 'pdefm-org/tiny-base', token={TOKEN!r}))\n"
-                f"print(push_folder({os.path.join(out, 'waves_lora')!r}, 'pdefm-org/waves-lora', token={TOKEN!r}))\n")
-        result = run_python(code, {"HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"}, ROOT)
+                f"main(['push', {os.path.join(out, 'waves_lora')!r}, 'pdefm-org/waves-lora'])\n")
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": TOKEN}
+        result = run_python(code, env, ROOT)
         assert result.returncode == 0, (hub.requests, result.stderr[-3000:])
         assert hub.endpoint in result.stdout
         denied = run_python(f"from train.hub import push_folder\npush_folder({base_dir!r}, 'pdefm-org/x', token='hf_wrong')",
                             {"HF_ENDPOINT": hub.endpoint}, ROOT)
+        assert run_python(f"from train.hub import main\nraise SystemExit(main(['push', {root!r}, 'pdefm-org/y']))",
+                          env, ROOT).returncode == 2
         return {"repos": hub.repos, "requests": hub.requests, "denied": denied, "base_dir": base_dir, "root": root}
 
 

@@ -78,3 +78,28 @@ def push_folder(folder: str, repo_id: str, private: bool = False, token: str | N
                              commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(folder))}",
                              ignore_patterns=["checkpoints/*", "runs/*", "run_info/*", "*.tmp", "evaluation/*"])
     return str(getattr(info, "commit_url", info))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.hub push FOLDER ORG/NAME [--private]`: push a saved model or adapter folder."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    push = sub.add_parser("push", help="push a saved model or adapter folder (with its model card) to the Hub")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.folder, "config.json")) and not os.path.isfile(
+            os.path.join(args.folder, "adapter_config.json")):
+        print(f"error: {args.folder!r} holds neither a saved model (config.json) nor an adapter (adapter_config.json)",
+              file=sys.stderr)
+        return 2
+    print(push_folder(args.folder, args.repo_id, private=args.private))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
