@@ -81,9 +81,10 @@ def plot_example(path: str, name: str, result: dict[str, Any], max_fields: int =
         low, high = float(truth[..., c].min()), float(truth[..., c].max())
         for si, s in enumerate(steps):
             t, p = _slice(truth[s, ..., c]), _slice(prediction[s, ..., c])
+            bound = float(np.abs(p - t).max()) or 1.0  # a symmetric scale: zero error is white
             for row, (image, title, kwargs) in enumerate(
                 ((t, "truth", {"vmin": low, "vmax": high}), (p, "prediction", {"vmin": low, "vmax": high}),
-                 (p - t, "error", {"cmap": "RdBu_r"}))):
+                 (p - t, "error", {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound}))):
                 ax = axes[3 * fi + row, si]
                 im = ax.imshow(image.T, origin="lower", **kwargs)
                 ax.set_title(f"{result['field_names'][c]} {title}, step {s + 1}", fontsize=8)
@@ -91,7 +92,7 @@ def plot_example(path: str, name: str, result: dict[str, Any], max_fields: int =
                 ax.set_yticks([])
                 fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"{name}: rollout of the first test trajectory")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -119,7 +120,7 @@ def plot_rollout_curves(path: str, curves: dict[str, dict[str, list[float]]], ti
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
