@@ -170,3 +170,28 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
     # against CNextU-Net (0.0800): 93.8% higher, lower on neither dataset.
     assert "is 93.8% higher than CNextU-Net's" in text and "lower on 0 of 2 datasets" in text
     assert (tmp_path / "docs" / "benchmark_rollout.png").exists()
+
+
+def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
+    from train.benchmark import main as benchmark_main
+
+    data_dir = str(tmp_path / "data")
+    for name, seed in (("flow2d", 0), ("waves", 5)):
+        write_dataset(data_dir, name, n_dims=2, resolution=(16, 16), n_steps=10, files_per_split=(1, 1, 1),
+                      time_scalars=False, tensor_fields=name == "flow2d", seed=seed)
+        compute_stats(os.path.join(data_dir, name))
+    out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
+    argv = ["--budget-minutes", "0.003", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
+            "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2", "--finetune-steps", "2",
+            "--transfer-dataset", "waves", "--few-shot-trajectories", "1"]
+    assert benchmark_main(argv) == 0
+    runs = sorted(os.listdir(out / "seed0"))
+    assert runs == sorted(["pdefm", "cnextunet", "transfer_base", "transfer_adapters_only", "transfer_lora",
+                           "transfer_scratch", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
+                                                 "no_cross_attention", "attention_backbone", "conv_decoder")]])
+    text = doc.read_text()
+    for heading in ("## One-step VRMSE", "## Rollout VRMSE", "## Ablations", "## Transfer to a dataset held out"):
+        assert heading in text
+    stamp = os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json")
+    assert benchmark_main(argv) == 0  # finished runs are kept, not redone
+    assert os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json") == stamp
