@@ -8,6 +8,7 @@ once per process, and only the requested slices are read.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from bisect import bisect_right
 from typing import Any
@@ -23,6 +24,9 @@ from .well_format import FIELD_GROUPS, FieldInfo, WellFileMetadata, WellFormatEr
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("raise", "skip")
+# Window tensors recycled once released: only large ones (page faults matter from a few MB), a few per shape.
+OUTPUT_POOL_MIN_ELEMENTS = 1 << 20
+OUTPUT_POOL_SIZE = 4
 
 
 class NonFiniteWindowError(ValueError):
@@ -92,6 +96,7 @@ class WellSplitReader:
         self._pid = os.getpid()
         self._cache: dict[tuple[int, str], Any] = {}
         self._buffers: dict[tuple, np.ndarray] = {}
+        self._output_pool: dict[tuple, list] = {}
         self.metadata: list[WellFileMetadata] = []
         for index, path in enumerate(self.files):
             meta = read_file_metadata(self._handle(index), path)
@@ -143,6 +148,7 @@ class WellSplitReader:
         state["_handles"] = {}
         state["_cache"] = self._without_open_objects(self._cache)
         state["_buffers"] = {}
+        state["_output_pool"] = {}
         return state
 
     # ------------------------------------------------------------------------------------------ index
@@ -195,23 +201,46 @@ class WellSplitReader:
             return self._cache[key]
         return _expand_space(np.asarray(data[index]), info, 1 if time is not None else 0, self.meta.resolution)
 
-    def _read_fields(self, file_index: int, infos: list[FieldInfo], traj: int, time: slice | None) -> torch.Tensor:
-        """`[*lead, *space, channels]` of the given fields: each read whole, then copied into its channel slice of the
+    def _read_fields(self, file_index: int, infos: list[FieldInfo], traj: int,
+                     time: slice | None) -> tuple[torch.Tensor, bool]:
+        """`[*lead, *space, channels]` of the given fields, and whether all their values are finite (summed per field
+        right after its read, while it is still in cache). Each field is read whole, then copied into its slice of the
         output. (Slice copies beat `torch.cat` on this hot path, about 1.6x on 3D windows where a scalar field sits
         beside a vector one; reading with h5py straight into the interleaved slices is slower still: HDF5 then
         scatters element by element.)"""
-        parts = [torch.from_numpy(self._read_reusing_buffer(file_index, f, traj, time)) for f in infos]
+        parts, finite = [], True
+        for info in infos:
+            parts.append(torch.from_numpy(self._read_reusing_buffer(file_index, info, traj, time)))
+            # One sum is NaN/Inf when some value is (or, rarely, when float32 overflows): then `_check_finite` looks.
+            finite = finite and bool(torch.isfinite(parts[-1].sum()))
         if len(parts) == 1:
-            return parts[0].clone()
+            return parts[0].clone(), finite
         dtype = parts[0].dtype
         for part in parts[1:]:
             dtype = torch.promote_types(dtype, part.dtype)
-        out = torch.empty(*parts[0].shape[:-1], sum(p.shape[-1] for p in parts), dtype=dtype)
+        out = self._output_tensor((*parts[0].shape[:-1], sum(p.shape[-1] for p in parts)), dtype)
         channel = 0
         for part in parts:
             out[..., channel : channel + part.shape[-1]] = part
             channel += part.shape[-1]
-        return out
+        return out, finite
+
+    def _output_tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor for a window's fields: one handed out before whose memory nobody references any
+        more (every view of it released), else a new one. Fresh multi-MB tensors are fresh pages from the OS, faulted
+        in on first write; recycling them spares that on 3D windows. Needs torch's storage use count; without it,
+        always a new tensor."""
+        use_count = getattr(torch._C, "_storage_Use_Count", None)
+        if use_count is None or math.prod(shape) < OUTPUT_POOL_MIN_ELEMENTS:
+            return torch.empty(shape, dtype=dtype)
+        pool = self._output_pool.setdefault((shape, dtype), [])
+        for tensor, alone in pool:
+            if use_count(tensor.untyped_storage()._cdata) == alone:
+                return tensor
+        tensor = torch.empty(shape, dtype=dtype)
+        if len(pool) < OUTPUT_POOL_SIZE:
+            pool.append((tensor, use_count(tensor.untyped_storage()._cdata)))
+        return tensor
 
     def _read_reusing_buffer(self, file_index: int, info: FieldInfo, traj: int, time: slice | None) -> np.ndarray:
         """A field's window read into a buffer kept between calls (valid until the next read of this field).
@@ -250,15 +279,17 @@ class WellSplitReader:
         time = slice(start, start + n_total * self.dt_stride, self.dt_stride)
         sample: dict[str, torch.Tensor] = {}
 
-        fields = self._read_fields(file_index, meta.variable_fields, traj, time)
-        self._check_finite(fields, file_index, traj, start, meta.field_names)
+        fields, finite = self._read_fields(file_index, meta.variable_fields, traj, time)
+        if not finite:
+            self._check_finite(fields, file_index, traj, start, meta.field_names)
         if self.normalizer is not None:
             fields = self.normalizer.normalize(fields, "fields")
         sample["input_fields"] = fields[: self.n_steps_input]
         sample["output_fields"] = fields[self.n_steps_input :]
         if meta.constant_fields:
-            constants = self._read_fields(file_index, meta.constant_fields, traj, None)
-            self._check_finite(constants[None], file_index, traj, None, meta.constant_field_names)
+            constants, finite = self._read_fields(file_index, meta.constant_fields, traj, None)
+            if not finite:
+                self._check_finite(constants[None], file_index, traj, None, meta.constant_field_names)
             if self.normalizer is not None:
                 constants = self.normalizer.normalize(constants, "constant_fields")
             sample["constant_fields"] = constants
@@ -285,8 +316,8 @@ class WellSplitReader:
         return sample
 
     def _check_finite(self, values: torch.Tensor, file_index: int, traj: int, start: int | None, names: list[str]) -> None:
-        # One sum is NaN/Inf when some value is (or, rarely, when float32 overflows); only then search element-wise.
-        if torch.isfinite(values.sum()) or bool(torch.isfinite(values).all()):
+        """Raise naming the first non-finite value, if any (called when a field's sum was not finite)."""
+        if bool(torch.isfinite(values).all()):
             return
         bad = ~torch.isfinite(values)
         where = bad.nonzero()[0].tolist()

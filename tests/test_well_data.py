@@ -352,3 +352,19 @@ def test_cli_info(toy3d, capsys):
     assert "[train] toy3d: 2 files, 4 trajectories of 9 steps, 28 windows (2 in, 1 out)" in out
     assert "boundary y: low PERIODIC, high WALL" in out
     assert "C_zz" in out
+
+
+def test_recycled_window_memory_is_never_overwritten_while_held(toy3d, monkeypatch):
+    import dataset_scripts.well_reader as well_reader
+
+    monkeypatch.setattr(well_reader, "OUTPUT_POOL_MIN_ELEMENTS", 0)  # recycle even these small windows
+    reader = open_well_split(toy3d, "train", n_steps_input=2, n_steps_output=1)
+    expected = [open_well_split(toy3d, "train", n_steps_input=2, n_steps_output=1)[i] for i in range(3)]
+    held = reader[0]["input_fields"]  # a view of the window's memory, kept
+    first_ptr = held.data_ptr()
+    second = reader[1]
+    assert torch.equal(held, expected[0]["input_fields"]) and second["input_fields"].data_ptr() != first_ptr
+    del held
+    third = reader[2]["input_fields"]  # the first window's memory is free again and is recycled
+    assert third.data_ptr() == first_ptr and torch.equal(third, expected[2]["input_fields"])
+    assert torch.equal(second["input_fields"], expected[1]["input_fields"])
