@@ -170,6 +170,7 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
     # against CNextU-Net (0.0800): 93.8% higher, lower on neither dataset.
     assert "is 93.8% higher than CNextU-Net's" in text and "lower on 0 of 2 datasets" in text
     assert (tmp_path / "docs" / "benchmark_rollout.png").exists()
+    assert (tmp_path / "docs" / "benchmark_runs" / "seed1" / "fno" / "evaluation.json").exists()
 
 
 def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
