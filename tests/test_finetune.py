@@ -142,6 +142,12 @@ def test_bad_finetune_input_is_named(setup, tmp_path, capsys):
     assert code == 2 and "nothing_like_this" in capsys.readouterr().err
     assert finetune_main(["--base", base_dir, "--data", str(tmp_path / "missing"), "--adapter-name", "x"]) == 2
     assert "missing" in capsys.readouterr().err
+    from train.finetune import new_dataset_modules
+
+    with pytest.raises(ValueError, match="has no dataset 'unseen' and no field description"):
+        new_dataset_modules(base, "unseen", None, base_dir)
+    with pytest.raises(ValueError, match="knows it with n_fields=7, the data has n_fields=3"):
+        new_dataset_modules(base, "flow2d", {**base.config.datasets["flow2d"], "n_fields": 3}, base_dir)
 
 
 def test_adapter_for_another_base_is_refused(setup, tmp_path):
