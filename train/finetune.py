@@ -57,7 +57,8 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[
             for key in ("n_fields", "n_spatial_dims", "n_constant_fields", "n_constant_scalars"):
                 if known[key] != spec[key]:
                     raise ValueError(f"dataset {name!r}: the base model {base!r} knows it with {key}={known[key]}, "
-                                     f"the data has {key}={spec[key]}; to add it as a new dataset, give its folder and its files' dataset_name another name")
+                                     f"the data has {key}={spec[key]}; to add it as a new dataset, give its folder and "
+                                     "its files' dataset_name another name")
         return [f"adapters.{name}"]
     if spec is None:
         raise ValueError(f"the base model {base!r} has no dataset {name!r} and no field description was given: point "
