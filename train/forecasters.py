@@ -40,7 +40,6 @@ class PDEFMForecaster:
     def __init__(self, model, label: str = "PDE-FM"):
         self.model = model.eval()
         self.label = label
-        self.n_steps_input = None  # PDE-FM takes any number of input frames
 
     @property
     def device(self):
@@ -79,7 +78,6 @@ class BaselineForecaster(nn.Module):
                  n_spatial_dims: int, resolution: tuple[int, ...], sizes: dict | None = None):
         super().__init__()
         self.kind, self.dataset, self.n_steps_input = kind, dataset, n_steps_input
-        self.n_spatial_dims = n_spatial_dims
         self.settings = {"kind": kind, "dataset": dataset, "n_steps_input": n_steps_input, "n_fields": n_fields,
                          "n_constant_fields": n_constant_fields, "n_spatial_dims": n_spatial_dims,
                          "resolution": list(resolution), "sizes": dict(sizes or {})}
@@ -140,7 +138,6 @@ class BaselineSet:
 
     def __init__(self, members: dict[str, BaselineForecaster], label: str):
         self.members, self.label = members, label
-        self.n_steps_input = max(m.n_steps_input for m in members.values())
 
     def knows(self, dataset: str) -> bool:
         return dataset in self.members

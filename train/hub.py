@@ -55,7 +55,7 @@ def load_pdefm(path_or_id: str, adapter: str | list[str] | None = None, merge: b
     config = PDEFMConfig.from_pretrained(folder)
     if getattr(config, "model_type", None) != "pdefm":
         raise ModelResolutionError(f"model {path_or_id!r} is not a PDE-FM model (model_type {config.model_type!r})")
-    model = PDEFMModel.from_pretrained(folder)
+    model = PDEFMModel.from_pretrained(folder, config=config)
     model.name_or_path = path_or_id
     if adapter is None:
         return model.eval()

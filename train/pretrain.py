@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
-from .schedule import WarmupCosine
 from .checkpointing import latest_checkpoint, read_trainer_state, save_checkpoint
 from .config import PretrainConfig, load_config
 from .curriculum import CurriculumSampler
@@ -34,6 +33,7 @@ from .evaluation import one_step_vrmse
 from .forecasters import model_inputs
 from .losses import pretraining_loss, vrmse_loss
 from .model_card import metrics_table, write_model_card
+from .schedule import WarmupCosine
 
 
 class NonFiniteLossError(RuntimeError):
@@ -141,8 +141,7 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
     schedule = WarmupCosine(config.warmup_steps, config.max_steps, config.min_lr_ratio, budget)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # its state carries `schedule.elapsed`
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    schedule = scheduler.scheduler.lr_lambdas[0] if hasattr(scheduler, "scheduler") else scheduler.lr_lambdas[0]
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)  # wraps, keeps `schedule`
     accelerator.register_for_checkpointing(sampler, batches)
 
     os.makedirs(config.output_dir, exist_ok=True)
