@@ -159,11 +159,13 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(data_dir, tmp_path, m
     out = tmp_path / "run"
     original = pretrain.save_checkpoint
 
-    def save_then_die(accelerator, output_dir, step, state, keep):
+    def save_then_die(accelerator, output_dir, step, **parts):
         if step == 6:
-            accelerator.save_state(os.path.join(output_dir, "checkpoints", f".tmp_step_{step:08d}"))
+            tmp = os.path.join(output_dir, "checkpoints", f".tmp_step_{step:08d}")
+            os.makedirs(tmp)
+            open(os.path.join(tmp, "model.safetensors"), "wb").write(b"half a file")
             raise KeyboardInterrupt("killed while saving")
-        return original(accelerator, output_dir, step, state, keep)
+        return original(accelerator, output_dir, step, **parts)
 
     monkeypatch.setattr(pretrain, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):

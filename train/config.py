@@ -15,6 +15,11 @@ import yaml
 
 CONFIG_VERSION = 1
 MIXED_PRECISION = ("no", "bf16", "auto")
+# Keys a resumed run may change without --allow_config_change: the horizon (the schedule follows the new one) and
+# bookkeeping. Every other key changes what the run computes, so a difference from the checkpoint is refused.
+CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "checkpoint_every", "keep_checkpoints",
+                        "eval_every", "eval_batches", "log_every", "log_with", "max_nonfinite_in_a_row", "report_split",
+                        "generate_if_missing")
 
 
 @dataclass
@@ -120,6 +125,13 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings of the run in a checkpoint (`saved`) that differ from this run's, other than those a resume may
+    change: {key: (checkpoint's value, this run's value)}."""
+    keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
+    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
+
+
 def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
     """Parse a command-line value for `name` as YAML, then check it against the field's type."""
     value = yaml.safe_load(text)
@@ -141,6 +153,8 @@ def load_config(argv: list[str] | None = None, description: str = "") -> tuple[P
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file with any of the keys below")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--allow_config_change", action="store_true",
+                        help="with --resume: accept settings that differ from the checkpoint's (batch size, data...)")
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for name in fields:
         parser.add_argument(f"--{name}", default=None, metavar="VALUE")

@@ -29,7 +29,9 @@ from .config import load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
+from .checkpointing import CheckpointError
 from .pretrain import fit, make_accelerator, write_report
+from .run_lock import RunLockError
 
 MODES = ("lora", "adapters", "full", "scratch")
 
@@ -92,7 +94,7 @@ def build_model(args, base_model, name: str, spec: dict):
                           targets), trained
 
 
-def finetune(args, config, resume: bool = False, stop_after: int | None = None) -> dict:
+def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False) -> dict:
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     base_model = load_pdefm(args.base)
@@ -127,7 +129,12 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None) 
                         f"({100 * counts['fraction']:.2f}%). Load with `train.hub.load_pdefm(base, adapter=...)`.",
         )
 
-    report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, stop_after=stop_after, finish=finish)
+    # Compared with a checkpoint's on --resume, with the training config.
+    settings = {"finetune": {"base": args.base, "mode": args.mode, "adapter_name": args.adapter_name,
+                             "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+                             "target_modules": args.target_modules, "target_regex": args.target_regex}}
+    report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
+                 run_settings=settings, stop_after=stop_after, finish=finish)
     return {"report": report, "trainable_parameters": counts}
 
 
@@ -145,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
         config, parsed = load_config([*overrides, *rest], __doc__)
-        finetune(args, config, resume=parsed.resume)
-    except (ValueError, OSError) as error:
+        finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change)
+    except (ValueError, OSError, RunLockError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -5,9 +5,10 @@
 
 One dataset per batch, drawn by the curriculum sampler; each process reads its own shard. Loss: VRMSE plus a
 wavenumber-weighted spectral loss. AdamW with warm-up and cosine decay, gradient clipping and accumulation, bf16
-autocast where the hardware has it. Checkpoints (`accelerator.save_state`, atomic) every `checkpoint_every` steps;
-`--resume` continues from the latest. The final model is saved with `save_pretrained` into `output_dir`, with a
-model card and `report.json` / `report.md` (one-step VRMSE per dataset against persistence).
+autocast where the hardware has it. Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps;
+`--resume` continues from the latest (`--allow_config_change` to change more than the horizon). One run per
+`output_dir` (a lock file). The final model is saved with `save_pretrained` into `output_dir`, with a model card
+and `report.json` / `report.md` (one-step VRMSE per dataset against persistence).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from tqdm.auto import tqdm
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
-from .checkpointing import latest_checkpoint, read_trainer_state, save_checkpoint
-from .config import PretrainConfig, load_config
+from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
+from .config import CHANGEABLE_ON_RESUME, PretrainConfig, load_config, resume_conflicts
 from .curriculum import CurriculumSampler
 from .data import MultiDatasetBatches, dataset_folders, evaluation_batches, find_datasets, load_shard, model_specs
 from .evaluation import one_step_vrmse
 from .forecasters import model_inputs
 from .losses import pretraining_loss, vrmse_loss
 from .model_card import metrics_table, write_model_card
+from .run_lock import RunLockError, output_dir_lock
 from .schedule import WarmupCosine
 
 
@@ -98,7 +100,8 @@ def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs
     return losses
 
 
-def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None,
+          allow_config_change: bool = False) -> dict:
     """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
@@ -117,14 +120,29 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
                          description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
                                      f"pretrained for {step} steps with `train.pretrain` (config in `pretrain_config.json`).")
 
-    return fit(accelerator, config, model, names, specs, resume=resume, stop_after=stop_after, finish=finish)
+    return fit(accelerator, config, model, names, specs, resume=resume, allow_config_change=allow_config_change,
+               stop_after=stop_after, finish=finish)
+
+
+class ResumeConfigError(ValueError):
+    """`--resume` with settings that change what the checkpointed run computes."""
 
 
 def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
-        stop_after: int | None = None, finish=None) -> dict:
+        allow_config_change: bool = False, run_settings: dict | None = None, stop_after: int | None = None,
+        finish=None) -> dict:
     """The training loop shared by pretraining and finetuning: curriculum over `names`, VRMSE + spectral loss on the
     parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the main
-    process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`."""
+    process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`.
+
+    The output folder is locked for the run. `run_settings` (JSON-able) are compared with a checkpoint's on resume,
+    with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`."""
+    with output_dir_lock(config.output_dir, enabled=accelerator.is_main_process):
+        return _fit(accelerator, config, model, names, specs, resume, allow_config_change, run_settings or {},
+                    stop_after, finish)
+
+
+def _fit(accelerator, config, model, names, specs, resume, allow_config_change, run_settings, stop_after, finish):
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories)
@@ -140,9 +158,9 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
     schedule = WarmupCosine(config.warmup_steps, config.max_steps, config.min_lr_ratio, budget)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)  # its state carries `schedule.elapsed`
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)  # wraps, keeps `schedule`
-    accelerator.register_for_checkpointing(sampler, batches)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule)
+    settings = json.loads(json.dumps({**config.to_dict(), **run_settings}))
 
     os.makedirs(config.output_dir, exist_ok=True)
     run_info = os.path.join(config.output_dir, "run_info")
@@ -154,14 +172,24 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
 
     step, nonfinite_total = 0, 0
     if resume:
-        checkpoint = latest_checkpoint(config.output_dir)
+        checkpoint = read_latest_checkpoint(config.output_dir, accelerator.process_index)
         if checkpoint is None:
             accelerator.print(f"--resume: no checkpoint in {config.output_dir}/checkpoints; starting from scratch")
         else:
-            accelerator.load_state(checkpoint)
-            state = read_trainer_state(checkpoint)
-            step, nonfinite_total = state["step"], state.get("nonfinite_total", 0)
-            accelerator.print(f"resumed from {checkpoint} at step {step}")
+            check_resumable(accelerator, checkpoint, settings, allow_config_change)
+            apply_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer)
+            state = checkpoint.trainer_state
+            step, nonfinite_total = checkpoint.step, state.get("nonfinite_total", 0)
+            schedule.load_state_dict(state["schedule"])
+            sampler.load_state_dict(state["sampler"])
+            batches.load_state_dict(checkpoint.rank_state["batches"])
+            # The schedule follows this run's horizon and learning rate (the same numbers when they did not change).
+            lr_schedule.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
+            lr_schedule.last_epoch = step
+            for group, base in zip(optimizer.param_groups, lr_schedule.base_lrs):
+                group["initial_lr"], group["lr"], group["weight_decay"] = base, base * schedule(step), config.weight_decay
+            lr_schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+            accelerator.print(f"resumed from {checkpoint.path} at step {step}")
     if config.log_with != "none":
         accelerator.init_trackers("pretrain", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                                                       for k, v in config.to_dict().items()})
@@ -230,7 +258,10 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
             accelerator.print(f"step {step}: validation VRMSE {json.dumps({k: round(v, 4) for k, v in losses.items()})}; "
                               f"sampling {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
         if step % config.checkpoint_every == 0 or finished:
-            save_checkpoint(accelerator, config.output_dir, step, {"nonfinite_total": nonfinite_total}, config.keep_checkpoints)
+            save_checkpoint(accelerator, config.output_dir, step, model=model, optimizer=optimizer,
+                            trainer_state={"nonfinite_total": nonfinite_total, "schedule": schedule.state_dict(),
+                                           "sampler": sampler.state_dict(), "settings": settings},
+                            rank_state={"batches": batches.state_dict()}, keep=config.keep_checkpoints)
     bar.close()
     seconds = schedule.elapsed
     accelerator.wait_for_everyone()
@@ -247,6 +278,31 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
             json.dump(config.to_dict(), f, indent=2)
     accelerator.end_training()
     return report
+
+
+def check_resumable(accelerator: Accelerator, checkpoint, settings: dict, allow_config_change: bool) -> None:
+    """Refuse a checkpoint whose run had other settings (unless allowed) or another number of processes, and one
+    that the processes do not agree on."""
+    steps = accelerator.gather(torch.tensor([checkpoint.step], device=accelerator.device))
+    if not bool((steps == steps[0]).all()):
+        raise CheckpointError(f"processes found different latest checkpoints (steps {steps.tolist()}) in "
+                              f"{os.path.dirname(checkpoint.path)}; some are damaged for some ranks")
+    world = checkpoint.trainer_state.get("world_size")
+    if world != accelerator.num_processes:
+        raise CheckpointError(f"{checkpoint.path} was written by {world} process(es), this run has "
+                              f"{accelerator.num_processes}; each process resumes its own data shard, so launch "
+                              f"{world} process(es)")
+    conflicts = resume_conflicts(checkpoint.trainer_state.get("settings", {}), settings)
+    if not conflicts:
+        return
+    listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in conflicts.items())
+    if not allow_config_change:
+        raise ResumeConfigError(
+            f"--resume: {checkpoint.path} was written with other settings ({listed}). Resume with the checkpoint's "
+            f"values, or add --allow_config_change to continue with the new ones. Keys that may always change: "
+            f"{', '.join(CHANGEABLE_ON_RESUME)} (the learning-rate schedule follows the new horizon)."
+        )
+    accelerator.print(f"--allow_config_change: continuing {checkpoint.path} with changed settings ({listed})")
 
 
 def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int) -> None:
@@ -267,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    train(config, resume=args.resume)
+    try:
+        train(config, resume=args.resume, allow_config_change=args.allow_config_change)
+    except (ValueError, RunLockError, CheckpointError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,93 @@
+"""One run per output folder: a lock file holding the owner's pid and host.
+
+Two runs writing into one `output_dir` would interleave their checkpoints and overwrite each other's model. The
+lock is created atomically (`O_EXCL`); a lock whose process is gone (same host, pid not alive) is stale and taken
+over with a warning. A lock from another host cannot be checked and is never broken silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+
+LOCK_FILE = ".pdefm_run.lock"
+
+
+class RunLockError(RuntimeError):
+    """Another run holds the output folder; the message names it and what to do."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read_owner(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            owner = json.load(f)
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def acquire(output_dir: str) -> str:
+    """Take the lock of `output_dir` (created if needed); returns the lock file's path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_FILE)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _read_owner(path)
+            if owner is None:
+                # Written but not yet filled by its owner, or damaged: give a live writer a moment.
+                time.sleep(0.2)
+                owner = _read_owner(path)
+            if owner is not None and owner.get("host") != me["host"]:
+                raise RunLockError(
+                    f"output_dir {output_dir!r} is locked by a run on host {owner.get('host')!r} (pid {owner['pid']}, "
+                    f"since {owner.get('started')}); choose another output_dir, or delete {path} if that run is over"
+                ) from None
+            if owner is not None and _alive(owner["pid"]):
+                raise RunLockError(
+                    f"output_dir {output_dir!r} is in use by another run (pid {owner['pid']} on this host, since "
+                    f"{owner.get('started')}); wait for it to finish or choose another output_dir"
+                ) from None
+            warnings.warn(f"removing the stale lock {path} (its run, {owner or 'unknown'}, is gone)", stacklevel=2)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path
+    raise RunLockError(f"could not take the lock {path}: other processes keep taking it")
+
+
+def release(path: str) -> None:
+    owner = _read_owner(path)
+    if owner is not None and owner["pid"] == os.getpid():
+        os.remove(path)
+
+
+@contextmanager
+def output_dir_lock(output_dir: str, enabled: bool = True):
+    """Hold the lock of `output_dir` for the duration (only where `enabled`: the main process of a run)."""
+    path = acquire(output_dir) if enabled else None
+    try:
+        yield path
+    finally:
+        if path is not None:
+            release(path)
