@@ -7,13 +7,20 @@ Output: `OUT/NAME/data/{train,valid,test}/NAME_<split>_<k>.hdf5` and `OUT/NAME/s
 0.8/0.1/0.1 (at least one each for valid and test). Every file has its own seed derived from (--seed, dataset,
 split, file), so the same seed gives the same files and a finished file never needs regenerating: a rerun skips
 files that exist (they are written under a temporary name and renamed only when complete).
+
+The settings that shape the files are kept in `OUT/NAME/generation.json` (and the suite's in
+`OUT/<suite>_suite.json`): a rerun with other settings is refused instead of mixing grids or trajectory counts in one
+folder, unless `--overwrite` (which deletes that dataset's files first). `complete_suite` finishes an interrupted
+suite with the settings it was started with.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +56,78 @@ SYSTEMS: dict[str, System] = {
 }
 SUITES = {"mini_well": tuple(SYSTEMS)}
 SPLITS = ("train", "valid", "test")
+MANIFEST = "generation.json"
+MIN_RESOLUTION = 8
+MANIFEST_VERSION = 1
+
+
+class GenerationSettingsError(ValueError):
+    """A dataset folder already holds files made with other settings."""
+
+
+def suite_manifest_path(out: str, suite: str) -> str:
+    return os.path.join(out, f"{suite}_suite.json")
+
+
+def _write_json_atomic(path: str, value: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.partial-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def check_settings(resolution: int | None, n_trajectories: int, n_steps: int, seed: int, trajectories_per_file: int) -> None:
+    """Refuse impossible generation settings before any work, naming the argument."""
+    def whole(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if resolution is not None and (not whole(resolution) or resolution < MIN_RESOLUTION):
+        raise ValueError(f"--resolution must be a whole number of grid points per axis, at least {MIN_RESOLUTION}, "
+                         f"got {resolution!r}")
+    if not whole(n_trajectories) or n_trajectories < 3:
+        raise ValueError(f"--n-trajectories must be at least 3 (train, valid and test each need one), got {n_trajectories!r}")
+    if not whole(n_steps) or n_steps < 2:
+        raise ValueError(f"--n-steps must be at least 2, got {n_steps!r}")
+    if not whole(seed) or seed < 0:
+        raise ValueError(f"--seed must be a whole number >= 0, got {seed!r}")
+    if not whole(trajectories_per_file) or trajectories_per_file < 1:
+        raise ValueError(f"--trajectories-per-file must be at least 1, got {trajectories_per_file!r}")
+
+
+def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
+    """Make sure `folder` holds nothing but files of `settings` (deleting them first with `overwrite`), then record
+    the settings in its manifest."""
+    path = os.path.join(folder, MANIFEST)
+    existing = glob.glob(os.path.join(folder, "data", "*", "*.hdf5")) + glob.glob(os.path.join(folder, "data", "*", "*.h5"))
+    saved = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            if not overwrite:
+                raise GenerationSettingsError(f"{path}: unreadable generation manifest ({error}); pass --overwrite to "
+                                              "regenerate the dataset") from None
+    if saved == settings:
+        return
+    if (saved is not None or existing) and not overwrite:
+        if saved is not None:
+            diff = ", ".join(f"{k} {saved.get(k)!r} there, {settings.get(k)!r} now" for k in sorted(set(saved) | set(settings))
+                             if saved.get(k) != settings.get(k))
+            why = f"was generated with other settings ({diff})"
+        else:
+            why = f"holds {len(existing)} HDF5 file(s) but no {MANIFEST} (made by hand or by an older version)"
+        raise GenerationSettingsError(f"{folder} {why}; rerun with the same settings to complete it, pass --overwrite "
+                                      "to delete its files and regenerate, or choose another --out")
+    if overwrite:
+        for leftover in ("data", "stats.yaml", MANIFEST):
+            target = os.path.join(folder, leftover)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+    _write_json_atomic(path, settings)
 
 
 def split_sizes(n_trajectories: int) -> dict[str, int]:
@@ -73,17 +152,19 @@ def file_seed(seed: int, dataset: str, split: str, index: int) -> np.random.Seed
 
 
 def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int = 16, n_steps: int = 60,
-                     seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu", progress: bool = True) -> dict:
-    """Generate (or complete) one dataset; returns counts and seconds."""
+                     seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu", progress: bool = True,
+                     overwrite: bool = False) -> dict:
+    """Generate (or complete) one dataset; returns counts and seconds. A folder made with other settings is refused
+    (`GenerationSettingsError`) unless `overwrite`."""
     if name not in SYSTEMS:
         raise ValueError(f"unknown dataset {name!r}; Mini-Well has {sorted(SYSTEMS)}")
-    if n_steps < 2:
-        raise ValueError(f"--n-steps must be at least 2, got {n_steps}")
-    if trajectories_per_file < 1:
-        raise ValueError(f"--trajectories-per-file must be at least 1, got {trajectories_per_file}")
+    check_settings(resolution, n_trajectories, n_steps, seed, trajectories_per_file)
     system = SYSTEMS[name]
     resolution = resolution or system.resolution
     folder = os.path.join(out, name)
+    claim_folder(folder, {"version": MANIFEST_VERSION, "dataset": name, "resolution": int(resolution),
+                          "n_trajectories": int(n_trajectories), "n_steps": int(n_steps), "seed": int(seed),
+                          "trajectories_per_file": int(trajectories_per_file)}, overwrite)
     for leftover in glob.glob(os.path.join(folder, "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()
@@ -109,10 +190,36 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     return {"dataset": name, "files_written": made, "files_skipped": skipped, "seconds": time.perf_counter() - start}
 
 
-def generate_suite(out: str, suite: str = "mini_well", **kwargs) -> list[dict]:
+SUITE_DEFAULTS = {"resolution": None, "n_trajectories": 16, "n_steps": 60, "seed": 0, "trajectories_per_file": 2}
+
+
+def generate_suite(out: str, suite: str = "mini_well", on_dataset_done: Callable[[dict], None] | None = None,
+                   **kwargs) -> list[dict]:
+    """Generate every dataset of `suite`; the suite's settings go to `OUT/<suite>_suite.json` first, so that an
+    interrupted run can be completed (`complete_suite`)."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; known: {sorted(SUITES)}")
-    return [generate_dataset(name, out, **kwargs) for name in SUITES[suite]]
+    settings = {k: kwargs.get(k, default) for k, default in SUITE_DEFAULTS.items()}
+    check_settings(**settings)
+    _write_json_atomic(suite_manifest_path(out, suite), {"suite": suite, **settings})
+    results = []
+    for name in SUITES[suite]:
+        results.append(generate_dataset(name, out, **kwargs))
+        if on_dataset_done is not None:
+            on_dataset_done(results[-1])
+    return results
+
+
+def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) -> list[dict]:
+    """Generate `suite` into `out` if `out` holds no dataset yet, or finish it if an earlier generation into `out` was
+    interrupted (with the settings it was started with); a folder of other data is left alone."""
+    manifest = suite_manifest_path(out, suite)
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            settings = {k: v for k, v in json.load(f).items() if k in SUITE_DEFAULTS}
+        return generate_suite(out, suite, **{**kwargs, **settings})
+    has_data = os.path.isdir(out) and any(os.path.isdir(os.path.join(out, d, "data")) for d in os.listdir(out))
+    return [] if has_data else generate_suite(out, suite, seed=seed, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,15 +235,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trajectories-per-file", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete a dataset's files made with other settings and regenerate it")
     args = parser.parse_args(argv)
     kwargs = dict(resolution=args.resolution, n_trajectories=args.n_trajectories, n_steps=args.n_steps, seed=args.seed,
-                  trajectories_per_file=args.trajectories_per_file, device=args.device)
-    try:
-        results = generate_suite(args.out, args.suite, **kwargs) if args.suite else [generate_dataset(args.dataset, args.out, **kwargs)]
-    except ValueError as error:
-        parser.error(str(error))
-    for r in results:
+                  trajectories_per_file=args.trajectories_per_file, device=args.device, overwrite=args.overwrite)
+    def report(r: dict) -> None:
         print(f"{r['dataset']}: {r['files_written']} files written, {r['files_skipped']} already there, {r['seconds']:.1f} s")
+
+    try:
+        if args.suite:
+            generate_suite(args.out, args.suite, on_dataset_done=report, **kwargs)
+        else:
+            report(generate_dataset(args.dataset, args.out, **kwargs))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

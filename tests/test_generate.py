@@ -90,6 +90,50 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         generate.main(["--dataset", "navier_stokes_4d", "--out", str(tmp_path)])
     assert "invalid choice: 'navier_stokes_4d'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        generate.main(["--dataset", "shear_flow", "--out", str(tmp_path), "--n-trajectories", "2"])
-    assert "--n-trajectories must be at least 3" in capsys.readouterr().err
+    for argument, value, message in [("--n-trajectories", "2", "--n-trajectories must be at least 3"),
+                                     ("--resolution", "0", "--resolution must be a whole number of grid points"),
+                                     ("--resolution", "-8", "--resolution must be"),
+                                     ("--n-steps", "0", "--n-steps must be at least 2"),
+                                     ("--seed", "-1", "--seed must be a whole number >= 0")]:
+        assert generate.main(["--dataset", "shear_flow", "--out", str(tmp_path), argument, value]) == 2
+        assert message in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # refused before any work
+
+
+def test_a_rerun_with_other_settings_is_refused_never_mixed(tmp_path, capsys):
+    generate.generate_dataset("euler_multi_quadrants", str(tmp_path), **SMALL)
+    other = {**SMALL, "resolution": 8}
+    with pytest.raises(generate.GenerationSettingsError, match=r"resolution 16 there, 8 now.*--overwrite"):
+        generate.generate_dataset("euler_multi_quadrants", str(tmp_path), **other)
+    with pytest.raises(generate.GenerationSettingsError, match=r"n_trajectories 3 there, 4 now"):
+        generate.generate_dataset("euler_multi_quadrants", str(tmp_path), **{**SMALL, "n_trajectories": 4})
+    folder = str(tmp_path / "euler_multi_quadrants")
+    assert {f["input_fields"].shape[1] for f in load_well_dataset(folder, split="train", n_steps_input=2)} == {16}
+    result = generate.generate_dataset("euler_multi_quadrants", str(tmp_path), overwrite=True, **other)
+    assert result["files_written"] == 3 and check([folder]) == 0
+    assert {f["input_fields"].shape[1] for f in load_well_dataset(folder, split="train", n_steps_input=2)} == {8}
+    # Files without a manifest (by hand, or an older version) are not adopted silently either.
+    os.remove(os.path.join(folder, generate.MANIFEST))
+    assert generate.main(["--dataset", "euler_multi_quadrants", "--out", str(tmp_path), "--resolution", "8",
+                          "--n-trajectories", "3", "--n-steps", "6", "--trajectories-per-file", "1"]) == 2
+    assert "no generation.json" in capsys.readouterr().err
+
+
+def test_an_interrupted_suite_is_completed_with_its_own_settings(tmp_path, monkeypatch):
+    monkeypatch.setitem(generate.SUITES, "mini_well", ("euler_multi_quadrants", "acoustic_scattering"))
+
+    def interrupt(result):
+        raise KeyboardInterrupt("killed after the first dataset")
+
+    settings = {k: v for k, v in SMALL.items() if k != "progress"}
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_suite(str(tmp_path), on_dataset_done=interrupt, progress=False, **settings)
+    assert not (tmp_path / "acoustic_scattering").exists()
+    results = generate.complete_suite(str(tmp_path), progress=False)
+    assert [r["files_written"] for r in results] == [0, 3]
+    sample = load_well_dataset(str(tmp_path / "acoustic_scattering"), split="valid", n_steps_input=2)[0]
+    assert sample["input_fields"].shape[1:3] == (16, 16)  # the suite's resolution, not the default 64
+    # A folder of other data is left alone.
+    other = tmp_path / "mine"
+    (other / "my_data" / "data" / "train").mkdir(parents=True)
+    assert generate.complete_suite(str(other), progress=False) == [] and os.listdir(other) == ["my_data"]

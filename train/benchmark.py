@@ -177,11 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be > 0")
     args.data = args.data or SUITES[args.suite]["data"]
-    if not dataset_folders(args.data):
-        from dataset_scripts.generate import generate_suite
+    from dataset_scripts.generate import complete_suite
 
-        print(f"generating {args.suite} into {args.data} (once)")
-        generate_suite(args.data, suite=args.suite)
+    complete_suite(args.data, suite=args.suite)  # generates once, or finishes an interrupted generation
     names = dataset_folders(args.data)
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)

@@ -67,13 +67,17 @@ def make_accelerator(config: PretrainConfig) -> Accelerator:
 
 
 def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
-    if config.generate_if_missing and not dataset_folders(config.data_dir):
+    """Generate Mini-Well into an empty `data_dir`, or finish a generation there that was interrupted."""
+    if config.generate_if_missing:
         if accelerator.is_main_process:
-            from dataset_scripts.generate import generate_suite
+            from dataset_scripts.generate import complete_suite
 
-            print(f"generating Mini-Well into {config.data_dir} (once)")
-            for r in generate_suite(config.data_dir, seed=config.seed):
-                print(f"{r['dataset']}: {r['files_written']} files written in {r['seconds']:.1f} s")
+            def report(r: dict) -> None:
+                if r["files_written"]:
+                    print(f"Mini-Well {r['dataset']}: {r['files_written']} files written into {config.data_dir} "
+                          f"in {r['seconds']:.1f} s")
+
+            complete_suite(config.data_dir, seed=config.seed, on_dataset_done=report)
         accelerator.wait_for_everyone()
 
 
