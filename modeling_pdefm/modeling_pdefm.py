@@ -331,6 +331,17 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 f"channels] ({d + 3} dims); got shape {shape}"
             )
         batch, t_in, *space, channels = input_fields.shape
+        if batch == 0 or t_in == 0:
+            raise ValueError(f"input_fields must hold at least one sample and one input frame; got shape {tuple(input_fields.shape)}")
+        if min(space) < 2:
+            raise ValueError(f"input_fields must have at least 2 grid points along every spatial axis (a field's spatial "
+                             f"variance is its VRMSE scale); got grid {tuple(space)}")
+        for key, tensor in (("input_fields", input_fields), ("labels", labels), ("constant_fields", constant_fields),
+                            ("constant_scalars", constant_scalars)):
+            if tensor is not None and not tensor.is_floating_point():
+                raise ValueError(f"{key} must be a floating-point tensor (it is cast to the model's dtype); got {tensor.dtype}")
+        if labels is not None and labels.ndim >= 2 and labels.shape[1] == 0:
+            raise ValueError(f"labels must hold at least one output frame; got shape {tuple(labels.shape)}")
         if channels != spec["n_fields"]:
             raise ValueError(f"input_fields has {channels} channels but dataset {name!r} has n_fields={spec['n_fields']}")
         if labels is not None and tuple(labels.shape[2:]) != tuple(input_fields.shape[2:]):
@@ -353,8 +364,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 raise ValueError(
                     f"boundary_conditions must have shape {(batch, d, 2)} (axis, low/high side); got {tuple(boundary_conditions.shape)}"
                 )
-            if boundary_conditions.numel() and (boundary_conditions.min() < 0 or boundary_conditions.max() > 2):
-                raise ValueError("boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2")
+            codes = boundary_conditions.double()
+            if not bool(((codes == 0) | (codes == 1) | (codes == 2)).all()):
+                bad = codes[(codes != 0) & (codes != 1) & (codes != 2)].reshape(-1)[0].item()
+                raise ValueError(f"boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2; got {bad}")
         if input_time_grid is not None and tuple(input_time_grid.shape) != (batch, t_in):
             raise ValueError(f"input_time_grid must have shape {(batch, t_in)} (one time per input frame); got {tuple(input_time_grid.shape)}")
         if output_time_grid is not None:
@@ -447,12 +460,20 @@ class PDEFMModel(PDEFMPreTrainedModel):
                            input_time_grid, output_time_grid, labels)
         d = spec["n_spatial_dims"]
         batch = input_fields.shape[0]
+        if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
+            raise ValueError(f"n_steps must be a positive int (frames to predict), got {n_steps!r}")
         if labels is not None:
             n_out = labels.shape[1]
         elif output_time_grid is not None:
             n_out = output_time_grid.shape[1]
+            if n_out == 0:
+                raise ValueError("output_time_grid holds no output frame; give at least one time or use n_steps")
         else:
             n_out = n_steps or 1
+        # One dtype inside: floating inputs of another precision (float64 files, half tensors) are cast to the model's.
+        dtype = self.dtype
+        input_fields, labels, constant_fields, constant_scalars = (
+            None if t is None else t.to(dtype) for t in (input_fields, labels, constant_fields, constant_scalars))
 
         # Channels last -> channels first per frame: [b, T, C, *space].
         window = input_fields.movedim(-1, 2)
@@ -504,8 +525,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         Uses `output_time_grid` for the step sizes where it covers `n_steps`, else the spacing of
         `input_time_grid`. Targets in the batch are ignored.
         """
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "output_fields")}
         if dataset_name is not None:
             inputs["dataset_name"] = dataset_name

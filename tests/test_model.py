@@ -237,3 +237,42 @@ def test_bad_config_values():
         tiny_config().__class__(datasets={"x": {"n_fields": 1, "n_spatial_dims": 4}})
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         tiny_config().__class__.from_preset("huge")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b: {**b, "input_fields": b["input_fields"][:0], "labels": b["labels"][:0]}, "at least one sample"),
+    (lambda b: {**b, "input_fields": b["input_fields"][:, :0], "input_time_grid": None}, "one input frame"),
+    (lambda b: {**b, "input_fields": b["input_fields"][:, :, :1, :1], "labels": b["labels"][:, :, :1, :1]},
+     r"at least 2 grid points .* got grid \(1, 1\)"),
+    (lambda b: {**b, "labels": b["labels"][:, :0], "output_time_grid": None}, "at least one output frame"),
+    (lambda b: {**b, "boundary_conditions": torch.full((2, 2, 2), 1.7)}, r"PERIODIC=2; got 1.7"),
+    (lambda b: {**b, "input_fields": b["input_fields"].long()}, "input_fields must be a floating-point tensor"),
+])
+def test_degenerate_inputs_get_a_named_error(tiny_model, change, message):
+    batch = change(make_batch("shear_flow"))
+    with pytest.raises(ValueError, match=message):
+        tiny_model(**batch)
+
+
+def test_n_steps_must_be_positive(tiny_model):
+    batch = {k: v for k, v in make_batch("shear_flow").items() if k not in ("labels", "output_time_grid")}
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="n_steps must be a positive int"):
+            tiny_model(**batch, n_steps=bad)
+        with pytest.raises(ValueError, match="n_steps must be a positive int"):
+            tiny_model.rollout(batch, n_steps=bad)
+    assert tiny_model(**batch, n_steps=3).prediction.shape[1] == 3
+
+
+def test_floating_inputs_of_any_precision_are_cast_to_the_models_dtype(tiny_model):
+    batch = make_batch("shear_flow")
+    expected = tiny_model(**batch).prediction
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        cast = {**batch, "input_fields": batch["input_fields"].to(dtype), "labels": batch["labels"].to(dtype),
+                "constant_scalars": batch["constant_scalars"].to(dtype)}
+        out = tiny_model(**cast)
+        assert out.prediction.dtype == torch.float32 and torch.isfinite(out.loss)
+        if dtype == torch.float64:
+            torch.testing.assert_close(out.prediction, expected)
+    # Integral codes stored as floats (as the reader gives them) are fine.
+    tiny_model(**{**batch, "boundary_conditions": batch["boundary_conditions"].float()})
