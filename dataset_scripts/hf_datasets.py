@@ -24,6 +24,7 @@ import torch
 
 from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
+from .remote import RemoteUnreachableError, is_unreachable, unreachable_message
 from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,15 @@ def resolve_split_files(path_or_name: str, split: str | None, well_base_path: st
         )
     fs, root = fsspec.core.url_to_fs(path_or_name, **(storage_options or {}))
     root = root.rstrip("/")
+    try:
+        return _find_split_files(fs, root, path_or_name, split)
+    except Exception as error:  # noqa: BLE001 - only connection failures are turned into a one-line error
+        if is_unreachable(error):
+            raise RemoteUnreachableError(unreachable_message(path_or_name, error)) from None
+        raise
+
+
+def _find_split_files(fs, root: str, path_or_name: str, split: str | None) -> tuple[list[str], Any, str | None]:
     if fs.isfile(root):
         files, dataset_dir = [root], None
     elif split is not None and fs.isdir(f"{root}/data/{split}"):

@@ -58,14 +58,24 @@ class WellNormalizer:
             self.scale[kind] = np.concatenate(scales).astype(np.float32) if scales else np.ones(0, np.float32)
 
     def _per_channel(self, stats: dict, key: str, info: FieldInfo) -> np.ndarray:
-        value = np.asarray(stats[key][info.name], dtype=np.float64)
         try:
-            return np.broadcast_to(value, _component_shape(info)).reshape(-1)
+            value = np.asarray(stats[key][info.name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is {stats[key][info.name]!r}; expected "
+                             "numbers") from None
+        try:
+            value = np.broadcast_to(value, _component_shape(info)).reshape(-1)
         except ValueError:
             raise StatsError(
                 f"{self.source}: '{key}' of field '{info.name}' has shape {value.shape}; expected a number or "
                 f"shape {_component_shape(info)}"
             ) from None
+        if not np.isfinite(value).all():
+            raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is not finite ({value.tolist()}); "
+                             "recompute it from data without NaN/Inf (`python -m dataset_scripts.the_well check` finds them)")
+        if key in ("std", "rms") and (value < 0).any():
+            raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is negative ({value.tolist()}); expected >= 0")
+        return value
 
     @classmethod
     def from_file(cls, path: str, variable: list[FieldInfo], constant: list[FieldInfo], normalization: str = "zscore",
@@ -76,6 +86,9 @@ class WellNormalizer:
                 stats = yaml.safe_load(f)
         except FileNotFoundError:
             raise StatsError(f"{path}: no stats.yaml; compute it with `python -m dataset_scripts.the_well stats DATASET_DIR`") from None
+        except yaml.YAMLError as error:
+            raise StatsError(f"{path}: not valid YAML ({str(error).splitlines()[0]}); recompute it with "
+                             "`python -m dataset_scripts.the_well stats DATASET_DIR`") from None
         if not isinstance(stats, dict):
             raise StatsError(f"{path}: expected a mapping of statistics, got {type(stats).__name__}")
         return cls(stats, variable, constant, normalization, min_std, source=path)

@@ -18,19 +18,24 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .hf_datasets import SPLITS, resolve_split_files
-from .normalization import RunningMoments, stats_document, write_stats_yaml
-from .well_format import iter_format_problems
+from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
+from .well_format import format_warnings, iter_format_problems, read_file_metadata
 from .well_reader import WellSplitReader, list_split_files, open_hdf5
 
 
 def _files_under(path: str) -> list[str]:
     fs, root = fsspec.core.url_to_fs(path)
-    if fs.isfile(root):
+    if fs.exists(root) and not fs.isdir(root):
         return [path]
     found = []
     for split in SPLITS:
-        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs)
-    return found or list_split_files(root, fs)
+        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs, strict=False)
+    return found or list_split_files(root, fs, strict=False)
+
+
+def _is_folder(path: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs.isdir(root)
 
 
 def check(paths: list[str]) -> int:
@@ -43,8 +48,12 @@ def check(paths: list[str]) -> int:
             bad += 1
             continue
         for file in files:
+            warnings_found: list[str] = []
             try:
-                problems = list(iter_format_problems(open_hdf5(file), file))
+                h5 = open_hdf5(file)
+                problems = list(iter_format_problems(h5, file))
+                if not problems:
+                    warnings_found = list(format_warnings(h5, read_file_metadata(h5, file)))
             except Exception as error:  # noqa: BLE001 - report and go on with the other files
                 problems = [str(error)]
             if problems:
@@ -53,8 +62,10 @@ def check(paths: list[str]) -> int:
                     print(f"FAIL {problem}")
             else:
                 print(f"ok   {file}")
+                for warning in warnings_found:
+                    print(f"WARN {warning}")
         # Files of one split must agree with each other: building the reader checks that.
-        for split in SPLITS:
+        for split in (SPLITS if _is_folder(path) else ()):
             try:
                 split_files, fs, _ = resolve_split_files(path, split)
             except (FileNotFoundError, ValueError):
@@ -68,7 +79,7 @@ def check(paths: list[str]) -> int:
 
 
 def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
-    for split in SPLITS:
+    for split in (SPLITS if _is_folder(path) else (None,)):
         try:
             files, fs, stats = resolve_split_files(path, split)
         except (FileNotFoundError, ValueError):
@@ -76,7 +87,7 @@ def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
         reader = WellSplitReader(files, fs=fs, n_steps_input=n_steps_input, n_steps_output=n_steps_output)
         meta = reader.meta
         trajectories = sum(m.n_trajectories for m in reader.metadata)
-        print(f"[{split}] {meta.dataset_name}: {len(files)} files, {trajectories} trajectories of {meta.n_steps} steps, "
+        print(f"[{split or 'file'}] {meta.dataset_name}: {len(files)} files, {trajectories} trajectories of {meta.n_steps} steps, "
               f"{len(reader)} windows ({n_steps_input} in, {n_steps_output} out)")
         print(f"  grid {meta.grid_type}, axes {list(meta.spatial_dims)}, resolution {meta.resolution}")
         print(f"  fields ({len(meta.field_names)} channels): {meta.field_names}")
@@ -88,6 +99,14 @@ def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
         print(f"  input_fields {[n_steps_input, *meta.resolution, len(meta.field_names)]}, "
               f"output_fields {[n_steps_output, *meta.resolution, len(meta.field_names)]}, stats.yaml: {stats or '-'}")
         reader.close()
+
+
+def _require_finite(values: np.ndarray, channels: list[str], file: str, traj: int) -> None:
+    """Statistics of data holding NaN/Inf would be NaN and turn every normalised window into NaN: refuse."""
+    if not np.isfinite(values).all():
+        where = np.argwhere(~np.isfinite(values))[0]
+        raise StatsError(f"{file}: trajectory {traj}, channel '{channels[where[-1]]}' holds non-finite values (first at "
+                         f"index {where[:-1].tolist()}); statistics would be NaN, so no stats.yaml was written")
 
 
 def compute_stats(dataset_dir: str, output: str | None = None) -> str:
@@ -103,10 +122,13 @@ def compute_stats(dataset_dir: str, output: str | None = None) -> str:
         for file_index, file_meta in enumerate(reader.metadata):
             for traj in range(file_meta.n_trajectories):
                 values = np.concatenate([reader._field(file_index, f, traj, slice(None)) for f in meta.variable_fields], -1)
+                _require_finite(values, meta.field_names, reader.files[file_index], traj)
                 variable.update(values)
                 delta.update(values[1:] - values[:-1])
                 if meta.constant_fields and (traj == 0 or any(f.sample_varying for f in meta.constant_fields)):
-                    constant.update(np.concatenate([reader._field(file_index, f, traj, None) for f in meta.constant_fields], -1))
+                    values = np.concatenate([reader._field(file_index, f, traj, None) for f in meta.constant_fields], -1)
+                    _require_finite(values, meta.constant_field_names, reader.files[file_index], traj)
+                    constant.update(values)
                 bar.update(1)
     document = stats_document(meta.variable_fields, variable, delta)
     if meta.constant_fields:
@@ -139,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         info(args.path, args.n_steps_input, args.n_steps_output)
         return 0
-    print(f"wrote {compute_stats(args.dataset_dir, args.output)}")
+    try:
+        print(f"wrote {compute_stats(args.dataset_dir, args.output)}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

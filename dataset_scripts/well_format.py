@@ -171,6 +171,8 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
         _require_attr(h5, key, file, "a root attribute of every file of The Well")
     n_dims = int(h5.attrs["n_spatial_dims"])
     n_traj = int(h5.attrs["n_trajectories"])
+    if n_traj < 1:
+        raise WellFormatError(file, "/", f"attribute 'n_trajectories' is {n_traj}; a file must hold at least one trajectory")
     sim_params = tuple(_text_list(h5.attrs["simulation_parameters"])) if len(np.atleast_1d(h5.attrs["simulation_parameters"])) else ()
 
     dims = _require(h5, "dimensions", file, "group 'dimensions'")
@@ -183,6 +185,7 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
     if time.ndim != expected_time_ndim or (time_sample_varying and time.shape[0] != n_traj):
         raise WellFormatError(file, time.name, f"shape {time.shape} disagrees with sample_varying={time_sample_varying}; expected {'(n_trajectories, T)' if time_sample_varying else '(T,)'}")
     n_steps = int(time.shape[-1])
+    check_time_grid(np.asarray(time[()], dtype=np.float64), file, time.name)
     resolution, coords_sample_varying = [], []
     for axis in spatial_dims:
         coord = _require(dims, axis, file, f"coordinates of axis '{axis}'")
@@ -253,6 +256,32 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
         simulation_parameters=sim_params,
         sample_varying_coordinates=tuple(coords_sample_varying),
     )
+
+
+def check_time_grid(time: np.ndarray, file: str, path: str) -> None:
+    """Frame times `[T]` or `[n_traj, T]` must be finite and strictly increasing: the model's time step and the
+    window time grids come from their differences."""
+    if not np.isfinite(time).all():
+        where = np.argwhere(~np.isfinite(time))[0].tolist()
+        raise WellFormatError(file, path, f"non-finite time value at index {where}")
+    steps = np.diff(time, axis=-1)
+    if steps.size and not (steps > 0).all():
+        where = np.argwhere(~(steps > 0))[0].tolist()
+        before = tuple(where[:-1]) + (where[-1],)
+        after = tuple(where[:-1]) + (where[-1] + 1,)
+        raise WellFormatError(file, path, f"times must increase strictly; time[{', '.join(map(str, before))}] = "
+                                          f"{float(time[before]):.6g} is followed by {float(time[after]):.6g}")
+
+
+def format_warnings(h5: Any, meta: WellFileMetadata) -> Iterator[str]:
+    """What follows the format but may not be what was meant: fields not stored as float32 (The Well's files are;
+    integer data in particular is usually a mistake). Readers pass the stored dtype on, as The Well's loader does;
+    the model casts floating inputs to its own dtype and refuses integer ones."""
+    for info in meta.fields:
+        data = h5[FIELD_GROUPS[info.order]][info.name]
+        if data.dtype != np.float32:
+            kind = "integer" if np.issubdtype(data.dtype, np.integer) else str(data.dtype)
+            yield f"{meta.path}: {data.name}: stored as {kind} ({data.dtype}), not float32"
 
 
 def read_boundary_conditions(group, spatial_dims: tuple[str, ...], resolution: tuple[int, ...], file: str) -> np.ndarray:

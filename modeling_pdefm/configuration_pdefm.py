@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -207,8 +208,18 @@ class PDEFMConfig(PretrainedConfig):
         """Build a config from a named size preset (`tiny`, `small`, `base`); keyword arguments override it."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+        unknown = sorted(set(overrides) - set(cls.settable_keys()))
+        if unknown:
+            raise ValueError(f"unknown PDEFMConfig keys {unknown} (a typo would be saved and silently ignored); "
+                             f"known: {sorted(cls.settable_keys())}")
         values = {**copy.deepcopy(PRESETS[preset]), **overrides}
         return cls(datasets=datasets, preset=preset, **values)
+
+    @classmethod
+    def settable_keys(cls) -> list[str]:
+        """The architecture and behaviour keys of `__init__` (what a preset may be overridden with)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "datasets", "preset")]
 
     def grid_settings(self, n_spatial_dims: int) -> tuple[int, int, int]:
         """(patch size, spectral token modes, decoder modes) for a grid of `n_spatial_dims` axes."""

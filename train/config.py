@@ -114,6 +114,18 @@ class PretrainConfig:
             raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.report_split not in ("train", "valid", "test"):
             raise ValueError(f"config key 'report_split' must be train, valid or test, got {self.report_split!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"config key 'seed' must be a whole number >= 0, got {self.seed!r}")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"config key 'model_overrides' must be a mapping such as {{hidden_size: 64}}, got {self.model_overrides!r}")
+        from modeling_pdefm import PDEFMConfig
+        from modeling_pdefm.configuration_pdefm import PRESETS
+
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"config key 'model_preset' must be one of {sorted(PRESETS)}, got {self.model_preset!r}")
+        unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
+        if unknown:
+            raise ValueError(f"config key 'model_overrides': unknown model keys {unknown}; known: {sorted(PDEFMConfig.settable_keys())}")
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config key 'version' is {self.version}; this code reads version {CONFIG_VERSION}")
         if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:

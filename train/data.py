@@ -39,6 +39,11 @@ def model_specs(data_dir: str, names: list[str]) -> dict[str, dict[str, Any]]:
         reader = open_well_split(os.path.join(data_dir, name), "train", n_steps_input=1, n_steps_output=1)
         specs[name] = reader.meta.model_spec()
         reader.close()
+        if reader.meta.dataset_name != name:
+            # Batches carry the files' dataset_name, the model is keyed by the folder: they must agree.
+            raise ValueError(f"dataset folder {os.path.join(data_dir, name)!r}: its files say dataset_name "
+                             f"{reader.meta.dataset_name!r}; rename the folder to {reader.meta.dataset_name!r} (the "
+                             "name the model will know it by) or set the files' dataset_name attribute to the folder's name")
     return specs
 
 

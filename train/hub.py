@@ -7,6 +7,8 @@ import os
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from dataset_scripts.remote import RemoteUnreachableError, is_unreachable, unreachable_message
+
 
 class ModelResolutionError(OSError):
     """A model or adapter that cannot be found; says where it was looked for and what to do."""
@@ -30,7 +32,10 @@ def resolve_folder(path_or_id: str, what: str = "model", revision: str | None = 
         raise ModelResolutionError(f"{what} {path_or_id!r}: no such folder")
     try:
         return snapshot_download(path_or_id, revision=revision)
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - every way a download fails ends in one named error
+        if not isinstance(error, (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, ValueError,
+                                  OSError)) and not is_unreachable(error):
+            raise
         if hub_offline():
             raise ModelResolutionError(
                 f"{what} {path_or_id!r} is not in the Hugging Face cache "
@@ -73,10 +78,15 @@ def push_folder(folder: str, repo_id: str, private: bool = False, token: str | N
     """Create `repo_id` if needed and upload a saved model or adapter folder (weights, config, code, model card)
     to it; returns the commit URL. Checkpoints and logs are left out."""
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=folder, repo_id=repo_id,
-                             commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(folder))}",
-                             ignore_patterns=["checkpoints/*", "runs/*", "run_info/*", "*.tmp", "evaluation/*"])
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=repo_id,
+                                 commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(folder))}",
+                                 ignore_patterns=["checkpoints/*", "runs/*", "run_info/*", "*.tmp", "evaluation/*"])
+    except Exception as error:  # noqa: BLE001 - only connection failures are turned into a one-line error
+        if is_unreachable(error):
+            raise RemoteUnreachableError(unreachable_message(f"the Hugging Face Hub to push {repo_id!r}", error)) from None
+        raise
     return str(getattr(info, "commit_url", info))
 
 
@@ -97,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.folder!r} holds neither a saved model (config.json) nor an adapter (adapter_config.json)",
               file=sys.stderr)
         return 2
-    print(push_folder(args.folder, args.repo_id, private=args.private))
+    try:
+        print(push_folder(args.folder, args.repo_id, private=args.private))
+    except (RemoteUnreachableError, HfHubHTTPError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
     return 0
 
 
