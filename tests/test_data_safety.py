@@ -140,6 +140,13 @@ def test_invalid_yaml_in_stats_is_a_stats_error(tmp_path):
         load_well_dataset(folder, split="train", n_steps_input=2, use_normalization=True)
 
 
+def test_a_fifo_named_stats_yaml_is_refused_not_waited_on(tmp_path):
+    folder = dataset(tmp_path)
+    os.mkfifo(os.path.join(folder, "stats.yaml"))
+    outcome = finishes(lambda: load_well_dataset(folder, split="train", n_steps_input=2, use_normalization=True))
+    assert isinstance(outcome.get("error"), StatsError) and "not a regular file" in str(outcome["error"])
+
+
 def test_a_folder_named_unlike_its_files_is_refused_before_training(tmp_path):
     folder = dataset(tmp_path, name="toy")
     os.rename(folder, os.path.join(tmp_path, "renamed"))
