@@ -65,6 +65,7 @@ def test_lora_finetune_saves_an_adapter_with_its_card(setup, tmp_path):
     details = json.load(open(tmp_path / "ft" / "finetune.json"))
     assert details["mode"] == "lora" and details["trainable_parameters"]["fraction"] < 0.05
     assert os.path.isdir(tmp_path / "ft" / "checkpoints")
+    assert (tmp_path / "ft" / "report.md").read_text().startswith("# Finetuning report (lora, waves)")
 
 
 def test_lora_is_under_five_percent_of_the_small_model():

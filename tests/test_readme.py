@@ -1,3 +1,4 @@
+import json
 import os
 import re
 
@@ -19,3 +20,77 @@ def test_readme_starts_with_the_main_job_and_the_test_command():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
     assert readme_commands()[1] in ci
+
+
+def python_blocks() -> list[str]:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
+    """Every Python block of the README runs; the data example's folder is pointed at small files made here, and
+    lines marked `# network` (reading from the Hub) are left out."""
+    from dataset_scripts.the_well import compute_stats
+    from well_files import write_dataset
+
+    compute_stats(write_dataset(str(tmp_path / "datasets"), "shear_flow", files_per_split=(1, 1, 1)))
+    monkeypatch.chdir(tmp_path)
+    blocks = python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        code = block.replace('"/data/the_well/datasets"', repr(str(tmp_path / "datasets")))
+        code = "\n".join(line for line in code.splitlines() if not line.rstrip().endswith("# network"))
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert (tmp_path / "my-pdefm" / "config.json").exists()
+    assert namespace["sample"]["input_fields"].shape[0] == 4
+
+
+def readme_shell_commands() -> list[tuple[str, list[str]]]:
+    """(module, flags) of every `python -m` / `accelerate launch -m` command in the README's shell blocks (lines
+    joined where they end in a backslash)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" # ")[0]
+            for part in line.split("&&"):
+                match = re.search(r"(?:python|accelerate launch.*?) -m ([\w.]+)(.*)", part)
+                if match and match.group(1) not in ("pytest", "pip"):
+                    commands.append((match.group(1), re.findall(r"(?<!\S)(--[\w-]+)", match.group(2))))
+    return commands
+
+
+def test_every_readme_command_exists_with_the_options_it_shows():
+    """The README's commands are too slow to run here; each module's --help must list every option they use."""
+    import subprocess
+    import sys
+
+    commands = readme_shell_commands()
+    assert {m for m, _ in commands} >= {"train.pretrain", "train.evaluate", "train.benchmark", "train.finetune",
+                                        "train.predict", "dataset_scripts.generate"}
+    # One process imports every module and asks each main() for --help (a process per module costs ~5 s each).
+    script = (
+        "import contextlib, importlib, io, json, sys\n"
+        "helps = {}\n"
+        "for module in sys.argv[1:]:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            code = importlib.import_module(module).main(['--help'])\n"
+        "        except SystemExit as exit:\n"
+        "            code = exit.code\n"
+        "    helps[module] = [code or 0, out.getvalue()]\n"
+        "print(json.dumps(helps))\n"
+    )
+    modules = sorted({m for m, _ in commands})
+    result = subprocess.run([sys.executable, "-c", script, *modules], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    helps = {}
+    for module, (code, text) in json.loads(result.stdout.splitlines()[-1]).items():
+        assert code == 0, f"{module} --help exited {code}"
+        helps[module] = text
+    for module, flags in commands:
+        missing = [f for f in flags if f not in helps[module]]
+        assert not missing, f"README uses {missing} with {module}, which its --help does not list"

@@ -160,9 +160,10 @@ def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
     return value
 
 
-def load_config(argv: list[str] | None = None, description: str = "") -> tuple[PretrainConfig, argparse.Namespace]:
-    """`--config FILE` plus `--key value` overrides for every field, plus `--resume`."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def config_parser(description: str = "", add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=add_help)
     parser.add_argument("--config", default=None, help="YAML file with any of the keys below")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--allow_config_change", action="store_true",
@@ -170,7 +171,13 @@ def load_config(argv: list[str] | None = None, description: str = "") -> tuple[P
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for name in fields:
         parser.add_argument(f"--{name}", default=None, metavar="VALUE")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_config(argv: list[str] | None = None, description: str = "") -> tuple[PretrainConfig, argparse.Namespace]:
+    """`--config FILE` plus `--key value` overrides for every field, plus `--resume`."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    args = config_parser(description).parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
         if not os.path.exists(args.config):

@@ -25,7 +25,7 @@ import sys
 from accelerate.utils import set_seed
 
 from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
-from .config import load_config
+from .config import config_parser, load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
@@ -36,7 +36,7 @@ from .run_lock import RunLockError
 MODES = ("lora", "adapters", "full", "scratch")
 
 
-def finetune_arguments(argv: list[str] | None):
+def _finetune_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--base", required=True, help="pretrained PDE-FM folder or Hub id")
     parser.add_argument("--data", required=True, help="the new dataset's folder (The Well's layout)")
@@ -47,7 +47,12 @@ def finetune_arguments(argv: list[str] | None):
     parser.add_argument("--lora-dropout", type=float, default=0.0)
     parser.add_argument("--target-modules", nargs="+", default=None, help="LoRA on layers whose names end in these")
     parser.add_argument("--target-regex", default=None, help="LoRA on layers whose full names match this regex")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def finetune_arguments(argv: list[str] | None):
+    """The finetuning options, and the rest (training config keys) for `load_config`."""
+    return _finetune_parser().parse_known_args(argv)
 
 
 def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[str]:
@@ -117,7 +122,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
             folder = os.path.join(config.output_dir, args.adapter_name)
             (unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped).save_pretrained(folder)
             library, tags = "transformers", []
-        write_report(config, report, seconds, step)
+        write_report(config, report, seconds, step, title=f"Finetuning report ({args.mode}, {name})")
         with open(os.path.join(config.output_dir, "finetune.json"), "w") as f:
             json.dump({**details, "steps": step, "train_seconds": seconds, "report": report, "adapter": folder}, f, indent=2)
         write_model_card(
@@ -139,6 +144,12 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+        parser = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                                         parents=[_finetune_parser(), config_parser(add_help=False)])
+        parser.print_help()
+        return 0
     try:
         args, rest = finetune_arguments(argv)
     except SystemExit:

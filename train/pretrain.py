@@ -309,11 +309,11 @@ def check_resumable(accelerator: Accelerator, checkpoint, settings: dict, allow_
     accelerator.print(f"--allow_config_change: continuing {checkpoint.path} with changed settings ({listed})")
 
 
-def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int) -> None:
+def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int, title: str = "Pretraining report") -> None:
     with open(os.path.join(config.output_dir, "report.json"), "w") as f:
         json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split, "datasets": report}, f, indent=2)
     beaten = sum(r["vrmse"] < r["persistence_vrmse"] for r in report.values())
-    text = [f"# Pretraining report", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
+    text = [f"# {title}", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
             "", f"One-step VRMSE on the {config.report_split} split (model against persistence, i.e. the last input frame):",
             "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets.", ""]
     with open(os.path.join(config.output_dir, "report.md"), "w") as f:
