@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation
 from .the_well import compute_stats
+from .threads import configure_threads
 from .well_writer import write_well_file
 
 
@@ -223,6 +224,7 @@ def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("generate")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)

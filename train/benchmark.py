@@ -27,6 +27,8 @@ from types import SimpleNamespace
 
 import torch
 
+from dataset_scripts.threads import configure_threads
+
 from .baseline_training import train_baseline
 from .config import load_config
 from .data import dataset_folders
@@ -156,6 +158,7 @@ def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES))
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")

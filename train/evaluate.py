@@ -18,6 +18,8 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
+from dataset_scripts.threads import configure_threads
+
 from .data import dataset_folders
 from .evaluation import evaluate_dataset
 from .evaluation_report import markdown_table, summary, write_evaluation
@@ -59,6 +61,7 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder or Hub id (PDE-FM only)")

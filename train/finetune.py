@@ -24,12 +24,14 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dataset_scripts.threads import configure_threads
+
 from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
+from .checkpointing import CheckpointError
 from .config import config_parser, load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
-from .checkpointing import CheckpointError
 from .pretrain import fit, make_accelerator, write_report
 from .run_lock import RunLockError
 
@@ -144,6 +146,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
         parser = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter,

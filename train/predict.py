@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dataset_scripts import WellSplitReader, collate_window_samples
+from dataset_scripts.threads import configure_threads
 from dataset_scripts.well_format import FIELD_GROUPS
 
 from .evaluation import rollout
@@ -132,6 +133,7 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id")
     parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")

@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
+from dataset_scripts.threads import configure_threads
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
 from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
@@ -322,6 +323,7 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     try:
         config, args = load_config(argv, __doc__)
     except ValueError as error:

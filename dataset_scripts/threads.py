@@ -1,0 +1,103 @@
+"""Thread defaults for the command-line tools: never more busy threads than cores.
+
+Torch starts one intra-op thread per core in every process. Two processes on two cores (two ranks of
+`accelerate launch`, a test run beside a training run, the main job beside anything) then hold four spinning
+threads on two cores, and small tensors (16-64 point grids, the `tiny` preset) spend their time waiting for each
+other: generation measured more than 12x slower that way. So each command sets, at start:
+
+- training, evaluation and prediction: available cores / processes on this machine (`LOCAL_WORLD_SIZE`, which
+  `accelerate launch` and `torchrun` set), and no more than the cores idle when the command starts (measured from
+  `/proc/stat` over a quarter of a second), at least 1;
+- data generation: 1 thread per process (its solvers work on grids too small to share among threads).
+
+An explicit choice always wins: `OMP_NUM_THREADS` in the environment leaves torch's own setting alone,
+`PDEFM_NUM_THREADS=N` sets N, and `PDEFM_NUM_THREADS=torch` keeps torch's default. Library functions never change
+threads; only the commands' `main()` call `configure_threads`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+ENV = "PDEFM_NUM_THREADS"
+WORKLOADS = ("train", "generate")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, so a container's or `taskset`'s limit counts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def local_processes() -> int:
+    """Processes of this job on this machine, as the launcher says (1 when run directly)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
+    """(idle, total) jiffies summed over `cpus`, from /proc/stat; None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    idle = total = 0.0
+    for line in lines:
+        name, *values = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        numbers = [float(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+        idle += numbers[3] + numbers[4]
+        total += sum(numbers)
+    return (idle, total) if total else None
+
+
+def idle_cores(interval: float = 0.25) -> float | None:
+    """How many of this process's cores were idle over the next `interval` seconds (None if unknown)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    before = _cpu_times(cpus)
+    time.sleep(interval)
+    after = _cpu_times(cpus)
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return len(cpus) * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def default_threads(workload: str = "train", idle: float | None = None) -> int:
+    """The package's choice: 1 for generation; for training the cores per local process, capped by the cores that
+    are `idle` (a busy neighbour's cores are not ours to spin on)."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
+    if workload == "generate":
+        return 1
+    share = max(1, available_cores() // local_processes())
+    if idle is not None:
+        share = min(share, max(1, int(idle + 0.5)))
+    return share
+
+
+def chosen_threads(workload: str = "train") -> int | None:
+    """The intra-op thread count the package would set, or None where the user's choice (or torch's) stands."""
+    choice = os.environ.get(ENV, "").strip().lower()
+    if choice == "torch":
+        return None
+    if choice:
+        if not choice.isdigit() or int(choice) < 1:
+            raise ValueError(f"{ENV} must be a positive whole number or 'torch', got {os.environ[ENV]!r}")
+        return int(choice)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return default_threads(workload, idle_cores() if workload == "train" else None)
+
+
+def configure_threads(workload: str = "train") -> int:
+    """Apply `chosen_threads(workload)` to torch; returns the intra-op thread count in effect."""
+    import torch
+
+    threads = chosen_threads(workload)
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
