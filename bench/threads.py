@@ -62,8 +62,8 @@ def train_child(steps: int, package_defaults: bool) -> None:
     print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}))
 
 
-def run_case(workload: str, package_defaults: bool, cap: float, steps: int) -> tuple[float, bool]:
-    """(seconds, finished) of one case in a fresh process."""
+def run_case(workload: str, package_defaults: bool, cap: float, steps: int) -> tuple[float, bool, int]:
+    """(seconds, finished, intra-op threads) of one case in a fresh process."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PDEFM_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = ROOT
     if not package_defaults:
@@ -78,13 +78,15 @@ def run_case(workload: str, package_defaults: bool, cap: float, steps: int) -> t
         try:
             result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=cap)
         except subprocess.TimeoutExpired:
-            return cap, False
+            return cap, False, -1
         seconds = time.perf_counter() - start
         if result.returncode != 0:
             raise RuntimeError(f"{command}: {result.stderr[-2000:]}")
+        threads = 1 if package_defaults else os.cpu_count()
         if workload == "train":
-            seconds = json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
-        return seconds, True
+            child = json.loads(result.stdout.strip().splitlines()[-1])
+            seconds, threads = child["seconds"], child["threads"]
+        return seconds, True, threads
 
 
 def main() -> None:
@@ -117,13 +119,13 @@ def main() -> None:
                 busy.kill()
                 busy.wait()
     print()
-    print("| workload | condition | package defaults (s) | torch defaults (s) | torch / package |")
-    print("|---|---|---|---|---|")
-    for workload, condition, (p, p_done), (t, t_done) in rows:
+    print("| workload | condition | threads (package / torch) | package defaults (s) | torch defaults (s) | torch / package |")
+    print("|---|---|---|---|---|---|")
+    for workload, condition, (p, p_done, p_threads), (t, t_done, t_threads) in rows:
         ratio = t / p
         label = {"generate": "generation (shear_flow 16x16, 3 traj, 4 steps)",
                  "train": f"training ({args.steps} steps, tiny, batch 8, 64x64)"}[workload]
-        print(f"| {label} | {condition} | {'' if p_done else '>= '}{p:.1f} | {'' if t_done else '>= '}{t:.1f} | "
+        print(f"| {label} | {condition} | {p_threads} / {t_threads} | {'' if p_done else '>= '}{p:.1f} | {'' if t_done else '>= '}{t:.1f} | "
               f"{'>= ' if not t_done and p_done else ''}{ratio:.2f}x |")
 
 
