@@ -3,6 +3,8 @@
 Run: python bench/model_sizes.py
 """
 
+import argparse
+
 from modeling_pdefm import PRESETS, PDEFMConfig, PDEFMModel
 
 TWO_D = {"shear_flow": {"n_fields": 4, "n_spatial_dims": 2, "n_constant_scalars": 2}}
@@ -10,6 +12,7 @@ WITH_3D = {**TWO_D, "MHD_64": {"n_fields": 7, "n_spatial_dims": 3}}
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print("| preset | parameters, 2D only | parameters, 2D + 3D |")
     print("|---|---|---|")
     for preset in PRESETS:

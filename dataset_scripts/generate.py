@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from .cli_format import HelpFormatter
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation
 from .the_well import compute_stats
@@ -171,20 +172,25 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     start = time.perf_counter()
     made = skipped = 0
     plan = planned_files(n_trajectories, trajectories_per_file)
-    for split, index, count in tqdm(plan, desc=name, unit="file", disable=not progress):
+    # Progress in saved frames, so a long file shows movement; the postfix counts files.
+    bar = tqdm(total=len(plan) * n_steps, desc=name, unit="frame", disable=not progress)
+    for number, (split, index, count) in enumerate(plan):
+        bar.set_postfix_str(f"file {number + 1}/{len(plan)}")
         path = os.path.join(folder, "data", split, f"{name}_{split}_{index:03d}.hdf5")
         if os.path.exists(path):
             skipped += 1
+            bar.update(n_steps)
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
         rng = np.random.default_rng(file_seed(seed, name, split, index))
-        sim = system.simulate(count, resolution, n_steps, rng, device=device)
+        sim = system.simulate(count, resolution, n_steps, rng, device=device, on_frame=lambda: bar.update(1))
         write_well_file(
             path, dataset_name=sim.dataset_name, spatial_dims=sim.spatial_dims, coordinates=sim.coordinates,
             time=sim.time, fields=sim.fields, scalars=sim.scalars, boundaries=sim.boundaries,
             n_trajectories=sim.n_trajectories, simulation_parameters=sim.simulation_parameters,
         )
         made += 1
+    bar.close()
     stats = os.path.join(folder, "stats.yaml")
     if made or not os.path.exists(stats):
         compute_stats(folder)
@@ -226,17 +232,17 @@ def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) 
 def main(argv: list[str] | None = None) -> int:
     configure_threads("generate")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--dataset", choices=sorted(SYSTEMS))
-    what.add_argument("--suite", choices=sorted(SUITES))
+    what.add_argument("--dataset", choices=sorted(SYSTEMS), help="one system")
+    what.add_argument("--suite", choices=sorted(SUITES), help="every system of a suite")
     parser.add_argument("--out", required=True, help="folder that receives one folder per dataset")
     parser.add_argument("--resolution", type=int, default=None, help="grid points per axis (default: 64 in 2D, 32 in 3D)")
-    parser.add_argument("--n-trajectories", type=int, default=16)
+    parser.add_argument("--n-trajectories", type=int, default=16, help="trajectories per dataset, split 0.8/0.1/0.1")
     parser.add_argument("--n-steps", type=int, default=60, help="saved time steps per trajectory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trajectories-per-file", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
+    parser.add_argument("--trajectories-per-file", type=int, default=2, help="trajectories in each HDF5 file")
+    parser.add_argument("--device", default="cpu", help="torch device of the solvers (cuda on a GPU)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a dataset's files made with other settings and regenerate it")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
+from .cli_format import HelpFormatter
 from .hf_datasets import SPLITS, resolve_split_files
 from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
 from .well_format import format_warnings, iter_format_problems, read_file_metadata
@@ -142,17 +143,17 @@ def compute_stats(dataset_dir: str, output: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.the_well", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate files or dataset folders against The Well's format")
-    p_check.add_argument("paths", nargs="+")
+    p_check.add_argument("paths", nargs="+", help="HDF5 files or dataset folders")
     p_info = sub.add_parser("info", help="print fields, shapes, windows and boundary conditions")
-    p_info.add_argument("path")
-    p_info.add_argument("--n-steps-input", type=int, default=4)
-    p_info.add_argument("--n-steps-output", type=int, default=1)
+    p_info.add_argument("path", help="an HDF5 file or a dataset folder")
+    p_info.add_argument("--n-steps-input", type=int, default=4, help="input frames per window")
+    p_info.add_argument("--n-steps-output", type=int, default=1, help="output frames per window")
     p_stats = sub.add_parser("stats", help="compute stats.yaml from the train split in one streaming pass")
-    p_stats.add_argument("dataset_dir")
-    p_stats.add_argument("--output", default=None)
+    p_stats.add_argument("dataset_dir", help="a dataset folder with data/train/")
+    p_stats.add_argument("--output", default=None, help="where to write (default: DATASET_DIR/stats.yaml)")
     args = parser.parse_args(argv)
     if args.command == "check":
         bad = check(args.paths)

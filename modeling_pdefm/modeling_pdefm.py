@@ -275,6 +275,11 @@ class PDEFMModel(PDEFMPreTrainedModel):
             created += [self.patch_embeddings[key], self.decoders[key]]
         return created
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        # PEFT still asks under this name, which transformers 5 deprecated with a warning on every adapter load.
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
     def add_dataset(
         self,
         name: str,

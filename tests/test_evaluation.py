@@ -75,6 +75,9 @@ def test_rollout_metrics_per_step_and_windows(data_dir):
     assert set(result["vrmse_windows"]) == {"1:1", "2:5", "6:12"}  # 13:30 lies beyond 12 steps
     assert result["vrmse_windows"]["2:5"] == pytest.approx(per_step[1:5].mean())
     assert result["vrmse_windows"]["1:1"] == pytest.approx(per_step[0])
+    # Persistence is measured beside every rollout; for the persistence forecaster the two coincide.
+    assert result["persistence_vrmse_per_step"] == pytest.approx(result["vrmse_per_step"])
+    assert result["persistence_vrmse_windows"] == pytest.approx(result["vrmse_windows"])
 
 
 def test_one_step_of_persistence_matches_its_own_reference(data_dir):
@@ -93,10 +96,21 @@ def test_evaluate_command_writes_json_markdown_and_figures(saved_model, data_dir
     for result in document["datasets"].values():
         assert len(result["rollout"]["vrmse_per_step"]) == 6
         assert np.isfinite(result["one_step"]["vrmse"])
-    assert "rollout 6:12" in (out / "evaluation.md").read_text()
+    text = (out / "evaluation.md").read_text()
+    assert "rollout 6:12 (persistence)" in text and "| beats persistence |" in text
     pngs = sorted(p.name for p in (out / "figures").iterdir())
     assert pngs == ["cube3d_rollout.png", "flow2d_rollout.png", "vrmse_per_step.png"]
     assert all((out / "figures" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    # Every field is drawn by default (three rows each), or only the chosen ones.
+    chosen = tmp_path / "chosen"
+    assert evaluate_main(["--model", saved_model, "--data", data_dir, "--out", str(chosen), "--rollout-steps", "6",
+                          "--datasets", "flow2d", "--figure-fields", "a"]) == 0
+    from PIL import Image
+
+    every = Image.open(out / "figures" / "flow2d_rollout.png").size[1]
+    one = Image.open(chosen / "figures" / "flow2d_rollout.png").size[1]
+    n_fields = len(document["datasets"]["flow2d"]["field_names"])
+    assert n_fields > 1 and every > (n_fields - 0.5) * one
 
 
 def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_path, capsys):

@@ -61,11 +61,23 @@ def test_lora_finetune_saves_an_adapter_with_its_card(setup, tmp_path):
     info = json.load(open(os.path.join(folder, "pdefm_adapter.json")))
     assert info["dataset_name"] == "waves" and info["dataset_spec"]["n_fields"] == 3
     card = open(os.path.join(folder, "README.md")).read()
-    assert "library_name: peft" in card and "base_model:" in card and "one-step VRMSE" in card
+    assert "library_name: peft" in card and "one-step VRMSE" in card
+    # The base is a local folder: the card says so instead of recording a path as a Hub id.
+    assert "base_model:" not in card and "a local base model" in card
     details = json.load(open(tmp_path / "ft" / "finetune.json"))
     assert details["mode"] == "lora" and details["trainable_parameters"]["fraction"] < 0.05
     assert os.path.isdir(tmp_path / "ft" / "checkpoints")
     assert (tmp_path / "ft" / "report.md").read_text().startswith("# Finetuning report (lora, waves)")
+
+
+def test_the_base_hub_id_is_recorded_when_there_is_one(tmp_path):
+    from train.finetune import base_hub_id
+
+    assert base_hub_id("org/pdefm-small") == "org/pdefm-small"
+    cached = tmp_path / "hub" / "models--org--pdefm-small" / "snapshots" / "abc123"
+    cached.mkdir(parents=True)
+    assert base_hub_id(str(cached)) == "org/pdefm-small"
+    assert base_hub_id(str(tmp_path)) is None
 
 
 def test_lora_is_under_five_percent_of_the_small_model():

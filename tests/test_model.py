@@ -276,3 +276,13 @@ def test_floating_inputs_of_any_precision_are_cast_to_the_models_dtype(tiny_mode
             torch.testing.assert_close(out.prediction, expected)
     # Integral codes stored as floats (as the reader gives them) are fine.
     tiny_model(**{**batch, "boundary_conditions": batch["boundary_conditions"].float()})
+
+
+def test_gradient_checkpointing_state_is_read_without_a_deprecation_warning(tiny_model):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # PEFT reads this name on every adapter load
+        assert not tiny_model.is_gradient_checkpointing
+        tiny_model.activation_checkpointing_enable()
+        assert tiny_model.is_gradient_checkpointing

@@ -136,7 +136,9 @@ def test_mhd_fields_stay_divergence_free():
 def test_default_horizon_is_stable(module):
     # Default resolution and horizon, one trajectory, few saved frames (the time stepping is the same).
     resolution = 32 if module is mhd else 64
-    sim = module.simulate(1, resolution, 5, np.random.default_rng(1))
+    frames = []
+    sim = module.simulate(1, resolution, 5, np.random.default_rng(1), on_frame=lambda: frames.append(1))
+    assert len(frames) == 5  # progress is reported once per saved frame
     for field in sim.fields:
         assert np.isfinite(field.data).all(), field.name
         assert field.data.std() > 0, field.name

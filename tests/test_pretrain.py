@@ -103,9 +103,11 @@ def test_shipped_configs_load():
 
 
 # ------------------------------------------------------------------------------------------- runs
-def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path):
+def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     report = pretrain.train(make_config(data_dir, out, log_with="tensorboard"))
+    printed = capsys.readouterr().out
+    assert f"report:      {out / 'report.md'}" in printed and f"logs:        {out / 'pretrain'}" in printed
     assert set(report) == {"flow2d", "cube3d"}
     model = PDEFMModel.from_pretrained(out)
     assert set(model.config.datasets) == {"flow2d", "cube3d"}
@@ -213,3 +215,21 @@ def test_two_cpu_processes_split_the_data(data_dir, tmp_path):
         shards = [r["shard_windows"][name] for r in ranks]
         assert sum(shards) == total and abs(shards[0] - shards[1]) <= 1
     assert PDEFMModel.from_pretrained(out).config.datasets
+
+
+def test_the_report_gives_a_verdict_per_field():
+    from train.model_card import metrics_table
+
+    report = {"gray_scott": {"vrmse": 0.0455, "persistence_vrmse": 0.0548, "windows": 4, "field_names": ["A", "B"],
+                             "vrmse_per_field": [0.0447, 0.0463], "persistence_vrmse_per_field": [0.0661, 0.0435]}}
+    assert "| gray_scott | 0.0455 | 0.0548 | 1 of 2 (not B) | 4 |" in metrics_table(report)
+
+
+def test_the_shipped_one_process_accelerate_config_launches_without_default_warnings():
+    config = os.path.join(ROOT, "train", "accelerate_configs", "one_process.yaml")
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m",
+                             "train.pretrain", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: python -m train.pretrain" in result.stdout
+    assert "were not passed to `accelerate launch`" not in result.stdout + result.stderr

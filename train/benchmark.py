@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
+from dataset_scripts.cli_format import HelpFormatter
 from dataset_scripts.threads import configure_threads
 
 from .baseline_training import train_baseline
@@ -159,22 +160,23 @@ def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES))
+    parser = argparse.ArgumentParser(prog="python -m train.benchmark", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--parts", nargs="+", default=["main", "ablations", "transfer"], choices=["main", "ablations", "transfer"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
+    parser.add_argument("--parts", nargs="+", default=["main", "ablations", "transfer"], choices=["main", "ablations", "transfer"],
+                        help="what to run")
     parser.add_argument("--part-seeds", type=int, default=1, help="ablations and transfer run on the first N seeds")
-    parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES)
+    parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
-    parser.add_argument("--out", default="outputs/benchmark")
-    parser.add_argument("--doc", default="docs/benchmark.md")
-    parser.add_argument("--rollout-steps", type=int, default=30)
+    parser.add_argument("--out", default="outputs/benchmark", help="runs go here; finished ones are skipped when rerun")
+    parser.add_argument("--doc", default="docs/benchmark.md", help="the report written from the runs")
+    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
     parser.add_argument("--eval-batches", type=int, default=8, help="one-step windows: this many batches of 8 per dataset")
-    parser.add_argument("--transfer-dataset", default="shear_flow")
-    parser.add_argument("--few-shot-trajectories", type=int, default=4)
-    parser.add_argument("--finetune-steps", type=int, default=200)
-    parser.add_argument("--lora-r", type=int, default=2)
+    parser.add_argument("--transfer-dataset", default="shear_flow", help="held out of pretraining for the transfer part")
+    parser.add_argument("--few-shot-trajectories", type=int, default=4, help="training trajectories of the held-out dataset")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="steps of each transfer run")
+    parser.add_argument("--lora-r", type=int, default=2, help="LoRA rank of the transfer run")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
     if args.budget_minutes <= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,50 +26,50 @@ CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "check
 @dataclass
 class PretrainConfig:
     # data
-    data_dir: str = "data/mini_well"
-    datasets: list[str] | None = None  # names under data_dir; None: every dataset found
-    generate_if_missing: bool = False  # generate the Mini-Well suite into data_dir when it is empty
-    n_steps_input: int = 4
-    n_steps_output: int = 1
-    use_normalization: bool = False  # the model normalises each sample itself; stats.yaml is optional
+    data_dir: str = "data/mini_well"  # folder with one folder per dataset (<name>/data/{train,valid,test}/*.hdf5)
+    datasets: list[str] | None = None  # names under data_dir, comma-separated on the command line (a,b); null: all found
+    generate_if_missing: bool = False  # generate the Mini-Well suite into data_dir when it is empty (or finish it)
+    n_steps_input: int = 4  # input frames per window
+    n_steps_output: int = 1  # output frames per window (trained autoregressively)
+    use_normalization: bool = False  # z-score with stats.yaml; the model normalises each sample itself anyway
     train_trajectories: int | None = None  # train on the first N trajectories of each train split (few-shot)
     # model
-    model_preset: str = "tiny"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    gradient_checkpointing: bool = False
+    model_preset: str = "tiny"  # tiny, small or base (README: Presets)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # PDEFMConfig keys over the preset, e.g. '{hidden_size: 64}'
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
     # optimisation
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimizer steps (the cosine decays over them)
     time_budget_minutes: float | None = None  # stop at this wall-clock budget (the cosine decays over it)
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "auto"  # bf16 where the hardware has it, else fp32
-    spectral_loss_weight: float = 0.1
+    batch_size: int = 8  # windows per batch, all from one dataset
+    learning_rate: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_steps: int = 50  # linear warm-up steps
+    min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
+    grad_clip: float = 1.0  # gradient norm clipping
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "auto"  # auto (bf16 where the hardware has it), bf16 or no
+    spectral_loss_weight: float = 0.1  # weight of the wavenumber-weighted spectral loss next to VRMSE
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
-    temperature: float = 0.5
-    difficulty_alpha: float = 1.0
-    difficulty_eps: float = 0.05
-    difficulty_ema: float = 0.7
+    temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
+    difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
+    difficulty_eps: float = 0.05  # floor added to the difficulty L_i
+    difficulty_ema: float = 0.7  # running-average weight of past difficulties
     # L_i is the validation VRMSE divided by persistence's on the same windows ("relative"): how far the model is from
     # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; or the raw VRMSE ("absolute").
-    difficulty_measure: str = "relative"
+    difficulty_measure: str = "relative"  # relative (VRMSE over persistence's) or absolute (raw VRMSE)
     # bookkeeping
-    output_dir: str = "outputs/pretrain"
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int = 200
-    eval_batches: int = 4
-    log_every: int = 10
+    output_dir: str = "outputs/pretrain"  # model, report, checkpoints and logs go here (one run at a time)
+    checkpoint_every: int = 200  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    eval_every: int = 200  # steps between validations
+    eval_batches: int = 4  # validation batches per dataset
+    log_every: int = 10  # steps between logged metrics
     log_with: str = "tensorboard"  # any accelerate tracker name, or "none"
-    max_nonfinite_in_a_row: int = 5
-    seed: int = 0
+    max_nonfinite_in_a_row: int = 5  # stop after more non-finite losses than this in a row
+    seed: int = 0  # seed of weights, data order and curriculum
     # the final report (one-step VRMSE per dataset on this split, against persistence)
-    report_split: str = "test"
-    version: int = CONFIG_VERSION
+    report_split: str = "test"  # split of the final report: train, valid or test
+    version: int = CONFIG_VERSION  # config format version
 
     def validate(self) -> "PretrainConfig":
         # YAML reads 1e-3 (no dot) as a string: convert numeric text in numeric fields, or name the key.
@@ -160,24 +161,48 @@ def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
     return value
 
 
-def config_parser(description: str = "", add_help: bool = True) -> argparse.ArgumentParser:
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """Keeps the description's layout; one option per line where the terminal allows."""
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=40, width=max(100, shutil.get_terminal_size().columns))
+
+
+def config_parser(description: str = "", add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     add_help=add_help)
-    parser.add_argument("--config", default=None, help="YAML file with any of the keys below")
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=help_formatter,
+                                     add_help=add_help, usage="%(prog)s [--config FILE] [--resume] [--KEY VALUE ...]")
+    parser.add_argument("--config", default=None, help="YAML file with any of the keys below; options given here override it")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--allow_config_change", action="store_true",
                         help="with --resume: accept settings that differ from the checkpoint's (batch size, data...)")
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    for name in fields:
-        parser.add_argument(f"--{name}", default=None, metavar="VALUE")
+    defaults = PretrainConfig()
+    comments = field_comments()
+    for name, f in fields.items():
+        default = getattr(defaults, name)
+        kind = str(f.type).replace("typing.", "").replace(" | None", "")
+        parser.add_argument(f"--{name}", default=None, metavar=kind.split("[")[0].upper(),
+                            help=f"{comments.get(name, '')} (default: {default!r})".lstrip())
     return parser
 
 
-def load_config(argv: list[str] | None = None, description: str = "") -> tuple[PretrainConfig, argparse.Namespace]:
+def field_comments() -> dict[str, str]:
+    """Each config key's trailing comment in the `PretrainConfig` source: the one place its meaning is written."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(PretrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?\s+#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def load_config(argv: list[str] | None = None, description: str = "",
+                prog: str | None = None) -> tuple[PretrainConfig, argparse.Namespace]:
     """`--config FILE` plus `--key value` overrides for every field, plus `--resume`."""
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    args = config_parser(description).parse_args(argv)
+    args = config_parser(description, prog=prog).parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
         if not os.path.exists(args.config):

@@ -18,6 +18,7 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
+from dataset_scripts.cli_format import HelpFormatter
 from dataset_scripts.threads import configure_threads
 
 from .data import dataset_folders
@@ -62,17 +63,19 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
 
 def main(argv: list[str] | None = None) -> int:
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder or Hub id (PDE-FM only)")
     parser.add_argument("--data", required=True, help="a dataset folder in The Well's layout, or a folder of them")
-    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--datasets", nargs="*", default=None, help="evaluate only these datasets")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split to evaluate")
+    parser.add_argument("--datasets", nargs="*", default=None, help="evaluate only these datasets (default: all in --data)")
     parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout (The Well's windows end at 30)")
-    parser.add_argument("--n-steps-input", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-steps-input", type=int, default=4, help="input frames per window")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
     parser.add_argument("--out", default=None, help="output folder (default: <model>/evaluation)")
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--figure-fields", nargs="+", default=None,
+                        help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
     if args.rollout_steps < 1:
         parser.error(f"--rollout-steps must be >= 1, got {args.rollout_steps}")
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
             "rollout_steps": args.rollout_steps, "command": " ".join(["python -m train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
-    paths = write_evaluation(out, results, info, figures=not args.no_figures)
+    paths = write_evaluation(out, results, info, figures=not args.no_figures, figure_fields=args.figure_fields)
     print(markdown_table(results))
     print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in summary(results).items()))
     print(f"wrote {paths['json']}, {paths['markdown']}" + (f" and {paths['figures']}/" if "figures" in paths else ""))

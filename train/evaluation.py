@@ -113,23 +113,37 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     first `n_steps_input` frames of every trajectory of the split. `example` keeps the first trajectory's truth and
     prediction for figures."""
     dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps)
-    per_step_sum = None
+    sums = {"model": None, "persistence": None}
     example = None
     for start in range(0, len(rows), batch_size):
         batch = dataset[rows[start : start + batch_size]]
         prediction = rollout(forecaster, batch, steps)
         target = batch["output_fields"].float()
-        errors = vrmse(prediction, target, n_spatial_dims).double().sum(0)  # [steps, C]
-        per_step_sum = errors if per_step_sum is None else per_step_sum + errors
+        persistence = batch["input_fields"][:, -1:].float().expand_as(target)  # "no change" from the last input
+        for key, forecast in (("model", prediction), ("persistence", persistence)):
+            errors = vrmse(forecast, target, n_spatial_dims).double().sum(0)  # [steps, C]
+            sums[key] = errors if sums[key] is None else sums[key] + errors
         if keep_example and example is None:
-            example = {"truth": target[0].numpy(), "prediction": prediction[0].numpy()}
-    per_step = (per_step_sum / len(rows)).numpy()  # [steps, C]
-    windows = {}
-    for first, last in ROLLOUT_WINDOWS:
-        if first <= steps:
-            windows[window_label((first, last))] = float(per_step[first - 1 : min(last, steps)].mean())
+            grid = batch.get("space_grid")
+            coordinates = None
+            if grid is not None:  # [*space, d] -> the coordinates along each axis (the others held at index 0)
+                g = grid[0].numpy()
+                d = g.shape[-1]
+                coordinates = [g[tuple(slice(None) if a == i else 0 for a in range(d)) + (i,)] for i in range(d)]
+            example = {"truth": target[0].numpy(), "prediction": prediction[0].numpy(), "coordinates": coordinates}
+    per_step = (sums["model"] / len(rows)).numpy()  # [steps, C]
+    persistence_per_step = (sums["persistence"] / len(rows)).numpy()
     return {"trajectories": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
-            "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": windows, "example": example}
+            "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": rollout_windows(per_step),
+            "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),
+            "persistence_vrmse_windows": rollout_windows(persistence_per_step), "example": example}
+
+
+def rollout_windows(per_step: np.ndarray) -> dict[str, float]:
+    """Mean VRMSE over The Well's windows of rollout steps that the rollout reaches (`per_step [steps, C]`)."""
+    steps = per_step.shape[0]
+    return {window_label((first, last)): float(per_step[first - 1 : min(last, steps)].mean())
+            for first, last in ROLLOUT_WINDOWS if first <= steps}
 
 
 def evaluate_dataset(forecaster, data_dir: str, name: str, split: str = "test", n_steps_input: int = 4,
@@ -140,7 +154,9 @@ def evaluate_dataset(forecaster, data_dir: str, name: str, split: str = "test", 
     meta_reader = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=1)
     d = meta_reader.meta.n_spatial_dims
     field_names = meta_reader.meta.field_names
+    spatial_dims = list(meta_reader.meta.spatial_dims)
     meta_reader.close()
     one_step = evaluate_one_step(forecaster, dataset, d, batch_size, n_batches)
     rolled = evaluate_rollout(forecaster, path, split, d, n_steps_input, rollout_steps, max(1, batch_size // 2))
-    return {"n_spatial_dims": d, "field_names": field_names, "one_step": one_step, "rollout": rolled}
+    return {"n_spatial_dims": d, "field_names": field_names, "spatial_dims": spatial_dims, "one_step": one_step,
+            "rollout": rolled}

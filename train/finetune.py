@@ -28,11 +28,11 @@ from dataset_scripts.threads import configure_threads
 
 from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
 from .checkpointing import CheckpointError
-from .config import config_parser, load_config
+from .config import config_parser, help_formatter, load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
-from .pretrain import fit, make_accelerator, write_report
+from .pretrain import fit, make_accelerator, print_outputs, write_report
 from .run_lock import RunLockError
 
 MODES = ("lora", "adapters", "full", "scratch")
@@ -80,6 +80,17 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[
     return [f"adapters.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
 
 
+def base_hub_id(base: str) -> str | None:
+    """The Hub id of a base given as a Hub id or as a folder of the Hugging Face cache; None for a local folder."""
+    if not os.path.exists(base):
+        return base
+    parts = os.path.abspath(base).split(os.sep)
+    for part in reversed(parts):
+        if part.startswith("models--"):
+            return part[len("models--"):].replace("--", "/")
+    return None
+
+
 def build_model(args, base_model, name: str, spec: dict):
     """The model to train for `args.mode`, and the names of its fully trained modules."""
     if args.mode == "scratch":
@@ -113,6 +124,8 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     accelerator.print(f"mode {args.mode}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
                       f"({100 * counts['fraction']:.2f}%)")
 
+    hub_id = base_hub_id(args.base)
+
     def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
         command = " ".join(["python -m train.finetune", *(sys.argv[1:])])
         details = {"mode": args.mode, "base": args.base, "dataset": name, "trainable_parameters": counts,
@@ -129,19 +142,21 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
             json.dump({**details, "steps": step, "train_seconds": seconds, "report": report, "adapter": folder}, f, indent=2)
         write_model_card(
             folder, title=f"PDE-FM domain adapter `{args.adapter_name}` for {name}", datasets=[name], report=report,
-            base_model=args.base if args.mode != "scratch" else None, extra_tags=tags, library_name=library,
+            base_model=hub_id if args.mode != "scratch" else None, extra_tags=tags, library_name=library,
             command=command,
-            description=f"{args.mode} finetuning of `{args.base}` on `{name}` for {step} steps: "
+            description=f"{args.mode} finetuning of {f'`{hub_id}`' if hub_id else f'a local base model (`{args.base}`, not on the Hub)'} "
+                        f"on `{name}` for {step} steps: "
                         f"{counts['trainable']:,} trainable parameters of {counts['total']:,} "
                         f"({100 * counts['fraction']:.2f}%). Load with `train.hub.load_pdefm(base, adapter=...)`.",
         )
+        print_outputs(config, "finetune", model_folder=folder)
 
     # Compared with a checkpoint's on --resume, with the training config.
     settings = {"finetune": {"base": args.base, "mode": args.mode, "adapter_name": args.adapter_name,
                              "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
                              "target_modules": args.target_modules, "target_regex": args.target_regex}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
-                 run_settings=settings, stop_after=stop_after, finish=finish)
+                 run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune")
     return {"report": report, "trainable_parameters": counts}
 
 
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
         parser = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                                         formatter_class=help_formatter,
                                          parents=[_finetune_parser(), config_parser(add_help=False)])
         parser.print_help()
         return 0

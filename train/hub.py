@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m train.hub", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     push = sub.add_parser("push", help="push a saved model or adapter folder (with its model card) to the Hub")
-    push.add_argument("folder")
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("folder", help="a folder written by save_pretrained or by train.finetune")
+    push.add_argument("repo_id", help="the Hub repository, org/name (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.folder, "config.json")) and not os.path.isfile(
             os.path.join(args.folder, "adapter_config.json")):

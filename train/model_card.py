@@ -8,10 +8,23 @@ from typing import Any
 import yaml
 
 
+def fields_beaten(result: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """(fields where the model beats persistence, fields, names of those where it does not) of one dataset."""
+    model, persistence = result.get("vrmse_per_field", []), result.get("persistence_vrmse_per_field", [])
+    names = result.get("field_names") or [f"channel {i}" for i in range(len(model))]
+    losing = [n for n, m, p in zip(names, model, persistence) if not m < p]
+    return len(model) - len(losing), len(model), losing
+
+
 def metrics_table(report: dict[str, dict[str, Any]]) -> str:
-    lines = ["| dataset | one-step VRMSE | persistence VRMSE | windows |", "|---|---|---|---|"]
+    """One-step VRMSE per dataset next to persistence's, with the per-field verdict (a dataset can beat persistence
+    on average while one of its fields does not)."""
+    lines = ["| dataset | one-step VRMSE | persistence VRMSE | fields beating persistence | windows |",
+             "|---|---|---|---|---|"]
     for name, r in sorted(report.items()):
-        lines.append(f"| {name} | {r['vrmse']:.4f} | {r['persistence_vrmse']:.4f} | {r['windows']} |")
+        beaten, total, losing = fields_beaten(r)
+        verdict = f"{beaten} of {total}" + (f" (not {', '.join(losing)})" if losing else "")
+        lines.append(f"| {name} | {r['vrmse']:.4f} | {r['persistence_vrmse']:.4f} | {verdict} | {r['windows']} |")
     return "\n".join(lines)
 
 
@@ -53,7 +66,7 @@ def write_model_card(folder: str, *, title: str, datasets: list[str], descriptio
         "",
         "```python",
         *(["from train.hub import load_pdefm  # the pdefm package",
-           f"model = load_pdefm(\"{base_model}\", adapter=\"<this repo or folder>\")"] if library_name == "peft" else
+           f"model = load_pdefm(\"{base_model or '<the base model folder>'}\", adapter=\"<this repo or folder>\")"] if library_name == "peft" else
           ["from transformers import AutoModel",
            "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)"]),
         "```",

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dataset_scripts import WellSplitReader, collate_window_samples
+from dataset_scripts.cli_format import HelpFormatter
 from dataset_scripts.threads import configure_threads
 from dataset_scripts.well_format import FIELD_GROUPS
 
@@ -134,13 +135,13 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
 
 def main(argv: list[str] | None = None) -> int:
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id")
     parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")
     parser.add_argument("--input", required=True, help="an HDF5 file in The Well's format")
     parser.add_argument("--steps", type=int, required=True, help="number of steps to predict")
     parser.add_argument("--out", required=True, help="output HDF5 file")
-    parser.add_argument("--n-steps-input", type=int, default=4)
+    parser.add_argument("--n-steps-input", type=int, default=4, help="input frames the model sees")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
     from .hub import load_pdefm

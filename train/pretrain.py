@@ -34,7 +34,7 @@ from .data import MultiDatasetBatches, dataset_folders, evaluation_batches, find
 from .evaluation import one_step_vrmse
 from .forecasters import model_inputs
 from .losses import pretraining_loss, vrmse_loss
-from .model_card import metrics_table, write_model_card
+from .model_card import fields_beaten, metrics_table, write_model_card
 from .run_lock import RunLockError, output_dir_lock
 from .schedule import WarmupCosine
 
@@ -115,7 +115,9 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     specs = model_specs(config.data_dir, names)
     model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs, **config.model_overrides))
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it (the old name warns); older 5.x releases only have the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
 
     def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
         unwrapped.save_pretrained(config.output_dir)
@@ -124,6 +126,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
                          datasets=names, report=report, command=" ".join(["python -m train.pretrain", *sys.argv[1:]]),
                          description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
                                      f"pretrained for {step} steps with `train.pretrain` (config in `pretrain_config.json`).")
+        print_outputs(config, "pretrain", model_folder=config.output_dir)
 
     return fit(accelerator, config, model, names, specs, resume=resume, allow_config_change=allow_config_change,
                stop_after=stop_after, finish=finish)
@@ -135,19 +138,20 @@ class ResumeConfigError(ValueError):
 
 def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
         allow_config_change: bool = False, run_settings: dict | None = None, stop_after: int | None = None,
-        finish=None) -> dict:
+        finish=None, run_name: str = "pretrain") -> dict:
     """The training loop shared by pretraining and finetuning: curriculum over `names`, VRMSE + spectral loss on the
     parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the main
     process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`.
 
     The output folder is locked for the run. `run_settings` (JSON-able) are compared with a checkpoint's on resume,
-    with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`."""
+    with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`. Logs go to `output_dir/<run_name>`."""
     with output_dir_lock(config.output_dir, enabled=accelerator.is_main_process):
         return _fit(accelerator, config, model, names, specs, resume, allow_config_change, run_settings or {},
-                    stop_after, finish)
+                    stop_after, finish, run_name)
 
 
-def _fit(accelerator, config, model, names, specs, resume, allow_config_change, run_settings, stop_after, finish):
+def _fit(accelerator, config, model, names, specs, resume, allow_config_change, run_settings, stop_after, finish,
+         run_name):
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories)
@@ -196,7 +200,7 @@ def _fit(accelerator, config, model, names, specs, resume, allow_config_change, 
             lr_schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
             accelerator.print(f"resumed from {checkpoint.path} at step {step}")
     if config.log_with != "none":
-        accelerator.init_trackers("pretrain", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+        accelerator.init_trackers(run_name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                                                       for k, v in config.to_dict().items()})
     accelerator.print(f"datasets {names}; sampling probabilities {json.dumps({k: round(v, 3) for k, v in sampler.probabilities().items()})}")
 
@@ -277,6 +281,7 @@ def _fit(accelerator, config, model, names, specs, resume, allow_config_change, 
             test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
                                  config.use_normalization, rank=0, world_size=1)
             report[name] = one_step_vrmse(unwrapped, test, specs[name]["n_spatial_dims"], config.batch_size)
+            report[name]["field_names"] = specs[name].get("field_names")
         if finish is not None:
             finish(unwrapped, report, seconds, step)
         with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
@@ -310,13 +315,26 @@ def check_resumable(accelerator: Accelerator, checkpoint, settings: dict, allow_
     accelerator.print(f"--allow_config_change: continuing {checkpoint.path} with changed settings ({listed})")
 
 
+def print_outputs(config: PretrainConfig, run_name: str, model_folder: str) -> None:
+    """Say where everything went (the README's "Output folder" section describes the layout)."""
+    out = config.output_dir
+    lines = [f"model:       {model_folder} (load with from_pretrained; model card README.md)",
+             f"report:      {os.path.join(out, 'report.md')} (and report.json)",
+             f"checkpoints: {os.path.join(out, 'checkpoints')} (--resume continues from the latest)"]
+    if config.log_with != "none":
+        lines.append(f"logs:        {os.path.join(out, run_name)} ({config.log_with}; e.g. tensorboard --logdir {out})")
+    print("\n".join(["", "outputs:", *["  " + line for line in lines]]))
+
+
 def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int, title: str = "Pretraining report") -> None:
     with open(os.path.join(config.output_dir, "report.json"), "w") as f:
         json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split, "datasets": report}, f, indent=2)
     beaten = sum(r["vrmse"] < r["persistence_vrmse"] for r in report.values())
+    every_field = sum(not fields_beaten(r)[2] for r in report.values())
     text = [f"# {title}", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
             "", f"One-step VRMSE on the {config.report_split} split (model against persistence, i.e. the last input frame):",
-            "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets.", ""]
+            "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets, and on every "
+            f"field of {every_field} of them.", ""]
     with open(os.path.join(config.output_dir, "report.md"), "w") as f:
         f.write("\n".join(text))
     print("\n".join(text))
@@ -325,7 +343,7 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
 def main(argv: list[str] | None = None) -> int:
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     try:
-        config, args = load_config(argv, __doc__)
+        config, args = load_config(argv, __doc__, prog="python -m train.pretrain")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ def random_media(n: int, rng: np.random.Generator, batch: int) -> tuple[np.ndarr
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 1.2) -> Simulation:
+             device="cpu", t_end: float = 1.2, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     dx = LENGTH / n
@@ -100,6 +100,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
         # Velocity at the pressure's time: mean of the half steps around it, then onto cell centres.
         uc = 0.25 * (u[:, 1:] + u[:, :-1] + u_prev[:, 1:] + u_prev[:, :-1])
         vc = 0.25 * (v[:, :, 1:] + v[:, :, :-1] + v_prev[:, :, 1:] + v_prev[:, :, :-1])
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append({"pressure": to_numpy(p), "velocity": to_numpy(torch.stack([uc, vc], dim=-1))})
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
     check_finite(NAME, **data)

@@ -111,7 +111,7 @@ def quadrant_states(n: int, rng: np.random.Generator, batch: int, gamma: np.ndar
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 0.6, periodic: bool | None = None) -> Simulation:
+             device="cpu", t_end: float = 0.6, periodic: bool | None = None, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     periodic = bool(rng.integers(0, 2)) if periodic is None else periodic
@@ -126,6 +126,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
             U = solver.step(U, dt)
             t += dt
         rho, u, v, p = primitives(U, solver.gamma)
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append({"energy": to_numpy(U[:, 3]), "density": to_numpy(rho), "pressure": to_numpy(p),
                        "momentum": to_numpy(U[:, 1:3].movedim(1, -1))})
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}

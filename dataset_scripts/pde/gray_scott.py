@@ -69,7 +69,7 @@ def initial_fields(n: int, rng: np.random.Generator, batch: int) -> np.ndarray:
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 6000.0, dt: float = 1.0) -> Simulation:
+             device="cpu", t_end: float = 6000.0, dt: float = 1.0, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     names = list(REGIMES)
@@ -85,6 +85,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
             step = min(dt, target - t)
             state = solver.step(state, step)
             t += step
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append(to_numpy(solver.fields(state)))
     data = np.stack(frames, axis=1)  # [B, T, 2, n, n]
     check_finite(NAME, A=data[:, :, 0], B=data[:, :, 1])

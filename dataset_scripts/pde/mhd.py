@@ -86,7 +86,7 @@ def random_solenoidal(solver: MHDSolver, rng: np.random.Generator, batch: int, r
 
 
 def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 3.0) -> Simulation:
+             device="cpu", t_end: float = 3.0, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     alfven_mach = rng.uniform(0.5, 2.0, n_trajectories)
@@ -106,6 +106,8 @@ def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: 
             state = solver.step(state, dt)
             t += dt
         fields = solver.real(state)
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append({"density": to_numpy(1.0 + fields[:, 6]), "magnetic_field": to_numpy(fields[:, 3:6].movedim(1, -1)),
                        "velocity": to_numpy(fields[:, 0:3].movedim(1, -1))})
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}

@@ -139,7 +139,7 @@ def initial_state(nx: int, nz: int, rng: np.random.Generator, batch: int, amplit
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_start: float = 5.0, t_end: float = 50.0) -> Simulation:
+             device="cpu", t_start: float = 5.0, t_end: float = 50.0, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     nx = nz = resolution
     rayleigh = np.exp(rng.uniform(np.log(1e5), np.log(1e6), n_trajectories))
@@ -153,6 +153,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
             dt = min(solver.stable_dt(omega), target - t)
             omega, b = solver.step(omega, b, dt)
             t += dt
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append({k: to_numpy(v) for k, v in solver.fields(omega, b).items()})
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
     check_finite(NAME, **data)

@@ -89,7 +89,7 @@ def initial_state(n: int, rng: np.random.Generator, batch: int, device="cpu") ->
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 12.0) -> Simulation:
+             device="cpu", t_end: float = 12.0, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     reynolds = np.exp(rng.uniform(np.log(500), np.log(3000), n_trajectories))
@@ -106,6 +106,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
             dt = min(dt_max, target - t)
             state = solver.step(state, dt)
             t += dt
+        if on_frame is not None:  # progress within a file
+            on_frame()
         frames.append({k: to_numpy(v) for k, v in solver.fields(state).items()})
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
     check_finite(NAME, **data)
