@@ -113,7 +113,8 @@ class MultiDatasetBatches:
 
     def load_state_dict(self, state: dict) -> None:
         for name, draws in state.items():
-            self.streams[name].draws = draws
+            if name in self.streams:  # a dataset dropped on resume (--allow_config_change) has no stream
+                self.streams[name].draws = draws
 
 
 def evaluation_batches(dataset, batch_size: int, n_batches: int | None):
