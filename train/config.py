@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from modeling_pdefm import PRESETS, PDEFMConfig
+
 CONFIG_VERSION = 1
 MIXED_PRECISION = ("no", "bf16", "auto")
 # Keys a resumed run may change without --allow_config_change: the horizon (the schedule follows the new one) and
@@ -119,9 +121,6 @@ class PretrainConfig:
             raise ValueError(f"config key 'seed' must be a whole number >= 0, got {self.seed!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"config key 'model_overrides' must be a mapping such as {{hidden_size: 64}}, got {self.model_overrides!r}")
-        from modeling_pdefm import PDEFMConfig
-        from modeling_pdefm.configuration_pdefm import PRESETS
-
         if self.model_preset not in PRESETS:
             raise ValueError(f"config key 'model_preset' must be one of {sorted(PRESETS)}, got {self.model_preset!r}")
         unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
