@@ -137,6 +137,15 @@ def test_interrupted_finetune_resumes(setup, tmp_path):
     config, _ = load_config(rest)
     with pytest.raises(KeyboardInterrupt):
         finetune(args, config, stop_after=2)
+    # Another LoRA rank would not fit the checkpoint's run: refused, naming the finetuning settings.
+    other_argv = list(argv)
+    other_argv[other_argv.index("--lora-r") + 1] = "4"
+    other, _ = finetune_arguments(other_argv)
+    AcceleratorState._reset_state(True)
+    from train.pretrain import ResumeConfigError
+
+    with pytest.raises(ResumeConfigError, match=r"finetune: .*'lora_r': 2.* in the checkpoint, .*'lora_r': 4.* now"):
+        finetune(other, config, resume=True)
     AcceleratorState._reset_state(True)
     result = finetune(args, config, resume=True)
     assert os.path.isfile(tmp_path / "r" / "w" / "adapter_model.safetensors")
