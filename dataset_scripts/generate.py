@@ -230,7 +230,6 @@ def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("generate")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.generate", description=__doc__,
                                      formatter_class=HelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
@@ -246,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a dataset's files made with other settings and regenerate it")
     args = parser.parse_args(argv)
+    configure_threads("generate")  # no more busy threads than cores (dataset_scripts/threads.py)
     kwargs = dict(resolution=args.resolution, n_trajectories=args.n_trajectories, n_steps=args.n_steps, seed=args.seed,
                   trajectories_per_file=args.trajectories_per_file, device=args.device, overwrite=args.overwrite)
     def report(r: dict) -> None:

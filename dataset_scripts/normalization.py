@@ -8,13 +8,12 @@ The Well, z-score is `(x - mean) / max(std, min_std)` and RMS is `x / max(rms, m
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any
 
 import numpy as np
 import yaml
 
-from .well_format import FieldInfo
+from .well_format import FieldInfo, not_a_regular_file
 
 MIN_STD = 1e-4
 NORMALIZATIONS = ("zscore", "rms")
@@ -83,8 +82,9 @@ class WellNormalizer:
                   min_std: float = MIN_STD, fs=None) -> "WellNormalizer":
         opener = fs.open if fs is not None else open
         local = fs is None or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-        if local and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-            raise StatsError(f"{path}: not a regular file (a folder, FIFO or device); expected a YAML file")
+        problem = not_a_regular_file(path) if local and os.path.exists(path) else None
+        if problem:  # a FIFO would block the open forever
+            raise StatsError(f"{path}: {problem}; expected a YAML file")
         try:
             with opener(path, "r") as f:
                 stats = yaml.safe_load(f)

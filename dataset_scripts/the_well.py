@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .cli_format import HelpFormatter
 from .hf_datasets import SPLITS, resolve_split_files
 from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
-from .well_format import format_warnings, iter_format_problems, read_file_metadata
+from .well_format import format_warnings, iter_format_problems
 from .well_reader import WellSplitReader, list_split_files, open_hdf5
 
 
@@ -30,8 +30,8 @@ def _files_under(path: str) -> list[str]:
         return [path]
     found = []
     for split in SPLITS:
-        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs, strict=False)
-    return found or list_split_files(root, fs, strict=False)
+        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs)
+    return found or list_split_files(root, fs)
 
 
 def _is_folder(path: str) -> bool:
@@ -42,6 +42,7 @@ def _is_folder(path: str) -> bool:
 def check(paths: list[str]) -> int:
     """Print every problem; return the number of files with problems."""
     bad = 0
+    failed: set[str] = set()
     for path in paths:
         files = _files_under(path)
         if not files:
@@ -54,22 +55,27 @@ def check(paths: list[str]) -> int:
                 h5 = open_hdf5(file)
                 problems = list(iter_format_problems(h5, file))
                 if not problems:
-                    warnings_found = list(format_warnings(h5, read_file_metadata(h5, file)))
+                    warnings_found = list(format_warnings(h5, file))
             except Exception as error:  # noqa: BLE001 - report and go on with the other files
                 problems = [str(error)]
             if problems:
                 bad += 1
+                failed.add(file)
                 for problem in problems:
                     print(f"FAIL {problem}")
             else:
                 print(f"ok   {file}")
                 for warning in warnings_found:
                     print(f"WARN {warning}")
-        # Files of one split must agree with each other: building the reader checks that.
+        # Files of one split must agree with each other: building the reader checks that (over the files that passed
+        # on their own, so a bad file is reported once).
         for split in (SPLITS if _is_folder(path) else ()):
             try:
                 split_files, fs, _ = resolve_split_files(path, split)
             except (FileNotFoundError, ValueError):
+                continue
+            split_files = [f for f in split_files if f not in failed]
+            if not split_files:
                 continue
             try:
                 WellSplitReader(split_files, fs=fs, n_steps_input=1, n_steps_output=1)

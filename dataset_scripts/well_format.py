@@ -11,6 +11,8 @@ broadcast back to the full grid when read.
 from __future__ import annotations
 
 import itertools
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -258,6 +260,15 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
     )
 
 
+def not_a_regular_file(path: str) -> str | None:
+    """Why a local `path` must not be opened (a folder, FIFO, device or socket: opening one blocks or reads
+    garbage), or None for a regular file or a link to one."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return "is a folder" if stat.S_ISDIR(mode) else "is not a regular file (a FIFO, device or socket)"
+
+
 def check_time_grid(time: np.ndarray, file: str, path: str) -> None:
     """Frame times `[T]` or `[n_traj, T]` must be finite and strictly increasing: the model's time step and the
     window time grids come from their differences."""
@@ -273,15 +284,17 @@ def check_time_grid(time: np.ndarray, file: str, path: str) -> None:
                                           f"{float(time[before]):.6g} is followed by {float(time[after]):.6g}")
 
 
-def format_warnings(h5: Any, meta: WellFileMetadata) -> Iterator[str]:
-    """What follows the format but may not be what was meant: fields not stored as float32 (The Well's files are;
-    integer data in particular is usually a mistake). Readers pass the stored dtype on, as The Well's loader does;
-    the model casts floating inputs to its own dtype and refuses integer ones."""
-    for info in meta.fields:
-        data = h5[FIELD_GROUPS[info.order]][info.name]
-        if data.dtype != np.float32:
-            kind = "integer" if np.issubdtype(data.dtype, np.integer) else str(data.dtype)
-            yield f"{meta.path}: {data.name}: stored as {kind} ({data.dtype}), not float32"
+def format_warnings(h5: Any, file: str) -> Iterator[str]:
+    """What follows the format but may not be what was meant, in a file that passed `iter_format_problems`: fields
+    not stored as float32 (The Well's files are; integer data in particular is usually a mistake). Readers pass the
+    stored dtype on, as The Well's loader does; the model casts floating inputs to its own dtype and refuses integer
+    ones."""
+    for group in FIELD_GROUPS:
+        for name in _text_list(h5[group].attrs["field_names"]):
+            data = h5[group][name]
+            if data.dtype != np.float32:
+                kind = "integer" if np.issubdtype(data.dtype, np.integer) else str(data.dtype)
+                yield f"{file}: {data.name}: stored as {kind} ({data.dtype}), not float32"
 
 
 def read_boundary_conditions(group, spatial_dims: tuple[str, ...], resolution: tuple[int, ...], file: str) -> np.ndarray:

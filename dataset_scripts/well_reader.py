@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import stat
 from bisect import bisect_right
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from .normalization import WellNormalizer
-from .well_format import FIELD_GROUPS, FieldInfo, WellFileMetadata, WellFormatError, read_file_metadata
+from .well_format import FIELD_GROUPS, FieldInfo, WellFileMetadata, WellFormatError, not_a_regular_file, read_file_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,10 @@ def open_hdf5(path: str, fs=None) -> h5py.File:
     """Open a file of The Well read-only; a damaged or foreign file raises `WellFormatError` naming it."""
     try:
         if fs is None or _is_local(fs):
-            require_regular_file(path)
+            problem = not_a_regular_file(path)  # a FIFO would block the open forever
+            if problem:
+                raise WellFormatError(path, "/", f"{problem}, not an HDF5 file; remove it or rename it so that it "
+                                                 "does not end in .hdf5/.h5")
             return h5py.File(path, "r")
         return h5py.File(fs.open(path, "rb", block_size=8 * 1024 * 1024), "r")
     except FileNotFoundError:
@@ -366,26 +368,8 @@ class WellSplitReader:
                            os.path.dirname(self.files[0]))
 
 
-def list_split_files(split_dir: str, fs=None, strict: bool = True) -> list[str]:
-    """The `*.hdf5` and `*.h5` files of a folder, sorted by name. A local entry with such a name that is not a
-    regular file (a FIFO, a device, a socket: opening one would block or read garbage) raises `WellFormatError`
-    (with `strict=False` it is listed, and `open_hdf5` refuses it)."""
+def list_split_files(split_dir: str, fs=None) -> list[str]:
+    """The `*.hdf5` and `*.h5` files of a folder, sorted by name (`open_hdf5` refuses those that are not regular
+    files)."""
     fs = fs or fsspec.filesystem("file")
-    files = sorted(fs.glob(split_dir.rstrip("/") + "/*.hdf5") + fs.glob(split_dir.rstrip("/") + "/*.h5"))
-    if strict and _is_local(fs):
-        for path in files:
-            require_regular_file(path)
-    return files
-
-
-def require_regular_file(path: str) -> None:
-    """Refuse a local path that is not a regular file (or a link to one) before anything opens it."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise
-    if os.path.isdir(path):
-        raise WellFormatError(path, "/", "is a folder, not an HDF5 file")
-    if not stat.S_ISREG(mode):
-        raise WellFormatError(path, "/", "is not a regular file (a FIFO, device or socket); remove it or rename it "
-                                         "so that it does not end in .hdf5/.h5")
+    return sorted(fs.glob(split_dir.rstrip("/") + "/*.hdf5") + fs.glob(split_dir.rstrip("/") + "/*.h5"))

@@ -370,9 +370,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
                     f"boundary_conditions must have shape {(batch, d, 2)} (axis, low/high side); got {tuple(boundary_conditions.shape)}"
                 )
             codes = boundary_conditions.double()
-            if not bool(((codes == 0) | (codes == 1) | (codes == 2)).all()):
-                bad = codes[(codes != 0) & (codes != 1) & (codes != 2)].reshape(-1)[0].item()
-                raise ValueError(f"boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2; got {bad}")
+            invalid = (codes != 0) & (codes != 1) & (codes != 2)  # also catches 1.7, which used to read as OPEN
+            if bool(invalid.any()):
+                raise ValueError(f"boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2; got {codes[invalid][0].item()}")
         if input_time_grid is not None and tuple(input_time_grid.shape) != (batch, t_in):
             raise ValueError(f"input_time_grid must have shape {(batch, t_in)} (one time per input frame); got {tuple(input_time_grid.shape)}")
         if output_time_grid is not None:

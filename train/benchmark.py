@@ -159,7 +159,6 @@ def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m train.benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
@@ -179,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-r", type=int, default=2, help="LoRA rank of the transfer run")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be > 0")
     args.data = args.data or SUITES[args.suite]["data"]

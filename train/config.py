@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
-import shutil
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from dataset_scripts.cli_format import HelpFormatter
 from modeling_pdefm import PRESETS, PDEFMConfig
 
 CONFIG_VERSION = 1
@@ -160,14 +162,9 @@ def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
     return value
 
 
-def help_formatter(prog: str) -> argparse.HelpFormatter:
-    """Keeps the description's layout; one option per line where the terminal allows."""
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=40, width=max(100, shutil.get_terminal_size().columns))
-
-
 def config_parser(description: str = "", add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=help_formatter,
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
                                      add_help=add_help, usage="%(prog)s [--config FILE] [--resume] [--KEY VALUE ...]")
     parser.add_argument("--config", default=None, help="YAML file with any of the keys below; options given here override it")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
@@ -186,9 +183,6 @@ def config_parser(description: str = "", add_help: bool = True, prog: str | None
 
 def field_comments() -> dict[str, str]:
     """Each config key's trailing comment in the `PretrainConfig` source: the one place its meaning is written."""
-    import inspect
-    import re
-
     comments = {}
     for line in inspect.getsource(PretrainConfig).splitlines():
         match = re.match(r"\s+(\w+): [^=]+=.*?\s+#\s*(.+)$", line)

@@ -62,7 +62,6 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder or Hub id (PDE-FM only)")
@@ -77,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-fields", nargs="+", default=None,
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     if args.rollout_steps < 1:
         parser.error(f"--rollout-steps must be >= 1, got {args.rollout_steps}")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .evaluation import ROLLOUT_WINDOWS, window_label
-from .metrics import SPECTRAL_BANDS
+from .metrics import SPECTRAL_BANDS, fields_beaten
 
 
 def _json_ready(results: dict[str, Any]) -> dict[str, Any]:
@@ -43,9 +43,9 @@ def markdown_table(results: dict[str, Any]) -> str:
     for name in sorted(results):
         one, rolled = results[name]["one_step"], results[name]["rollout"]
         model, reference = rolled["vrmse_windows"], rolled.get("persistence_vrmse_windows", {})
-        beaten = sum(m < p for m, p in zip(one["vrmse_per_field"], one["persistence_vrmse_per_field"]))
+        beaten, n_fields, _ = fields_beaten(one)
         cells = [name, f"{one['vrmse']:.4f} ({one['persistence_vrmse']:.4f})",
-                 f"{beaten} of {len(one['vrmse_per_field'])}",
+                 f"{beaten} of {n_fields}",
                  *[(f"{model[l]:.4f}" + (f" ({reference[l]:.4f})" if l in reference else "")) if l in model else "-"
                    for l in labels],
                  *[f"{one[f'spectral_{b}']:.4f}" for b in SPECTRAL_BANDS]]

@@ -24,11 +24,12 @@ import sys
 
 from accelerate.utils import set_seed
 
+from dataset_scripts.cli_format import HelpFormatter
 from dataset_scripts.threads import configure_threads
 
 from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
 from .checkpointing import CheckpointError
-from .config import config_parser, help_formatter, load_config
+from .config import config_parser, load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
@@ -161,10 +162,9 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
         parser = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__,
-                                         formatter_class=help_formatter,
+                                         formatter_class=HelpFormatter,
                                          parents=[_finetune_parser(), config_parser(add_help=False)])
         parser.print_help()
         return 0
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
         config, parsed = load_config([*overrides, *rest], __doc__)
+        configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)

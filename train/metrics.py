@@ -8,6 +8,7 @@ up to eps, so they are computed on denormalised (physical) fields, as The Well r
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -93,3 +94,12 @@ def binned_spectral_error(prediction: torch.Tensor, target: torch.Tensor, n_spat
         # Plancherel: sum |F|^2 / n^2 is the mean square the band contributes.
         out[name] = ((error * mask).sum(space) / n**2 / ((energy * mask).sum(space) / n**2 + eps)).to(target.dtype)
     return out
+
+
+def fields_beaten(result: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """(fields where the model beats persistence, fields, names of those where it does not) of one dataset's
+    one-step result (`vrmse_per_field`, `persistence_vrmse_per_field`, optional `field_names`)."""
+    model, persistence = result.get("vrmse_per_field", []), result.get("persistence_vrmse_per_field", [])
+    names = result.get("field_names") or [f"channel {i}" for i in range(len(model))]
+    losing = [n for n, m, p in zip(names, model, persistence) if not m < p]
+    return len(model) - len(losing), len(model), losing

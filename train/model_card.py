@@ -7,13 +7,7 @@ from typing import Any
 
 import yaml
 
-
-def fields_beaten(result: dict[str, Any]) -> tuple[int, int, list[str]]:
-    """(fields where the model beats persistence, fields, names of those where it does not) of one dataset."""
-    model, persistence = result.get("vrmse_per_field", []), result.get("persistence_vrmse_per_field", [])
-    names = result.get("field_names") or [f"channel {i}" for i in range(len(model))]
-    losing = [n for n, m, p in zip(names, model, persistence) if not m < p]
-    return len(model) - len(losing), len(model), losing
+from .metrics import fields_beaten
 
 
 def metrics_table(report: dict[str, dict[str, Any]]) -> str:

@@ -134,7 +134,6 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id")
     parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")
@@ -144,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-steps-input", type=int, default=4, help="input frames the model sees")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     from .hub import load_pdefm
 
     try:

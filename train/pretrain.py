@@ -30,11 +30,12 @@ from modeling_pdefm import PDEFMConfig, PDEFMModel
 from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
 from .config import CHANGEABLE_ON_RESUME, PretrainConfig, load_config, resume_conflicts
 from .curriculum import CurriculumSampler
-from .data import MultiDatasetBatches, dataset_folders, evaluation_batches, find_datasets, load_shard, model_specs
+from .data import MultiDatasetBatches, evaluation_batches, find_datasets, load_shard, model_specs
 from .evaluation import one_step_vrmse
 from .forecasters import model_inputs
 from .losses import pretraining_loss, vrmse_loss
-from .model_card import fields_beaten, metrics_table, write_model_card
+from .metrics import fields_beaten
+from .model_card import metrics_table, write_model_card
 from .run_lock import RunLockError, output_dir_lock
 from .schedule import WarmupCosine
 
@@ -341,12 +342,12 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     try:
         config, args = load_config(argv, __doc__, prog="python -m train.pretrain")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     try:
         train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     except (ValueError, RunLockError, CheckpointError, NonFiniteLossError) as error:
