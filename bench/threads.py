@@ -41,7 +41,7 @@ def train_child(steps: int, package_defaults: bool) -> None:
     sys.path.insert(0, ROOT)
     from dataset_scripts.threads import configure_threads
     from modeling_pdefm import PDEFMConfig, PDEFMModel
-    from train.losses import vrmse_loss
+    from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss
 
     if package_defaults:
         configure_threads("train")

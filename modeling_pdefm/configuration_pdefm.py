@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -33,6 +34,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DATASET_KEYS = ("n_fields", "n_constant_fields", "n_spatial_dims", "n_constant_scalars")
+# field_names: one per field; field_scales: each field's std over the dataset, in the units the model is fed.
+OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv")
@@ -44,7 +47,7 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dataset names must be non-empty strings, got {name!r}")
     if not isinstance(spec, dict):
         raise ValueError(f"datasets[{name!r}] must be a dict with keys {DATASET_KEYS}, got {type(spec).__name__}")
-    unknown = set(spec) - set(DATASET_KEYS) - {"field_names"}
+    unknown = set(spec) - set(DATASET_KEYS) - set(OPTIONAL_DATASET_KEYS)
     if unknown:
         raise ValueError(f"datasets[{name!r}] has unknown keys {sorted(unknown)}; expected {DATASET_KEYS}")
     clean: dict[str, Any] = {
@@ -72,6 +75,15 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 f"datasets[{name!r}]['field_names'] has {len(names)} names but n_fields is {clean['n_fields']}"
             )
         clean["field_names"] = names
+    if spec.get("field_scales") is not None:
+        try:
+            scales = [float(v) for v in spec["field_scales"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"datasets[{name!r}]['field_scales'] must be a list of numbers, got {spec['field_scales']!r}") from None
+        if len(scales) != clean["n_fields"] or not all(math.isfinite(v) and v >= 0 for v in scales):
+            raise ValueError(f"datasets[{name!r}]['field_scales'] must hold {clean['n_fields']} finite numbers >= 0 "
+                             f"(each field's std over the dataset), got {spec['field_scales']!r}")
+        clean["field_scales"] = scales
     return clean
 
 
@@ -81,7 +93,8 @@ class PDEFMConfig(PretrainedConfig):
     Args:
         datasets (`dict[str, dict]`): the datasets the model knows, by name. Each entry holds `n_fields`
             (channels of the evolving fields), `n_constant_fields`, `n_spatial_dims` (2 or 3),
-            `n_constant_scalars` and optionally `field_names`.
+            `n_constant_scalars` and optionally `field_names` and `field_scales` (each field's std over the
+            dataset, which sets the normalisation floor).
         hidden_size: token width of the backbone.
         num_layers: number of backbone layers.
         adapter_channels: width of the shared latent field space the dataset adapters map into.
@@ -98,7 +111,16 @@ class PDEFMConfig(PretrainedConfig):
         predict_increment: predict the change over the last input frame instead of the next frame.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
-        check_finite_inputs: raise a `ValueError` when an input holds NaN or Inf.
+        norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
+            its scale over the dataset (`field_scales` of its dataset entry; without them, of the field's own
+            root-mean-square over the window), so a field that is constant over the window can still change.
+        wall_padding: before the decoder's spectral layers, axes whose boundary is not periodic are zero-padded by
+            this fraction of their length on both sides (and cropped after), so the Fourier layers do not couple
+            the two walls as if they were neighbours. 0 switches it off.
+        n_steps_input / n_steps_output: frames per input window and predicted frames per window the model was
+            trained with; evaluation and prediction default to them.
+        spectral_loss_weight: weight of the wavenumber-weighted spectral loss next to VRMSE in `loss` (the training
+            objective; `vrmse_loss` and `spectral_loss` of the output hold the parts).
     """
 
     model_type = "pdefm"
@@ -133,6 +155,11 @@ class PDEFMConfig(PretrainedConfig):
         predict_increment: bool = True,
         normalize_inputs: bool = True,
         check_finite_inputs: bool = True,
+        norm_std_floor: float = 0.05,
+        wall_padding: float = 0.125,
+        n_steps_input: int = 4,
+        n_steps_output: int = 1,
+        spectral_loss_weight: float = 0.1,
         max_constant_scalars: int = 16,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
@@ -167,6 +194,11 @@ class PDEFMConfig(PretrainedConfig):
         self.predict_increment = predict_increment
         self.normalize_inputs = normalize_inputs
         self.check_finite_inputs = check_finite_inputs
+        self.norm_std_floor = norm_std_floor
+        self.wall_padding = wall_padding
+        self.n_steps_input = n_steps_input
+        self.n_steps_output = n_steps_output
+        self.spectral_loss_weight = spectral_loss_weight
         self.max_constant_scalars = max_constant_scalars
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
@@ -182,7 +214,8 @@ class PDEFMConfig(PretrainedConfig):
         for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",
                     "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
                     "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",
-                    "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d"):
+                    "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d", "n_steps_input",
+                    "n_steps_output"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
@@ -196,6 +229,12 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if self.wall_padding > 1:
+            raise ValueError(f"wall_padding is a fraction of each axis (0 to 1), got {self.wall_padding!r}")
         for name, spec in self.datasets.items():
             if spec["n_constant_scalars"] > self.max_constant_scalars:
                 raise ValueError(

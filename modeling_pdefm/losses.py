@@ -1,4 +1,4 @@
-"""Losses of PDE-FM as small pure functions on channels-last tensors."""
+"""Losses of PDE-FM as small pure functions on channels-last tensors `[..., *space, C]`."""
 
 from __future__ import annotations
 
@@ -25,3 +25,51 @@ def vrmse_training_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatia
     mse = (prediction - target).pow(2).mean(dim=space)
     variance = target.var(dim=space, unbiased=True)
     return torch.sqrt(mse / (variance + eps) + 1e-12).mean()
+
+
+def half_spectrum_weights(space: tuple[int, ...], device=None) -> torch.Tensor:
+    """`[*modes]` weight of each coefficient of an `rfftn` over `space`: |k| times the number of modes it stands for.
+
+    The last axis of a real FFT stores only k >= 0; each stored 0 < k < n/2 also stands for its mirror -k, so it
+    counts twice (k = 0 and, on even grids, the Nyquist mode have no separate mirror). Without that factor the same
+    error along the last axis weighs half as much as along the others.
+    """
+    d = len(space)
+    k2 = None
+    for axis, n in enumerate(space):
+        last = axis == d - 1
+        k = (torch.fft.rfftfreq(n, device=device) if last else torch.fft.fftfreq(n, device=device)) * n
+        shape = [1] * d
+        shape[axis] = -1
+        term = (k**2).view(shape)
+        k2 = term if k2 is None else k2 + term
+    n_last = space[-1]
+    stored = torch.arange(n_last // 2 + 1, device=device)
+    multiplicity = torch.where((stored > 0) & (2 * stored != n_last), 2.0, 1.0).view([1] * (d - 1) + [-1])
+    return k2.sqrt() * multiplicity
+
+
+def spectral_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS) -> torch.Tensor:
+    """Relative L2 error of the spatial Fourier coefficients, weighted by |k| so fine scales count more.
+
+    sqrt(sum_k |k| |P_k - Y_k|^2 / sum_k |k| |Y_k|^2) per sample, step and field over the full spectrum (the mean
+    mode carries no weight, so the mean of the target does not matter), averaged: 1 for predicting the mean, like
+    VRMSE. Rotating prediction and target together by 90 degrees leaves it unchanged.
+    `prediction`, `target`: `[..., *space, C]`.
+    """
+    dims = tuple(range(-n_spatial_dims - 1, -1))
+    space = tuple(prediction.shape[-n_spatial_dims - 1 : -1])
+    diff = torch.fft.rfftn((prediction - target).float(), dim=dims, norm="forward")
+    ref = torch.fft.rfftn(target.float(), dim=dims, norm="forward")
+    weight = half_spectrum_weights(space, prediction.device).unsqueeze(-1)  # [*modes, 1]
+    num = (weight * diff.abs() ** 2).sum(dim=dims)
+    den = (weight * ref.abs() ** 2).sum(dim=dims)
+    return torch.sqrt(num / (den + eps) + 1e-12).mean()
+
+
+def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss. Returns (total, vrmse, spectral)."""
+    vrmse = vrmse_training_loss(prediction.float(), target.float(), n_spatial_dims)
+    spectral = spectral_loss(prediction, target, n_spatial_dims) if spectral_weight else vrmse.new_zeros(())
+    return vrmse + spectral_weight * spectral, vrmse, spectral

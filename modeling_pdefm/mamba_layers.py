@@ -12,19 +12,27 @@ from .ssd_scan import ssd_scan
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation over the last axis, with an optional gate (Mamba-2's gated norm)."""
+    """Root-mean-square normalisation over the last axis, with an optional gate (Mamba-2's gated norm).
 
-    def __init__(self, width: int, eps: float = 1e-5):
+    With `group_size` smaller than `width`, each consecutive group of `group_size` features is normalised on its
+    own (Mamba-2 with `n_groups > 1` normalises per group, like its kernels).
+    """
+
+    def __init__(self, width: int, eps: float = 1e-5, group_size: int | None = None):
         super().__init__()
+        group_size = group_size or width
+        if width % group_size:
+            raise ValueError(f"RMSNorm: width {width} is not a multiple of group_size {group_size}")
         self.weight = nn.Parameter(torch.ones(width))
         self.eps = eps
+        self.group_size = group_size
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         if gate is not None:
             x = x * F.silu(gate)
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        dtype, shape = x.dtype, x.shape
+        x = x.float().unflatten(-1, (-1, self.group_size))
+        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).reshape(shape)
         return self.weight * x.to(dtype)
 
 
@@ -58,6 +66,8 @@ class Mamba2Mixer(nn.Module):
         self.state_size = state_size
         self.head_dim = head_dim
         self.num_heads = self.inner_size // head_dim
+        if n_groups < 1 or self.num_heads % n_groups:
+            raise ValueError(f"Mamba2Mixer: n_groups={n_groups} must be a positive divisor of the {self.num_heads} heads")
         self.n_groups = n_groups
         self.chunk_size = chunk_size
         self.segment_size = segment_size
@@ -70,7 +80,7 @@ class Mamba2Mixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.num_heads))
         self.D = nn.Parameter(torch.empty(self.num_heads))
         self.dt_bias = nn.Parameter(torch.empty(self.num_heads))
-        self.norm = RMSNorm(self.inner_size, eps=eps)
+        self.norm = RMSNorm(self.inner_size, eps=eps, group_size=self.inner_size // n_groups)
         self.out_proj = nn.Linear(self.inner_size, hidden_size, bias=False)
         self.reset_ssm_parameters()
 

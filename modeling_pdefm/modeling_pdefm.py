@@ -28,7 +28,7 @@ from .conditioning_layers import (
     signed_log,
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
-from .losses import vrmse_training_loss
+from .losses import pdefm_objective
 from .mamba_layers import BidirectionalMamba, Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
 from .tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer, conv_class, sinusoidal_encoding
@@ -46,14 +46,19 @@ class PDEFMOutput(ModelOutput):
     """Output of [`PDEFMModel`].
 
     Args:
-        loss: scalar VRMSE of `prediction` against `labels`, when labels are given.
+        loss: the training objective when labels are given: `vrmse_loss + config.spectral_loss_weight *
+            spectral_loss`, scalar.
         prediction: `[batch, T_out, *space, C]` predicted fields in the units of the input.
         last_hidden_state: `[batch, T_in, *patch_grid, hidden]` backbone output for the last predicted step.
+        vrmse_loss: scalar mean VRMSE of `prediction` against `labels` (The Well's metric), when labels are given.
+        spectral_loss: scalar wavenumber-weighted relative spectral error, when labels are given.
     """
 
     loss: torch.Tensor | None = None
     prediction: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
+    vrmse_loss: torch.Tensor | None = None
+    spectral_loss: torch.Tensor | None = None
 
 
 def dims_key(n_spatial_dims: int) -> str:
@@ -184,10 +189,18 @@ class FNODecoder(nn.Module):
         )
         self.project = conv(config.decoder_width, channels, 1)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor) -> torch.Tensor:
-        x = self.lift(torch.cat([self.unpatch(tokens, grid, tuple(skip.shape[2:])), skip], dim=1))
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
+                wall_pad: tuple[int, ...] | None = None) -> torch.Tensor:
+        """`wall_pad`: points of zero padding on both sides of each spatial axis for the Fourier blocks (0 for a
+        periodic axis; see `wall_padding`)."""
+        space = tuple(skip.shape[2:])
+        x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=1))
+        if wall_pad and any(wall_pad):
+            x = F.pad(x, [p for pad in reversed(wall_pad) for p in (pad, pad)])
         for block in self.blocks:
             x = block(x)
+        if wall_pad and any(wall_pad):
+            x = x[(Ellipsis, *[slice(pad, pad + n) for pad, n in zip(wall_pad, space)])]
         return self.project(x)
 
 
@@ -196,6 +209,9 @@ class PDEFMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "pdefm"
     main_input_name = "input_fields"
     supports_gradient_checkpointing = True
+    # The loss is a mean over samples, steps and fields (VRMSE), not a sum over tokens: `transformers.Trainer` must
+    # not pass `num_items_in_batch` and must scale the loss for gradient accumulation itself.
+    accepts_loss_kwargs = False
     _no_split_modules = ["BackboneLayer"]
 
     @torch.no_grad()
@@ -288,15 +304,18 @@ class PDEFMModel(PDEFMPreTrainedModel):
         n_constant_fields: int = 0,
         n_constant_scalars: int = 0,
         field_names: list[str] | None = None,
+        field_scales: list[float] | None = None,
     ) -> DatasetAdapter:
         """Give the model a new domain: registers it in the config and creates its (freshly initialised) adapter,
-        plus the patch embedding and decoder of its dimensionality if the model had none. Returns the adapter."""
+        plus the patch embedding and decoder of its dimensionality if the model had none. `field_scales` (each
+        field's std over the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the
+        adapter."""
         if name in self.config.datasets:
             raise ValueError(f"dataset {name!r} is already known to the model; pick another name")
         spec = validate_dataset_spec(
             name,
             {"n_fields": n_fields, "n_spatial_dims": n_spatial_dims, "n_constant_fields": n_constant_fields,
-             "n_constant_scalars": n_constant_scalars, "field_names": field_names},
+             "n_constant_scalars": n_constant_scalars, "field_names": field_names, "field_scales": field_scales},
         )
         if n_constant_scalars > self.config.max_constant_scalars:
             raise ValueError(f"n_constant_scalars={n_constant_scalars} exceeds max_constant_scalars={self.config.max_constant_scalars}")
@@ -397,8 +416,26 @@ class PDEFMModel(PDEFMPreTrainedModel):
             return (input_time_grid[:, -1] - input_time_grid[:, -2]).float()[:, None].expand(batch, n_steps)
         return torch.full((batch, n_steps), float("nan"), device=device)
 
-    def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _wall_pad(self, boundary_conditions: torch.Tensor, space: tuple[int, ...]) -> tuple[int, ...]:
+        """Decoder padding per spatial axis: `wall_padding` of its length where any sample's boundary on that axis is
+        not periodic, else 0."""
+        if not self.config.wall_padding:
+            return (0,) * len(space)
+        walled = (boundary_conditions != BC_PERIODIC).any(dim=2).any(dim=0).tolist()
+        return tuple(max(1, round(self.config.wall_padding * n)) if w else 0 for w, n in zip(walled, space))
+
+    def _std_floor(self, spec: dict[str, Any], window: torch.Tensor) -> torch.Tensor:
+        """Smallest std the per-sample normalisation divides by, `[1, 1, C, 1...]`: `norm_std_floor` times the
+        dataset's field scales when the dataset entry has them, else an absolute 1e-6."""
+        shape = [1, 1, window.shape[2]] + [1] * (window.ndim - 3)
+        scales = spec.get("field_scales")
+        if scales is None or not self.config.norm_std_floor:
+            return window.new_full(shape, NORM_MIN_STD)
+        floor = torch.tensor(scales, dtype=window.dtype, device=window.device) * self.config.norm_std_floor
+        return floor.clamp_min(NORM_MIN_STD).view(shape)
+
+    def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
+                      wall_pad: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step. `window [b, T, C, *space]` (normalised) -> next frame `[b, C, *space]` and backbone tokens."""
         adapter = self.adapters[name]
         batch, frames = window.shape[:2]
@@ -420,7 +457,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
         tokens = self.backbone(tokens.view(batch, frames, *grid, hidden))
         last_latent = latent.view(batch, frames, *latent.shape[1:])[:, -1]
-        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, last_latent)
+        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, last_latent, wall_pad)
         delta = adapter.decode(decoded)
         return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
 
@@ -451,7 +488,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
             n_steps: number of frames to predict when neither labels nor output_time_grid say it (default 1).
 
         Returns:
-            [`PDEFMOutput`] with `prediction [batch, T_out, *space, C]` and `loss` (VRMSE) when labels are given.
+            [`PDEFMOutput`] with `prediction [batch, T_out, *space, C]` and, when labels are given, `loss` (VRMSE +
+            `config.spectral_loss_weight` x spectral loss) with its parts `vrmse_loss` and `spectral_loss`.
         """
         unknown = set(kwargs) - IGNORED_BATCH_KEYS
         if unknown:
@@ -485,7 +523,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         space_axes = tuple(range(3, window.ndim))
         if self.config.normalize_inputs:
             mean = window.mean(dim=(1, *space_axes), keepdim=True)
-            std = window.std(dim=(1, *space_axes), keepdim=True).clamp_min(NORM_MIN_STD)
+            std = torch.maximum(window.std(dim=(1, *space_axes), keepdim=True), self._std_floor(spec, window))
         else:
             mean = window.new_zeros(batch, 1, window.shape[2], *([1] * d))
             std = torch.ones_like(mean)
@@ -499,6 +537,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if boundary_conditions is None:
             boundary_conditions = torch.full((batch, d, 2), BC_PERIODIC, device=input_fields.device, dtype=torch.long)
         scalar_context = self.adapters[name].context(constant_scalars, batch)
+        wall_pad = self._wall_pad(boundary_conditions, tuple(input_fields.shape[2:-1]))
         step_dt = self._step_times(batch, n_out, input_time_grid, output_time_grid, input_fields.device)
 
         frames = []
@@ -507,21 +546,23 @@ class PDEFMModel(PDEFMPreTrainedModel):
             context = None
             if self.context_encoder is not None:
                 context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)
-            next_frame, tokens = self._predict_next(name, window, constants, context)
+            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad)
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
         prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, C, *space]
         prediction = (prediction_norm * std + mean).movedim(2, -1)
 
-        loss = None
+        loss = vrmse = spectral = None
         if labels is not None:
             target_norm = (labels.movedim(-1, 2) - mean) / std
-            # VRMSE is invariant to the per-channel affine normalisation, so computing it in normalised units gives
-            # The Well's value while keeping its epsilon relative to the data's scale.
-            loss = vrmse_training_loss(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d)
+            # VRMSE and the spectral loss are invariant to the per-channel affine normalisation, so computing them in
+            # normalised units gives The Well's value while keeping their epsilon relative to the data's scale.
+            loss, vrmse, spectral = pdefm_objective(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d,
+                                                    self.config.spectral_loss_weight)
         if not return_dict:
-            return tuple(v for v in (loss, prediction, tokens) if v is not None)
-        return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens)
+            return tuple(v for v in (loss, prediction, tokens, vrmse, spectral) if v is not None)
+        return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens, vrmse_loss=vrmse,
+                           spectral_loss=spectral)
 
     @torch.no_grad()
     def rollout(self, batch: dict[str, Any], n_steps: int, dataset_name: str | None = None) -> torch.Tensor:

@@ -205,3 +205,21 @@ def test_predict_writes_a_rollout_in_the_wells_format(setup, tmp_path):
         time = f["dimensions/time"][()]
         assert np.allclose(np.diff(time), np.diff(time)[0], atol=1e-6)
     assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", str(tmp_path / "x.hdf5")]) == 2
+
+
+def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup, tmp_path):
+    root, _ = setup
+    torch.manual_seed(0)
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=3,
+                                               spectral_loss_weight=0.2))
+    base_dir = str(tmp_path / "base3")
+    base.save_pretrained(base_dir)
+    common = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--mode", "full", "--max_steps", "1",
+              "--batch_size", "2", "--eval_batches", "1", "--log_with", "none", "--warmup_steps", "0"]
+    assert finetune_main([*common, "--adapter-name", "inherit", "--output_dir", str(tmp_path / "a")]) == 0
+    config = PDEFMModel.from_pretrained(str(tmp_path / "a" / "inherit")).config
+    assert (config.n_steps_input, config.spectral_loss_weight) == (3, 0.2)
+    assert json.load(open(tmp_path / "a" / "pretrain_config.json"))["n_steps_input"] == 3
+    assert finetune_main([*common, "--adapter-name", "told", "--output_dir", str(tmp_path / "b"),
+                          "--n_steps_input", "2"]) == 0
+    assert PDEFMModel.from_pretrained(str(tmp_path / "b" / "told")).config.n_steps_input == 2

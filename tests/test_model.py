@@ -139,19 +139,19 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             assert torch.allclose(p.grad, plain[n], atol=1e-6), n
 
 
-def test_loss_is_the_wells_vrmse():
+def test_vrmse_part_of_the_loss_is_the_wells_vrmse():
     model = PDEFMModel(tiny_config(normalize_inputs=False))
     batch = make_batch("shear_flow", t_out=2)
     out = model(**batch)
     pred, target = out.prediction, batch["labels"]
     mse = (pred - target).pow(2).mean(dim=(2, 3))
     var = target.var(dim=(2, 3), unbiased=True)
-    assert torch.allclose(out.loss, torch.sqrt(mse / (var + 1e-7)).mean(), rtol=1e-5)
+    assert torch.allclose(out.vrmse_loss, torch.sqrt(mse / (var + 1e-7)).mean(), rtol=1e-5)
 
 
 def test_tuple_output_without_return_dict(tiny_model):
-    loss, prediction, _ = tiny_model(**make_batch("shear_flow"), return_dict=False)
-    assert loss.ndim == 0 and prediction.ndim == 5
+    loss, prediction, _, vrmse, spectral = tiny_model(**make_batch("shear_flow"), return_dict=False)
+    assert loss.ndim == 0 and prediction.ndim == 5 and vrmse.ndim == 0 and spectral.ndim == 0
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -4,16 +4,20 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from accelerate.state import AcceleratorState
 
 import train.pretrain as pretrain
 from modeling_pdefm import PDEFMModel
 from train.checkpointing import latest_checkpoint
+from dataset_scripts.the_well import compute_stats
 from train.config import PretrainConfig, load_config
+from train.data import model_specs
+from train.forecasters import PDEFMForecaster
 from train.curriculum import CurriculumSampler, curriculum_probabilities
-from train.losses import spectral_loss
 
 from well_files import write_dataset
 
@@ -64,18 +68,6 @@ def test_sampler_state_round_trip():
     assert [a.draw() for _ in range(20)] == [b.draw() for _ in range(20)]
 
 
-def test_spectral_loss_weights_fine_scales_more():
-    x = torch.linspace(0, 2 * torch.pi, 33)[:-1]
-    grid = x[:, None] + 0 * x[None, :]
-    target = (torch.sin(grid) + torch.sin(8 * grid))[None, None, ..., None]
-    assert spectral_loss(target, target, 2).item() < 1e-5
-    low_error = target + 0.1 * torch.sin(grid)[None, None, ..., None]
-    high_error = target + 0.1 * torch.sin(8 * grid)[None, None, ..., None]
-    assert spectral_loss(high_error, target, 2) > 2 * spectral_loss(low_error, target, 2)
-    mean = target.mean(dim=(2, 3), keepdim=True).expand_as(target)
-    assert spectral_loss(mean, target, 2).item() == pytest.approx(1.0, rel=1e-3)
-
-
 def test_command_line_overrides_and_bad_values(data_dir, tmp_path):
     config, args = load_config(["--data_dir", data_dir, "--max_steps", "200", "--datasets", "flow2d,cube3d",
                                 "--learning_rate", "1e-3", "--resume"])
@@ -116,6 +108,20 @@ def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path, ca
     assert saved["steps"] == 6 and "persistence_vrmse" in saved["datasets"]["flow2d"]
     assert glob.glob(str(out / "pretrain" / "events.out.tfevents.*"))
     assert sorted(os.listdir(out / "checkpoints")) == ["step_00000003", "step_00000006"]
+    # The model records how it was trained; evaluation and prediction default to its input window.
+    assert (model.config.n_steps_input, model.config.n_steps_output, model.config.spectral_loss_weight) == (2, 1, 0.1)
+    assert PDEFMForecaster(model).n_steps_input == 2
+
+
+def test_field_scales_come_from_stats_yaml(tmp_path):
+    write_dataset(str(tmp_path), "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1))
+    assert "field_scales" not in model_specs(str(tmp_path), ["flow2d"])["flow2d"]  # no stats.yaml: no scales
+    compute_stats(str(tmp_path / "flow2d"))
+    stats = yaml.safe_load((tmp_path / "flow2d" / "stats.yaml").read_text())["std"]
+    spec = model_specs(str(tmp_path), ["flow2d"])["flow2d"]
+    expected = [float(v) for name in ("a", "v", "C") for v in np.ravel(stats[name])]
+    assert len(spec["field_scales"]) == spec["n_fields"] and spec["field_scales"] == pytest.approx(expected, rel=1e-6)
+    assert model_specs(str(tmp_path), ["flow2d"], use_normalization=True)["flow2d"]["field_scales"] == [1.0] * spec["n_fields"]
 
 
 def test_a_time_budget_stops_the_run_and_few_shot_reads_only_the_first_trajectories(data_dir, tmp_path, monkeypatch):
@@ -180,20 +186,22 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(data_dir, tmp_path, m
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(data_dir, tmp_path, monkeypatch):
-    original = pretrain.pretraining_loss
+    import modeling_pdefm.modeling_pdefm as modeling
+
+    original = modeling.pdefm_objective
     calls = {"n": 0}
 
     def sometimes_nan(prediction, *args, **kwargs):
         calls["n"] += 1
-        loss, parts = original(prediction, *args, **kwargs)
-        return (loss * float("nan"), parts) if calls["n"] in (2, 3) else (loss, parts)
+        loss, *parts = original(prediction, *args, **kwargs)
+        return (loss * float("nan"), *parts) if calls["n"] in (2, 3) else (loss, *parts)
 
-    monkeypatch.setattr(pretrain, "pretraining_loss", sometimes_nan)
+    monkeypatch.setattr(modeling, "pdefm_objective", sometimes_nan)
     pretrain.train(make_config(data_dir, tmp_path / "a"))
     state = json.load(open(os.path.join(latest_checkpoint(str(tmp_path / "a")), "trainer_state.json")))
     assert state["nonfinite_total"] == 2 and state["step"] == 6
 
-    monkeypatch.setattr(pretrain, "pretraining_loss", lambda p, *a, **k: (original(p, *a, **k)[0] * float("nan"), {}))
+    monkeypatch.setattr(modeling, "pdefm_objective", lambda p, *a, **k: (original(p, *a, **k)[0] * float("nan"), *original(p, *a, **k)[1:]))
     AcceleratorState._reset_state(True)
     with pytest.raises(pretrain.NonFiniteLossError, match=r"4 non-finite losses in a row \(last on dataset '(flow2d|cube3d)' at step 0\)"):
         pretrain.train(make_config(data_dir, tmp_path / "b", max_nonfinite_in_a_row=3))

@@ -212,4 +212,5 @@ def load_config(argv: list[str] | None = None, description: str = "",
         if text is not None:
             values[name] = _coerce(name, text, values.get(name, getattr(defaults, name)), str(f.type))
     config = PretrainConfig(**values)
+    args.explicit_keys = set(values)  # keys the file or the command line set (the rest are defaults)
     return config.validate(), args

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from datasets.distributed import split_dataset_by_node
 
-from dataset_scripts import load_well_dataset, open_well_split
+from dataset_scripts import WellNormalizer, load_well_dataset, open_well_split
 
 
 def dataset_folders(data_dir: str) -> list[str]:
@@ -33,11 +33,20 @@ def find_datasets(data_dir: str, names: list[str] | None) -> list[str]:
     return list(names)
 
 
-def model_specs(data_dir: str, names: list[str]) -> dict[str, dict[str, Any]]:
+def model_specs(data_dir: str, names: list[str], use_normalization: bool = False) -> dict[str, dict[str, Any]]:
+    """Each dataset's entry for `PDEFMConfig(datasets=...)`, with `field_scales` (each field channel's std over the
+    dataset, in the units the model will be fed: 1 under `use_normalization`) where `stats.yaml` exists."""
     specs = {}
     for name in names:
-        reader = open_well_split(os.path.join(data_dir, name), "train", n_steps_input=1, n_steps_output=1)
+        folder = os.path.join(data_dir, name)
+        reader = open_well_split(folder, "train", n_steps_input=1, n_steps_output=1)
         specs[name] = reader.meta.model_spec()
+        stats = os.path.join(folder, "stats.yaml")
+        if use_normalization:
+            specs[name]["field_scales"] = [1.0] * specs[name]["n_fields"]
+        elif os.path.isfile(stats):
+            normalizer = WellNormalizer.from_file(stats, reader.meta.variable_fields, reader.meta.constant_fields)
+            specs[name]["field_scales"] = [float(v) for v in normalizer.scale["fields"]]
         reader.close()
         if reader.meta.dataset_name != name:
             # Batches carry the files' dataset_name, the model is keyed by the folder: they must agree.

@@ -44,10 +44,11 @@ def resolve_datasets(data: str, split: str, requested: list[str] | None) -> tupl
 
 
 def evaluate_model(forecaster, root: str, names: list[str], split: str = "test", rollout_steps: int = 30,
-                   batch_size: int = 8, n_steps_input: int = 4, show_progress: bool = True,
+                   batch_size: int = 8, n_steps_input: int | None = None, show_progress: bool = True,
                    n_batches: int | None = None) -> dict:
     """Evaluate `forecaster` on datasets `names` under `root`; `n_batches` limits the one-step windows (spread evenly
-    over the split) to that many batches per dataset."""
+    over the split) to that many batches per dataset. `n_steps_input` defaults to the forecaster's own."""
+    n_steps_input = n_steps_input or forecaster.n_steps_input
     unknown = [n for n in names if not forecaster.knows(n)]
     if unknown:
         raise ValueError(f"the model has no adapter for dataset(s) {unknown}; finetune it first "
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split to evaluate")
     parser.add_argument("--datasets", nargs="*", default=None, help="evaluate only these datasets (default: all in --data)")
     parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout (The Well's windows end at 30)")
-    parser.add_argument("--n-steps-input", type=int, default=4, help="input frames per window")
+    parser.add_argument("--n-steps-input", type=int, default=None,
+                        help="input frames per window (default: what the model was trained with)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
     parser.add_argument("--out", default=None, help="output folder (default: <model>/evaluation)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")

@@ -33,7 +33,7 @@ from .config import config_parser, load_config
 from .data import model_specs
 from .hub import load_pdefm
 from .model_card import write_model_card
-from .pretrain import fit, make_accelerator, print_outputs, write_report
+from .pretrain import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
 from .run_lock import RunLockError
 
 MODES = ("lora", "adapters", "full", "scratch")
@@ -76,7 +76,7 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[
     dims_before = set(model.patch_embeddings.keys())
     model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                       n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
-                      field_names=spec.get("field_names"))
+                      field_names=spec.get("field_names"), field_scales=spec.get("field_scales"))
     added_dims = [k for k in model.patch_embeddings.keys() if k not in dims_before]
     return [f"adapters.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
 
@@ -113,13 +113,20 @@ def build_model(args, base_model, name: str, spec: dict):
                           targets), trained
 
 
-def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False) -> dict:
+def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False,
+             explicit_keys: set[str] | None = None) -> dict:
+    """Finetune `args.base` on `config.datasets[0]`. Training keys the model records (input window, objective) that
+    are not in `explicit_keys` (those the user set) follow the base's config when `explicit_keys` is given."""
+    base_model = load_pdefm(args.base)
+    if explicit_keys is not None:
+        for key in TRAINING_KEYS_IN_MODEL:
+            if key not in explicit_keys:
+                setattr(config, key, getattr(base_model.config, key))
     accelerator = make_accelerator(config)
     set_seed(config.seed)
-    base_model = load_pdefm(args.base)
     fingerprint = base_fingerprint(base_model)
     name = config.datasets[0]
-    spec = model_specs(config.data_dir, [name])[name]
+    spec = model_specs(config.data_dir, [name], config.use_normalization)[name]
     model, trained_modules = build_model(args, base_model, name, spec)
     counts = trainable_parameters(model)
     accelerator.print(f"mode {args.mode}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
@@ -182,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, parsed = load_config([*overrides, *rest], __doc__)
         configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-        finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change)
+        finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
+                 explicit_keys=parsed.explicit_keys)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,11 @@ class PDEFMForecaster:
     def knows(self, dataset: str) -> bool:
         return dataset in self.model.config.datasets
 
+    @property
+    def n_steps_input(self) -> int:
+        """Input frames the model was trained with (recorded in its config)."""
+        return self.model.config.n_steps_input
+
     @torch.no_grad()
     def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model(**model_inputs(batch, self.device), n_steps=1).prediction.float()
@@ -141,6 +146,11 @@ class BaselineSet:
 
     def knows(self, dataset: str) -> bool:
         return dataset in self.members
+
+    @property
+    def n_steps_input(self) -> int:
+        """The members' common input window (the longest, should they differ: each reads its own last frames)."""
+        return max(member.n_steps_input for member in self.members.values())
 
     def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
         names = batch["dataset_name"]

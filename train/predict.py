@@ -113,9 +113,11 @@ def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps
             os.remove(tmp)
 
 
-def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int = 4,
+def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int | None = None,
                  dataset_name: str | None = None, model_id: str = "") -> np.ndarray:
-    """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path`; returns `[n_traj, T, *space, C]`."""
+    """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path`; returns `[n_traj, T, *space, C]`.
+    `n_steps_input` defaults to the input window the model was trained with (`model.config.n_steps_input`)."""
+    n_steps_input = n_steps_input or model.config.n_steps_input
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
     if os.path.abspath(out_path) == os.path.abspath(input_path):
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="an HDF5 file in The Well's format")
     parser.add_argument("--steps", type=int, required=True, help="number of steps to predict")
     parser.add_argument("--out", required=True, help="output HDF5 file")
-    parser.add_argument("--n-steps-input", type=int, default=4, help="input frames the model sees")
+    parser.add_argument("--n-steps-input", type=int, default=None,
+                        help="input frames the model sees (default: what it was trained with)")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
@@ -153,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             frames = predict_file(model, args.input, args.steps, args.out, args.n_steps_input, args.dataset_name,
                                   model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
+        n_given = args.n_steps_input or model.config.n_steps_input
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {frames.shape[0]} trajectories x {frames.shape[1]} steps "
-          f"({args.n_steps_input} given + {args.steps} predicted)")
+          f"({n_given} given + {args.steps} predicted)")
     return 0
 
 

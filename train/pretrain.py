@@ -33,11 +33,14 @@ from .curriculum import CurriculumSampler
 from .data import MultiDatasetBatches, evaluation_batches, find_datasets, load_shard, model_specs
 from .evaluation import one_step_vrmse
 from .forecasters import model_inputs
-from .losses import pretraining_loss, vrmse_loss
-from .metrics import fields_beaten
+from .metrics import fields_beaten, vrmse
 from .model_card import metrics_table, write_model_card
 from .run_lock import RunLockError, output_dir_lock
 from .schedule import WarmupCosine
+
+
+# Training settings the model's config records (`PDEFMConfig`): the window it reads and the objective it learnt.
+TRAINING_KEYS_IN_MODEL = ("n_steps_input", "n_steps_output", "spectral_loss_weight")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,7 +101,7 @@ def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs
                 prediction = batch["input_fields"][:, -1:].to(accelerator.device)
             else:
                 prediction = model(**model_inputs(batch, accelerator.device), n_steps=1).prediction
-            total += torch.stack([vrmse_loss(prediction, target, specs[name]["n_spatial_dims"]) * target.shape[0],
+            total += torch.stack([vrmse(prediction.float(), target.float(), specs[name]["n_spatial_dims"]).mean() * target.shape[0],
                                   torch.tensor(float(target.shape[0]), device=accelerator.device)])
         total = accelerator.reduce(total, reduction="sum")
         losses[name] = (total[0] / total[1].clamp_min(1)).item()
@@ -113,7 +116,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     set_seed(config.seed)
     maybe_generate(config, accelerator)
     names = find_datasets(config.data_dir, config.datasets)
-    specs = model_specs(config.data_dir, names)
+    specs = model_specs(config.data_dir, names, config.use_normalization)
     model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs, **config.model_overrides))
     if config.gradient_checkpointing:
         # transformers 5 renamed it (the old name warns); older 5.x releases only have the old one
@@ -164,6 +167,8 @@ def _fit(accelerator, config, model, names, specs, resume, allow_config_change, 
         for name in names
     }
 
+    for key in TRAINING_KEYS_IN_MODEL:  # the saved model says how it was trained; evaluation and predict default to it
+        setattr(model.config, key, getattr(config, key))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
@@ -225,8 +230,9 @@ def _fit(accelerator, config, model, names, specs, resume, allow_config_change, 
             sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
-                    out = model(**model_inputs(batch, accelerator.device), labels=None, n_steps=target.shape[1])
-                loss, parts = pretraining_loss(out.prediction, target, specs[name]["n_spatial_dims"], config.spectral_loss_weight)
+                    # The objective (VRMSE + spectral term) is the model's own: what `model(labels=...).loss` gives.
+                    out = model(**model_inputs(batch, accelerator.device), labels=target)
+                loss, parts = out.loss, {"vrmse": out.vrmse_loss.detach(), "spectral": out.spectral_loss.detach()}
                 finite = accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum").item() == accelerator.num_processes
                 if not finite:
                     skipped = True
