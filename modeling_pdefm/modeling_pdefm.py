@@ -31,7 +31,14 @@ from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .losses import pdefm_objective
 from .mamba_layers import BidirectionalMamba, Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer, conv_class, sinusoidal_encoding
+from .tokenizer_layers import (
+    FieldLinear,
+    PatchEmbedding,
+    PatchUnembedding,
+    SpectralTokenizer,
+    conv_class,
+    sinusoidal_encoding,
+)
 
 # Keys of a batch from The Well's loader that the model does not use; accepted so `model(**batch)` works.
 IGNORED_BATCH_KEYS = frozenset(
@@ -66,19 +73,18 @@ def dims_key(n_spatial_dims: int) -> str:
 
 
 class DatasetAdapter(nn.Module):
-    """Per-dataset 1x1 convolutions between the dataset's channels and the shared latent field space, plus the
-    dataset's embedding of its constant scalars and its identity.
+    """Per-dataset pointwise maps (1x1 convolutions) between the dataset's channels and the shared latent field
+    space, plus the dataset's embedding of its constant scalars and its identity. Channels last:
 
-    `encode`: `[n, n_fields + n_constant_fields, *space]` -> `[n, adapter_channels, *space]`.
-    `decode`: `[n, adapter_channels, *space]` -> `[n, n_fields, *space]`.
+    `encode`: `[n, *space, n_fields + n_constant_fields]` -> `[n, *space, adapter_channels]`.
+    `decode`: `[n, *space, adapter_channels]` -> `[n, *space, n_fields]`.
     `context`: `constant_scalars [b, S]` -> `[b, hidden]`.
     """
 
     def __init__(self, spec: dict[str, Any], adapter_channels: int, hidden_size: int):
         super().__init__()
-        conv = conv_class(spec["n_spatial_dims"])
-        self.in_proj = conv(spec["n_fields"] + spec["n_constant_fields"], adapter_channels, 1)
-        self.out_proj = conv(adapter_channels, spec["n_fields"], 1)
+        self.in_proj = FieldLinear(spec["n_fields"] + spec["n_constant_fields"], adapter_channels)
+        self.out_proj = FieldLinear(adapter_channels, spec["n_fields"])
         self.dataset_embedding = nn.Parameter(torch.zeros(hidden_size))
         self.scalar_proj = nn.Linear(spec["n_constant_scalars"], hidden_size) if spec["n_constant_scalars"] else None
 
@@ -154,17 +160,18 @@ class PDEFMBackbone(nn.Module):
 
 class DecoderBlock(nn.Module):
     """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO) or a 3x3
-    convolution (ablation) and W a 1x1 convolution; the residual keeps signal and gradient alive through the stack.
-    `[n, width, *space]` in and out."""
+    convolution (ablation) and W pointwise; the residual keeps signal and gradient alive through the stack.
+    `[n, *space, width]` in and out (channels last)."""
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
-        conv = conv_class(n_spatial_dims)
-        self.kernel = SpectralConv(width, width, modes, n_spatial_dims) if kind == "fno" else conv(width, width, 3, padding=1)
-        self.pointwise = conv(width, width, 1)
+        self.kind = kind
+        self.kernel = SpectralConv(width, width, modes, n_spatial_dims) if kind == "fno" else conv_class(n_spatial_dims)(width, width, 3, padding=1)
+        self.pointwise = FieldLinear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.gelu(self.kernel(x) + self.pointwise(x))
+        kernel = self.kernel(x) if self.kind == "fno" else self.kernel(x.movedim(-1, 1)).movedim(1, -1)
+        return x + F.gelu(kernel + self.pointwise(x))
 
 
 class FNODecoder(nn.Module):
@@ -174,33 +181,33 @@ class FNODecoder(nn.Module):
     field (a full-resolution skip: patches alone lose sub-patch detail), lifted to `decoder_width`, passed through
     `decoder_layers` Fourier blocks and projected back to the shared latent space.
 
-    `tokens [n, n_patches, hidden]`, `skip [n, adapter_channels, *space]` -> `[n, adapter_channels, *space]`.
+    `tokens [n, n_patches, hidden]`, `skip [n, *space, adapter_channels]` -> `[n, *space, adapter_channels]`.
     """
 
     def __init__(self, config: PDEFMConfig, n_spatial_dims: int):
         super().__init__()
         patch, _, modes = config.grid_settings(n_spatial_dims)
-        conv = conv_class(n_spatial_dims)
         channels = config.adapter_channels
         self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
-        self.lift = conv(2 * channels, config.decoder_width, 1)
+        self.lift = FieldLinear(2 * channels, config.decoder_width)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
         )
-        self.project = conv(config.decoder_width, channels, 1)
+        self.project = FieldLinear(config.decoder_width, channels)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
                 wall_pad: tuple[int, ...] | None = None) -> torch.Tensor:
         """`wall_pad`: points of zero padding on both sides of each spatial axis for the Fourier blocks (0 for a
         periodic axis; see `wall_padding`)."""
-        space = tuple(skip.shape[2:])
-        x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=1))
-        if wall_pad and any(wall_pad):
-            x = F.pad(x, [p for pad in reversed(wall_pad) for p in (pad, pad)])
+        space = tuple(skip.shape[1:-1])
+        x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=-1))
+        padded = bool(wall_pad) and any(wall_pad)
+        if padded:
+            x = F.pad(x, [0, 0] + [p for pad in reversed(wall_pad) for p in (pad, pad)])
         for block in self.blocks:
             x = block(x)
-        if wall_pad and any(wall_pad):
-            x = x[(Ellipsis, *[slice(pad, pad + n) for pad, n in zip(wall_pad, space)])]
+        if padded:
+            x = x[(slice(None), *[slice(pad, pad + n) for pad, n in zip(wall_pad, space)])]
         return self.project(x)
 
 
@@ -234,9 +241,9 @@ class PDEFMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PatchUnembedding):
             init.normal_(module.proj.weight, std=module.proj.in_features**-0.5)
             init.zeros_(module.proj.bias)
-        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            # Fan-in scaling: field convolutions often see few channels (a 1x1 adapter from 2 fields, a decoder of
-            # width 16), where a fixed std of 0.02 would shrink the signal tenfold per layer.
+        elif isinstance(module, (FieldLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            # Fan-in scaling: field maps often see few channels (an adapter from 2 fields, a decoder of width 16),
+            # where a fixed std of 0.02 would shrink the signal tenfold per layer.
             fan_in = module.weight[0].numel()
             init.normal_(module.weight, std=fan_in**-0.5)
             if module.bias is not None:
@@ -425,9 +432,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return tuple(max(1, round(self.config.wall_padding * n)) if w else 0 for w, n in zip(walled, space))
 
     def _std_floor(self, spec: dict[str, Any], window: torch.Tensor) -> torch.Tensor:
-        """Smallest std the per-sample normalisation divides by, `[1, 1, C, 1...]`: `norm_std_floor` times the
+        """Smallest std the per-sample normalisation divides by, `[1, 1, *1, C]`: `norm_std_floor` times the
         dataset's field scales when the dataset entry has them, else an absolute 1e-6."""
-        shape = [1, 1, window.shape[2]] + [1] * (window.ndim - 3)
+        shape = [1] * (window.ndim - 1) + [window.shape[-1]]
         scales = spec.get("field_scales")
         if scales is None or not self.config.norm_std_floor:
             return window.new_full(shape, NORM_MIN_STD)
@@ -436,15 +443,15 @@ class PDEFMModel(PDEFMPreTrainedModel):
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
                       wall_pad: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step. `window [b, T, C, *space]` (normalised) -> next frame `[b, C, *space]` and backbone tokens."""
+        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens."""
         adapter = self.adapters[name]
         batch, frames = window.shape[:2]
-        space = tuple(window.shape[3:])
+        space = tuple(window.shape[2:-1])
         d = len(space)
         x = window
         if constants is not None:
-            x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=2)
-        latent = adapter.encode(x.flatten(0, 1))  # [b*T, A, *space]
+            x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=-1)
+        latent = adapter.encode(x.flatten(0, 1))  # [b*T, *space, A]
         tokens, grid = self.patch_embeddings[dims_key(d)](latent)  # [b*T, N, H]
         if self.film is not None:
             tokens = self.film(tokens, context.repeat_interleave(frames, dim=0))
@@ -518,21 +525,21 @@ class PDEFMModel(PDEFMPreTrainedModel):
         input_fields, labels, constant_fields, constant_scalars = (
             None if t is None else t.to(dtype) for t in (input_fields, labels, constant_fields, constant_scalars))
 
-        # Channels last -> channels first per frame: [b, T, C, *space].
-        window = input_fields.movedim(-1, 2)
-        space_axes = tuple(range(3, window.ndim))
+        # Channels last throughout, as The Well stores fields: window [b, T, *space, C].
+        window = input_fields
         if self.config.normalize_inputs:
-            mean = window.mean(dim=(1, *space_axes), keepdim=True)
-            std = torch.maximum(window.std(dim=(1, *space_axes), keepdim=True), self._std_floor(spec, window))
+            axes = tuple(range(1, d + 2))  # time and space
+            mean = window.mean(dim=axes, keepdim=True)
+            std = torch.maximum(window.std(dim=axes, keepdim=True), self._std_floor(spec, window))
         else:
-            mean = window.new_zeros(batch, 1, window.shape[2], *([1] * d))
+            mean = window.new_zeros(batch, *([1] * (d + 1)), window.shape[-1])
             std = torch.ones_like(mean)
         window = (window - mean) / std
         constants = None
         if spec["n_constant_fields"]:
-            constants = constant_fields.movedim(-1, 1)
+            constants = constant_fields  # [b, *space, C_const]
             if self.config.normalize_inputs:
-                const_axes = tuple(range(2, constants.ndim))
+                const_axes = tuple(range(1, d + 1))
                 constants = (constants - constants.mean(const_axes, keepdim=True)) / constants.std(const_axes, keepdim=True).clamp_min(NORM_MIN_STD)
         if boundary_conditions is None:
             boundary_conditions = torch.full((batch, d, 2), BC_PERIODIC, device=input_fields.device, dtype=torch.long)
@@ -549,15 +556,15 @@ class PDEFMModel(PDEFMPreTrainedModel):
             next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad)
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
-        prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, C, *space]
-        prediction = (prediction_norm * std + mean).movedim(2, -1)
+        prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, *space, C]
+        prediction = prediction_norm * std + mean
 
         loss = vrmse = spectral = None
         if labels is not None:
-            target_norm = (labels.movedim(-1, 2) - mean) / std
+            target_norm = (labels - mean) / std
             # VRMSE and the spectral loss are invariant to the per-channel affine normalisation, so computing them in
             # normalised units gives The Well's value while keeping their epsilon relative to the data's scale.
-            loss, vrmse, spectral = pdefm_objective(prediction_norm.movedim(2, -1), target_norm.movedim(2, -1), d,
+            loss, vrmse, spectral = pdefm_objective(prediction_norm, target_norm, d,
                                                     self.config.spectral_loss_weight)
         if not return_dict:
             return tuple(v for v in (loss, prediction, tokens, vrmse, spectral) if v is not None)

@@ -27,22 +27,6 @@ def low_mode_indices(space: tuple[int, ...], modes: int, device=None) -> list[to
     return [low_mode_index(n, modes, axis == len(space) - 1, device) for axis, n in enumerate(space)]
 
 
-def gather_modes(x_ft: torch.Tensor, indices: list[torch.Tensor]) -> torch.Tensor:
-    """Select the given per-axis indices from the trailing axes of `x_ft` (an outer-product selection)."""
-    offset = x_ft.ndim - len(indices)
-    for axis, index in enumerate(indices):
-        x_ft = x_ft.index_select(offset + axis, index)
-    return x_ft
-
-
-def scatter_modes(values: torch.Tensor, indices: list[torch.Tensor], full_shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of `gather_modes`: place `values` into a zero tensor of `full_shape` (leading axes from `values`)."""
-    out = values.new_zeros(*values.shape[: values.ndim - len(indices)], *full_shape)
-    grids = torch.meshgrid(*indices, indexing="ij")
-    out[(Ellipsis, *grids)] = values
-    return out
-
-
 def weight_mode_index(stored_modes: int, used: torch.Tensor, last_axis: bool) -> torch.Tensor:
     """Which rows of a weight stored for `stored_modes` modes serve the `used` FFT indices of a smaller grid.
 
@@ -57,12 +41,86 @@ def weight_mode_index(stored_modes: int, used: torch.Tensor, last_axis: bool) ->
     )
 
 
+def _apply_along(x: torch.Tensor, matrix: torch.Tensor, axis: int) -> torch.Tensor:
+    """`matrix [m, n]` applied along `axis` of `x` (of length n): one batched matrix product on a view, no copy."""
+    shape = x.shape
+    out = torch.matmul(matrix, x.reshape(shape[:axis].numel(), shape[axis], -1))
+    return out.reshape(*shape[:axis], matrix.shape[0], *shape[axis + 1 :])
+
+
+def dft_matrix(size: int, index: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Complex orthonormal DFT rows `[len(index), size]` for the FFT indices `index` (or, with `inverse`, the
+    columns `[size, len(index)]` that map those modes back)."""
+    positions = torch.arange(size, device=index.device, dtype=torch.float64)
+    angle = 2 * torch.pi * torch.outer(index.to(torch.float64), positions) / size
+    sign = 1.0 if inverse else -1.0
+    matrix = torch.polar(torch.full_like(angle, size**-0.5), sign * angle)
+    return (matrix.T if inverse else matrix).to(torch.complex64)
+
+
+def real_dft_matrices(size: int, kept: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real matrices of the truncated orthonormal real FFT along one axis and of its inverse.
+
+    forward `[2k, size]`: real parts of modes 0..k-1 stacked over their imaginary parts (what `rfft` gives).
+    inverse `[size, 2k]`: what `irfft(..., n=size)` makes of those modes (the others zero): the modes between 0
+    and the Nyquist one stand for their mirrors too, so they count twice, and the imaginary parts of mode 0 and of
+    the Nyquist mode are ignored.
+    """
+    k = torch.arange(kept, device=device, dtype=torch.float64)
+    positions = torch.arange(size, device=device, dtype=torch.float64)
+    angle = 2 * torch.pi * torch.outer(k, positions) / size  # [k, size]
+    scale = size**-0.5
+    forward = torch.cat([angle.cos(), -angle.sin()]) * scale
+    multiplicity = torch.where((k > 0) & (2 * k != size), 2.0, 1.0)[:, None]
+    inverse = (torch.cat([angle.cos() * multiplicity, -angle.sin() * multiplicity]) * scale).T
+    return forward.float(), inverse.float()
+
+
+def truncated_rfftn(x: torch.Tensor, indices: list[torch.Tensor]) -> torch.Tensor:
+    """The modes `indices` (per spatial axis, as `low_mode_indices` gives) of the orthonormal `rfftn` of a
+    channels-last `x [batch, *space, C]`: `[batch, *kept, C]` complex, computed as products with the DFT rows of
+    those modes only, on `x` as it lies (no transposes, no transform of the modes that would be dropped). Always in
+    float32, also under autocast."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _truncated_rfftn(x.float(), indices)
+
+
+def _truncated_rfftn(x: torch.Tensor, indices: list[torch.Tensor]) -> torch.Tensor:
+    space = tuple(x.shape[1:-1])
+    d = len(space)
+    kept_last = indices[-1].numel()
+    parts = _apply_along(x, real_dft_matrices(space[-1], kept_last, x.device)[0], d)  # real parts, then imaginary
+    x_ft = torch.complex(parts.narrow(d, 0, kept_last), parts.narrow(d, kept_last, kept_last))
+    for axis in range(1, d):
+        x_ft = _apply_along(x_ft, dft_matrix(space[axis - 1], indices[axis - 1]), axis)
+    return x_ft
+
+
+def truncated_irfftn(x_ft: torch.Tensor, indices: list[torch.Tensor], space: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of `truncated_rfftn`: `irfftn` over `space` of the modes `indices` (all others zero), channels last,
+    in float32."""
+    with torch.autocast(x_ft.device.type, enabled=False):
+        return _truncated_irfftn(x_ft, indices, space)
+
+
+def _truncated_irfftn(x_ft: torch.Tensor, indices: list[torch.Tensor], space: tuple[int, ...]) -> torch.Tensor:
+    d = len(space)
+    for axis in range(1, d):
+        x_ft = _apply_along(x_ft, dft_matrix(space[axis - 1], indices[axis - 1], inverse=True), axis)
+    inverse_last = real_dft_matrices(space[-1], indices[-1].numel(), x_ft.device)[1]
+    return _apply_along(torch.cat([x_ft.real, x_ft.imag], dim=d), inverse_last, d)
+
+
 class SpectralConv(nn.Module):
     """Fourier layer of an FNO: multiply the lowest modes by learned complex matrices, drop the rest.
 
-    Works for 2D and 3D grids. Input `[batch, in_channels, *space]`, output `[batch, out_channels, *space]`.
-    Weights are stored as real tensors `[in, out, 2m, ..., 2m, m, 2]` (real and imaginary parts) so they save to
-    safetensors and all-reduce like any parameter.
+    Works for 2D and 3D grids, channels last: input `[batch, *space, in_channels]`, output
+    `[batch, *space, out_channels]`. Weights are stored as real tensors `[in, out, 2m, ..., 2m, m, 2]` (real and
+    imaginary parts) so they save to safetensors and all-reduce like any parameter.
+
+    Only the kept modes are ever computed: the truncated transform is a product with the few DFT rows it needs,
+    along each axis, on the channels-last tensor as it lies (equal to `rfftn`, selection, `irfftn`, without the
+    transposes an FFT along a non-contiguous axis costs, and without transforming modes that are dropped).
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int, n_spatial_dims: int):
@@ -72,6 +130,8 @@ class SpectralConv(nn.Module):
         mode_shape = [2 * modes] * (n_spatial_dims - 1) + [modes]
         self.weight = nn.Parameter(torch.empty(in_channels, out_channels, *mode_shape, 2))
         self.reset_parameters()
+        letters = "xyz"[:n_spatial_dims]
+        self._contraction = f"b{letters}i,io{letters}->b{letters}o"
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -79,14 +139,13 @@ class SpectralConv(nn.Module):
         self.weight.uniform_(-scale, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        space = tuple(x.shape[2:])
-        dims = tuple(range(2, x.ndim))
-        x_ft = torch.fft.rfftn(x.float(), dim=dims, norm="ortho")
+        space = tuple(x.shape[1:-1])
+        d = len(space)
         indices = low_mode_indices(space, self.modes, device=x.device)
+        x_ft = truncated_rfftn(x.float(), indices)
         weight = torch.view_as_complex(self.weight.float())
         for axis, used in enumerate(indices):
-            weight = weight.index_select(2 + axis, weight_mode_index(self.modes, used, axis == len(indices) - 1))
-        out_modes = torch.einsum("bi...,io...->bo...", gather_modes(x_ft, indices), weight)
-        full = (*space[:-1], space[-1] // 2 + 1)
-        out_ft = scatter_modes(out_modes, indices, full)
-        return torch.fft.irfftn(out_ft, s=space, dim=dims, norm="ortho").to(x.dtype)
+            weight = weight.index_select(2 + axis, weight_mode_index(self.modes, used, axis == d - 1))
+        with torch.autocast(x.device.type, enabled=False):
+            out = torch.einsum(self._contraction, x_ft, weight)
+        return truncated_irfftn(out, indices, space).to(x.dtype)

@@ -29,7 +29,8 @@ def mamba_kernels_available(x: torch.Tensor) -> bool:
 def _segment_sum(log_decay: torch.Tensor) -> torch.Tensor:
     """Pairwise sums `out[..., i, j] = sum_{k=j+1..i} log_decay[..., k]` for i >= j, -inf above the diagonal.
 
-    Built from masked cumulative sums (not differences of one cumsum) to stay accurate in float32.
+    Built from masked cumulative sums (not differences of one cumsum) to stay accurate in float32 over long spans;
+    used for the short sequence of chunk-level decays.
     """
     length = log_decay.shape[-1]
     expanded = log_decay.unsqueeze(-1).expand(*log_decay.shape, length)  # [..., k, j] = a_k
@@ -37,6 +38,17 @@ def _segment_sum(log_decay: torch.Tensor) -> torch.Tensor:
     summed = expanded.masked_fill(~strictly_lower, 0.0).cumsum(dim=-2)
     lower = torch.ones(length, length, dtype=torch.bool, device=log_decay.device).tril(0)
     return summed.masked_fill(~lower, float("-inf"))
+
+
+def _chunk_decay_matrix(cum_decay: torch.Tensor) -> torch.Tensor:
+    """`exp(cs_i - cs_j)` for i >= j, 0 above the diagonal, from one in-chunk cumulative sum `cs [..., l]`.
+
+    Inside a chunk the sums are short, so the difference of one cumsum keeps float32 accuracy (mamba-ssm's kernel
+    computes the same); the upper triangle is masked before the exponential so it can never overflow.
+    """
+    length = cum_decay.shape[-1]
+    upper = torch.ones(length, length, dtype=torch.bool, device=cum_decay.device).triu(1)
+    return torch.exp((cum_decay.unsqueeze(-1) - cum_decay.unsqueeze(-2)).masked_fill(upper, float("-inf")))
 
 
 def ssd_scan_chunked(
@@ -49,7 +61,7 @@ def ssd_scan_chunked(
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Chunked SSD scan in pure PyTorch; no Python loop over tokens (one short loop over chunks).
+    """Chunked SSD scan in pure PyTorch: no Python loop over tokens or chunks.
 
     Args:
         x: `[batch, length, heads, head_dim]` inputs.
@@ -64,7 +76,7 @@ def ssd_scan_chunked(
         `[batch, length, heads, head_dim]` outputs `y` (without the `D` skip term), and the final state if asked.
 
     Cost is linear in `length`: inside a chunk the scan is a masked `[chunk, chunk]` matrix product; across chunks
-    only the `[head_dim, state]` states are carried, one chunk at a time.
+    the `[head_dim, state]` states are combined by one `[chunks + 1, chunks + 1]` decay matrix.
     """
     batch, length, heads, head_dim = x.shape
     groups, state = B.shape[2], B.shape[3]
@@ -77,34 +89,33 @@ def ssd_scan_chunked(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     n_chunks = x.shape[1] // chunk_size
-    shape = (batch, n_chunks, chunk_size, groups, per_group)
-    x_dt = (x * dt.unsqueeze(-1)).view(*shape, head_dim)
-    log_decay = (dt * A).view(shape)
-    cum_decay = log_decay.cumsum(dim=2)  # [b, c, l, g, h]
+    x_dt = (x * dt.unsqueeze(-1)).view(batch, n_chunks, chunk_size, groups, per_group, head_dim)
+    # Decays with the chunk position last: [b, c, g, h, l].
+    log_decay = (dt * A).view(batch, n_chunks, chunk_size, groups, per_group).permute(0, 1, 3, 4, 2)
+    cum_decay = log_decay.cumsum(dim=-1)
     B = B.view(batch, n_chunks, chunk_size, groups, state)
     C = C.view(batch, n_chunks, chunk_size, groups, state)
 
     # Within each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(sum_{j<k<=i} a_k) x_j dt_j. C.B is shared by a group's heads.
-    scores = torch.einsum("bclgn,bcsgn->bcgls", C, B).unsqueeze(3)  # [b, c, g, 1, l, s]
-    scores = scores * torch.exp(_segment_sum(log_decay.permute(0, 1, 3, 4, 2)))  # [b, c, g, h, l, s]
+    scores = torch.einsum("bclgn,bcsgn->bcgls", C, B).unsqueeze(3) * _chunk_decay_matrix(cum_decay)  # [b,c,g,h,l,s]
     y = torch.einsum("bcghls,bcsghp->bclghp", scores, x_dt)
 
-    # State each chunk leaves behind from its own tokens, then carried across chunks one chunk at a time.
-    decay_to_end = torch.exp(cum_decay[:, :, -1:] - cum_decay).unsqueeze(-1)
-    chunk_states = torch.einsum("bclgn,bclghp->bcghpn", B, x_dt * decay_to_end)
-    chunk_decay = torch.exp(cum_decay[:, :, -1])[..., None, None]  # [b, c, g, h, 1, 1]
-    # unbind, not indexing: the backward of one index op would write a full-size zero tensor per chunk.
+    # State each chunk leaves behind from its own tokens.
+    decay_to_end = torch.exp(cum_decay[..., -1:] - cum_decay)  # [b, c, g, h, l]
+    chunk_states = torch.einsum("bclgn,bcghl,bclghp->bcghpn", B, decay_to_end, x_dt)
+    # States entering each chunk (and the final one): all chunks at once through the chunk-level decays.
     if initial_state is None:
-        carried = [torch.zeros_like(chunk_states[:, 0])]
+        initial = chunk_states.new_zeros(batch, 1, groups, per_group, head_dim, state)
     else:
-        carried = [initial_state.reshape(batch, groups, per_group, head_dim, state).to(chunk_states.dtype)]
-    for decay, own_state in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
-        carried.append(carried[-1] * decay + own_state)
-    final_state = carried.pop()
-    carried = torch.stack(carried, dim=1)  # state entering each chunk: [b, c, g, h, p, n]
+        initial = initial_state.reshape(batch, 1, groups, per_group, head_dim, state).to(chunk_states.dtype)
+    states = torch.cat([initial, chunk_states], dim=1)  # [b, c+1, g, h, p, n]
+    chunk_log_decay = F.pad(cum_decay[..., -1].permute(0, 2, 3, 1), (1, 0))  # [b, g, h, c+1]
+    carry = torch.exp(_segment_sum(chunk_log_decay))  # [b, g, h, c+1 (to), c+1 (from)]
+    carried = torch.einsum("bghzc,bcghpn->bzghpn", carry, states)
+    final_state = carried[:, -1]
 
-    # Contribution of the carried state to each token of the chunk.
-    y = y + torch.einsum("bclgn,bcghpn->bclghp", C, carried) * torch.exp(cum_decay).unsqueeze(-1)
+    # Contribution of the state entering each chunk to each of its tokens.
+    y = y + torch.einsum("bclgn,bcghpn,bcghl->bclghp", C, carried[:, :-1], torch.exp(cum_decay))
     y = y.reshape(batch, n_chunks * chunk_size, heads, head_dim)[:, :length]
     if return_final_state:
         return y, final_state.reshape(batch, heads, head_dim, state)

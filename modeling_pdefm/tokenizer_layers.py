@@ -1,4 +1,5 @@
-"""Tokenizers: spatial patches (2D and 3D), spectral tokens from a truncated FFT, and their position codes."""
+"""Tokenizers (channels last): spatial patches (2D and 3D), spectral tokens from a truncated FFT, and their position
+codes; and the pointwise channel map they and the decoder share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spectral_layers import gather_modes, low_mode_indices, signed_wavenumbers
+from .spectral_layers import low_mode_indices, signed_wavenumbers, truncated_rfftn
 
 MAX_AXES = 3
 
@@ -41,10 +42,16 @@ def conv_class(n_spatial_dims: int) -> type[nn.Module]:
     return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[n_spatial_dims]
 
 
+class FieldLinear(nn.Linear):
+    """A pointwise map between the channels of a field, channels last (`[..., in] -> [..., out]`): what a 1x1
+    convolution does, as one matrix product. Initialised by fan-in (see `PDEFMPreTrainedModel._init_weights`)."""
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, n_spatial_dims: int) -> torch.Tensor:
-    """Zero-pad the trailing `n_spatial_dims` axes at their high end up to a multiple of `multiple`."""
-    pads: list[int] = []
-    for n in reversed(x.shape[-n_spatial_dims:]):
+    """Zero-pad the spatial axes of a channels-last `[n, *space, C]` at their high end up to a multiple of
+    `multiple`."""
+    pads = [0, 0]  # the channel axis
+    for n in reversed(x.shape[-n_spatial_dims - 1 : -1]):
         pads += [0, (-n) % multiple]
     return F.pad(x, pads) if any(pads) else x
 
@@ -52,26 +59,31 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, n_spatial_dims: int) -> torc
 class PatchEmbedding(nn.Module):
     """Spatial tokenizer: non-overlapping `patch^d` patches, each projected to one token.
 
-    Input `[n, channels, *space]` (any size; padded up to a multiple of the patch), output tokens
-    `[n, n_patches, hidden]` in row-major patch order, and the patch grid shape.
+    Input `[n, *space, channels]` (any size; padded up to a multiple of the patch), output tokens
+    `[n, n_patches, hidden]` in row-major patch order, and the patch grid shape. Each patch's values (patch
+    offsets row-major, channels last) go through one linear layer.
     """
 
     def __init__(self, in_channels: int, hidden_size: int, patch_size: int, n_spatial_dims: int):
         super().__init__()
         self.patch_size, self.n_spatial_dims = patch_size, n_spatial_dims
-        self.proj = conv_class(n_spatial_dims)(in_channels, hidden_size, patch_size, stride=patch_size)
+        self.proj = FieldLinear(in_channels * patch_size**n_spatial_dims, hidden_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        x = self.proj(pad_to_multiple(x, self.patch_size, self.n_spatial_dims))
-        grid = tuple(x.shape[2:])
-        tokens = x.flatten(2).transpose(1, 2)
+        n, d, p = x.shape[0], self.n_spatial_dims, self.patch_size
+        x = pad_to_multiple(x, p, d)
+        grid = tuple(size // p for size in x.shape[1:-1])
+        # [n, g1, p1, ..., gd, pd, C] -> [n, g1..gd, p1..pd, C]
+        x = x.reshape(n, *[v for g in grid for v in (g, p)], x.shape[-1])
+        x = x.permute(0, *range(1, 2 * d, 2), *range(2, 2 * d + 1, 2), 2 * d + 1)
+        tokens = self.proj(x.reshape(n, torch.Size(grid).numel(), -1))
         return tokens + sinusoidal_encoding(grid_positions(grid, x.device), tokens.shape[-1]).to(tokens.dtype), grid
 
 
 class PatchUnembedding(nn.Module):
     """Inverse of `PatchEmbedding`: each token becomes a `patch^d` block of `out_channels` features.
 
-    Input `[n, n_patches, hidden]` with its patch grid, output `[n, out_channels, *space]` cropped to `space`.
+    Input `[n, n_patches, hidden]` with its patch grid, output `[n, *space, out_channels]` cropped to `space`.
     """
 
     def __init__(self, hidden_size: int, out_channels: int, patch_size: int, n_spatial_dims: int):
@@ -81,11 +93,13 @@ class PatchUnembedding(nn.Module):
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], space: tuple[int, ...]) -> torch.Tensor:
         n, d, p = tokens.shape[0], self.n_spatial_dims, self.patch_size
-        x = self.proj(tokens).reshape(n, *grid, self.out_channels, *([p] * d))
-        # [n, g1..gd, c, p1..pd] -> [n, c, g1, p1, ..., gd, pd]
-        order = [0, d + 1] + [axis for i in range(d) for axis in (1 + i, d + 2 + i)]
-        x = x.permute(order).reshape(n, self.out_channels, *[g * p for g in grid])
-        return x[(Ellipsis, *[slice(0, s) for s in space])]
+        x = self.proj(tokens).reshape(n, *grid, *([p] * d), self.out_channels)
+        # [n, g1..gd, p1..pd, c] -> [n, g1, p1, ..., gd, pd, c]
+        order = [0] + [axis for i in range(d) for axis in (1 + i, d + 1 + i)] + [2 * d + 1]
+        x = x.permute(order).reshape(n, *[g * p for g in grid], self.out_channels)
+        if tuple(x.shape[1:-1]) != tuple(space):
+            x = x[(slice(None), *[slice(0, s) for s in space])]
+        return x
 
 
 class SpectralTokenizer(nn.Module):
@@ -96,7 +110,7 @@ class SpectralTokenizer(nn.Module):
     latent channels become one token, tagged with a code of its signed wavenumber; `modes` is chosen per grid
     dimensionality.
 
-    Input `[n, channels, *space]`, output `[n, n_modes, hidden]`.
+    Input `[n, *space, channels]`, output `[n, n_modes, hidden]`.
     """
 
     def __init__(self, in_channels: int, hidden_size: int):
@@ -105,12 +119,11 @@ class SpectralTokenizer(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor, modes: int) -> torch.Tensor:
-        space = tuple(x.shape[2:])
-        dims = tuple(range(2, x.ndim))
-        # "forward" normalisation: coefficients are grid averages, so they do not grow with resolution.
-        x_ft = torch.fft.rfftn(x.float(), dim=dims, norm="forward")
+        space = tuple(x.shape[1:-1])
         indices = low_mode_indices(space, modes, device=x.device)
-        coefficients = gather_modes(x_ft, indices).flatten(2).transpose(1, 2)  # [n, K, C] complex
+        # Coefficients as grid averages ("forward" normalisation), so they do not grow with resolution.
+        coefficients = truncated_rfftn(x.float(), indices) * math.prod(space) ** -0.5
+        coefficients = coefficients.flatten(1, len(space))  # [n, K, C] complex
         features = torch.cat([coefficients.real, coefficients.imag], dim=-1).to(x.dtype)
         wavenumbers = [
             signed_wavenumbers(index, n) if axis < len(space) - 1 else index

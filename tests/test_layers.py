@@ -24,16 +24,39 @@ def test_spectral_conv_keeps_low_modes_and_drops_high_ones(space):
     grids = torch.meshgrid(*[torch.arange(n) / n for n in space], indexing="ij")
     low = torch.cos(2 * torch.pi * grids[0]) + torch.sin(2 * torch.pi * grids[-1])
     high = torch.cos(2 * torch.pi * 4 * grids[0])
-    out = conv((low + high)[None, None])
-    assert torch.allclose(out[0, 0], low, atol=1e-5)
+    out = conv((low + high)[None, ..., None])  # channels last
+    assert torch.allclose(out[0, ..., 0], low, atol=1e-5)
+
+
+@pytest.mark.parametrize("space, modes", [((16, 12), 3), ((9, 8, 7), 2), ((5, 6), 8), ((32, 32), 4)])
+def test_spectral_conv_equals_the_full_fft_computation(space, modes):
+    """The truncated transform (products with the kept DFT rows) against rfftn, mode selection, irfftn."""
+    from modeling_pdefm.spectral_layers import low_mode_indices, weight_mode_index
+
+    torch.manual_seed(0)
+    conv = SpectralConv(3, 4, modes, len(space))
+    x = torch.randn(2, *space, 3)
+    dims = tuple(range(1, len(space) + 1))
+    x_ft = torch.fft.rfftn(x, dim=dims, norm="ortho")
+    indices = low_mode_indices(space, modes)
+    weight = torch.view_as_complex(conv.weight)
+    for axis, used in enumerate(indices):
+        x_ft = x_ft.index_select(1 + axis, used)
+        weight = weight.index_select(2 + axis, weight_mode_index(modes, used, axis == len(space) - 1))
+    letters = "xyz"[: len(space)]
+    out_modes = torch.einsum(f"b{letters}i,io{letters}->b{letters}o", x_ft, weight)
+    full = torch.zeros(2, *space[:-1], space[-1] // 2 + 1, 4, dtype=out_modes.dtype)
+    full[(slice(None), *torch.meshgrid(*indices, indexing="ij"))] = out_modes
+    expected = torch.fft.irfftn(full, s=space, dim=dims, norm="ortho")
+    assert torch.allclose(conv(x), expected, atol=1e-5)
 
 
 def test_spectral_tokens_tell_apart_positive_and_negative_frequencies():
     tokenizer = SpectralTokenizer(1, 8)
     x, y = torch.meshgrid(torch.arange(16) / 16, torch.arange(16) / 16, indexing="ij")
     # Waves along +45 and -45 degrees differ only in the sign of the first-axis wavenumber.
-    plus = torch.cos(2 * torch.pi * (x + y))[None, None]
-    minus = torch.cos(2 * torch.pi * (-x + y))[None, None]
+    plus = torch.cos(2 * torch.pi * (x + y))[None, ..., None]
+    minus = torch.cos(2 * torch.pi * (-x + y))[None, ..., None]
     tokens_plus, tokens_minus = tokenizer(plus, 2), tokenizer(minus, 2)
     assert tokens_plus.shape == (1, 4 * 2, 8)
     assert not torch.allclose(tokens_plus, tokens_minus, atol=1e-4)
@@ -43,11 +66,24 @@ def test_spectral_tokens_tell_apart_positive_and_negative_frequencies():
 def test_patch_embedding_pads_and_unembedding_crops(space, patch):
     d = len(space)
     embed = PatchEmbedding(3, 16, patch, d)
-    tokens, grid = embed(torch.randn(2, 3, *space))
+    tokens, grid = embed(torch.randn(2, *space, 3))
     assert grid == tuple(-(-n // patch) for n in space)
     assert tokens.shape == (2, torch.Size(grid).numel(), 16)
     out = PatchUnembedding(16, 5, patch, d)(tokens, grid, space)
-    assert out.shape == (2, 5, *space)
+    assert out.shape == (2, *space, 5)
+
+
+def test_patch_embedding_is_a_strided_convolution():
+    """Reshape + linear layer equals a convolution with kernel and stride `patch` (the patch's values row-major,
+    channels last)."""
+    torch.manual_seed(0)
+    embed = PatchEmbedding(3, 8, 4, 2)
+    x = torch.randn(2, 8, 12, 3)
+    weight = embed.proj.weight.view(8, 4, 4, 3).permute(0, 3, 1, 2)  # [hidden, C, p, p]
+    conv = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), weight, embed.proj.bias, stride=4)
+    tokens, grid = embed(x)
+    codes = tokens - conv.flatten(2).transpose(1, 2)
+    assert grid == (2, 3) and torch.allclose(codes[0], codes[1], atol=1e-5)  # what is left is the position code
 
 
 def test_unembedding_puts_each_token_on_its_own_patch():
@@ -58,7 +94,7 @@ def test_unembedding_puts_each_token_on_its_own_patch():
         unembed.proj.weight[:, 0] = 1.0
     tokens = torch.zeros(1, 6, 4)
     tokens[0, :, 0] = torch.arange(6.0)  # grid 2 x 3 of patches
-    out = unembed(tokens, (2, 3), (4, 6))[0, 0]
+    out = unembed(tokens, (2, 3), (4, 6))[0, ..., 0]
     assert out[0:2, 0:2].eq(0).all() and out[0:2, 4:6].eq(2).all() and out[2:4, 2:4].eq(4).all()
 
 

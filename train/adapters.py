@@ -27,8 +27,7 @@ LORA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def default_target_modules(model: nn.Module, n_spatial_dims: int) -> list[str]:
     """`DEFAULT_TARGET_MODULES` restricted to the shared layers and those of the dataset's dimensionality (LoRA on the
-    other dimensionality's tokenizer and decoder would train nothing). 1x1x1 `Conv3d` layers are left to the full
-    weights: PEFT's merge of a LoRA on them fails (it reshapes them as 2D kernels)."""
+    other dimensionality's tokenizer and decoder would train nothing)."""
     own = f"{n_spatial_dims}d"
     chosen = []
     for name, module in model.named_modules():
@@ -36,8 +35,6 @@ def default_target_modules(model: nn.Module, n_spatial_dims: int) -> list[str]:
             continue
         parts = name.split(".")
         if parts[0] in ("patch_embeddings", "decoders") and parts[1] != own:
-            continue
-        if isinstance(module, nn.Conv3d) and tuple(module.kernel_size) == (1, 1, 1):
             continue
         chosen.append(name)
     return chosen
