@@ -21,7 +21,7 @@ from contextlib import nullcontext
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from dataset_scripts.threads import configure_threads
@@ -68,6 +68,10 @@ def make_accelerator(config: PretrainConfig) -> Accelerator:
             f"WORLD_SIZE is {world} but Accelerate formed {accelerator.num_processes} process(es); on a machine "
             "without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N"
         )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        accelerator.print(f"note: the launch config asks for FSDP, but Accelerate runs FSDP on GPUs only; these "
+                          f"{accelerator.num_processes} process(es) train as {accelerator.distributed_type.value} "
+                          "(every rank holds the whole model)")
     return accelerator
 
 
