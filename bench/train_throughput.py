@@ -58,10 +58,10 @@ def run(kind: str, preset: str, repeats: int) -> dict:
     def step():
         optimizer.zero_grad(set_to_none=True)
         if kind == "pdefm":
-            prediction = model(input_fields=x, dataset_name="shear_flow", n_steps=1).prediction
+            loss = model(input_fields=x, dataset_name="shear_flow", labels=y).loss  # the objective it trains on
         else:
-            prediction = model(x)
-        vrmse_loss(prediction, y, 2).backward()
+            loss = vrmse_loss(model(x), y, 2)
+        loss.backward()
         optimizer.step()
 
     step()
@@ -76,22 +76,34 @@ def run(kind: str, preset: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per model, alternating the models")
+    parser.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run(args.child[0], args.child[1], args.repeats)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, {T_IN} input frames, {FIELDS} fields; "
-          f"one AdamW step, median of {args.repeats}\n")
-    print("| preset / grid | model | parameters | samples/s | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
-    for preset, size in CASES.items():
+          f"one AdamW step, median of {args.repeats}; {args.rounds} rounds alternating the two models, ratio = median "
+          "of the rounds' ratios (the two measurements of a round run back to back)\n")
+    print("| preset / grid | model | parameters | samples/s (median of rounds) | peak RSS (MB) | PDE-FM / U-Net |")
+    print("|---|---|---|---|---|---|")
+    for preset in args.presets:
+        size = CASES[preset]
+        results = {"pdefm": [], "unet": []}
+        for _ in range(args.rounds):
+            for kind in results:
+                out = subprocess.run([sys.executable, __file__, "--child", kind, preset, "--repeats", str(args.repeats)],
+                                     capture_output=True, text=True, check=True)
+                results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        ratio = statistics.median(p["samples_per_s"] / u["samples_per_s"] for p, u in zip(results["pdefm"], results["unet"]))
         for kind, label in (("pdefm", f"PDE-FM {preset}"), ("unet", "the_well UNetConvNext")):
-            out = subprocess.run([sys.executable, __file__, "--child", kind, preset, "--repeats", str(args.repeats)],
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {preset} / {size}x{size} | {label} | {r['parameters'] / 1e6:.2f}M | {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+            r = results[kind]
+            rate = statistics.median(x["samples_per_s"] for x in r)
+            rss = max(x["peak_rss_mb"] for x in r)
+            print(f"| {preset} / {size}x{size} | {label} | {r[0]['parameters'] / 1e6:.2f}M | {rate:.1f} | {rss:.0f} | "
+                  f"{f'{ratio:.2f}x' if kind == 'pdefm' else ''} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from transformers import PretrainedConfig
 # embedding and decoder (`python bench/model_sizes.py` prints the counts).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        hidden_size=32, num_layers=2, adapter_channels=8, patch_size=4, patch_size_3d=4,
+        hidden_size=32, num_layers=2, adapter_channels=8, patch_size=8, patch_size_3d=4,
         ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=32,
         spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
         decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,

@@ -83,7 +83,7 @@ def test_decoder_treats_walled_axes_as_bounded_and_periodic_ones_as_periodic():
     """Without padding the Fourier layers are exactly equivariant to circular shifts (the last row is the first
     row's neighbour); padding a walled axis ends that along it, and only along it."""
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_config(patch_size=4)
     decoder = FNODecoder(config, 2).eval()
     tokens = torch.zeros(1, 16, config.hidden_size)  # a constant token field: the skip carries the structure
     skip = torch.randn(1, 16, 16, config.adapter_channels)  # channels last

@@ -1,0 +1,96 @@
+"""Accuracy per CPU-minute of model shapes on the main job: each shape pretrains on the Mini-Well suite for the
+same wall-clock budget (the main job's config otherwise), then its one-step test VRMSE per dataset is read from its
+report. Answers whether a preset trades accuracy for time well on a CPU.
+
+Runs are resumable: a shape whose report exists is not rerun. `--parallel 2 --threads 1` runs two shapes at a
+time with one thread each (the budget is then per process, so the comparison stays fair).
+
+Run: python bench/preset_study.py --minutes 6 [--out outputs/preset_study] [--parallel 2 --threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from modeling_pdefm import PDEFMModel  # noqa: E402
+
+# Shapes over the `tiny` preset: its own (patch 4: 1024 backbone tokens for 4 frames of 64x64), patch 8 (256
+# tokens), and patch 8 with wider tokens.
+SHAPES = {
+    "tiny (patch 4, width 32)": {"patch_size": 4},
+    "patch 8, width 32": {"patch_size": 8},
+    "patch 8, width 48": {"patch_size": 8, "hidden_size": 48, "ssm_head_dim": 24},
+    "patch 8, width 64": {"patch_size": 8, "hidden_size": 64, "ssm_head_dim": 32},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def command(out: str, overrides: dict, minutes: float, data: str) -> list[str]:
+    return [sys.executable, "-m", "train.pretrain", "--config", os.path.join(ROOT, "train", "configs", "mini_well.yaml"),
+            "--data_dir", data, "--output_dir", out, "--time_budget_minutes", str(minutes), "--max_steps", "1000000",
+            "--model_overrides", json.dumps(overrides), "--log_with", "none", "--checkpoint_every", "1000000"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per shape")
+    parser.add_argument("--out", default=os.path.join(ROOT, "outputs", "preset_study"))
+    parser.add_argument("--data", default=os.path.join(ROOT, "data", "mini_well"), help="the Mini-Well suite")
+    parser.add_argument("--parallel", type=int, default=1, help="shapes trained at the same time")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: package's)")
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    pending = [(name, os.path.join(args.out, slug(name))) for name in SHAPES
+               if not os.path.isfile(os.path.join(args.out, slug(name), "report.json"))]
+    running: list[tuple[str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name, out = pending.pop(0)
+            os.makedirs(out, exist_ok=True)
+            log = open(os.path.join(out, "log.txt"), "w")
+            running.append((name, subprocess.Popen(command(out, SHAPES[name], args.minutes, args.data), env=env,
+                                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(2)
+        for item in list(running):
+            if item[1].poll() is not None:
+                running.remove(item)
+                if item[1].returncode != 0:
+                    print(f"{item[0]}: exit {item[1].returncode}; see {os.path.join(args.out, slug(item[0]), 'log.txt')}")
+    print(f"One-step test VRMSE after {args.minutes:g} min of training per shape (main job's config, "
+          f"{args.parallel} run(s) at a time{f', {args.threads} thread(s) each' if args.threads else ''}):\n")
+    rows, names = [], None
+    for name in SHAPES:
+        path = os.path.join(args.out, slug(name), "report.json")
+        if not os.path.isfile(path):
+            continue
+        report = json.load(open(path))
+        names = names or list(report["datasets"])
+        parameters = PDEFMModel.from_pretrained(os.path.join(args.out, slug(name))).num_parameters()
+        values = [report["datasets"][n]["vrmse"] for n in names]
+        rows.append(f"| {name} | {parameters / 1e6:.2f}M | {report['steps']} | "
+                    + " | ".join(f"{v:.3f}" for v in values) + f" | {sum(values) / len(values):.3f} |")
+    if names:
+        persistence = json.load(open(os.path.join(args.out, slug(next(iter(SHAPES))), "report.json")))["datasets"]
+        print("| shape | parameters | steps | " + " | ".join(names) + " | mean |")
+        print("|---" * (len(names) + 4) + "|")
+        print("\n".join(rows))
+        values = [persistence[n]["persistence_vrmse"] for n in names]
+        print("| persistence | | | " + " | ".join(f"{v:.3f}" for v in values) + f" | {sum(values) / len(values):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
