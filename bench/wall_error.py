@@ -77,12 +77,14 @@ def main() -> int:
         for label, padding in SETTINGS.items():
             out = os.path.join(args.out, f"{name}_pad{padding}")
             if not os.path.isfile(os.path.join(out, "report.json")):
-                subprocess.run([sys.executable, "-m", "train.pretrain", "--config",
-                                os.path.join(ROOT, "train", "configs", "mini_well.yaml"), "--data_dir", args.data,
-                                "--datasets", name, "--output_dir", out, "--max_steps", str(args.steps),
-                                "--model_overrides", json.dumps({"wall_padding": padding}), "--log_with", "none",
-                                "--checkpoint_every", str(args.steps), "--eval_every", str(args.steps)],
-                               check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+                command = [sys.executable, "-m", "train.pretrain", "--config",
+                           os.path.join(ROOT, "train", "configs", "mini_well.yaml"), "--data_dir", args.data,
+                           "--datasets", name, "--output_dir", out, "--max_steps", str(args.steps),
+                           "--model_overrides", json.dumps({"wall_padding": padding}), "--log_with", "none",
+                           "--checkpoint_every", str(args.steps), "--eval_every", str(args.steps)]
+                done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"training {out} failed:\n{done.stderr[-2000:]}")
             model = PDEFMModel.from_pretrained(out).eval()
             errors = banded_errors(model, args.data, name, args.band, model.config.n_steps_input)
             vrmse = json.load(open(os.path.join(out, "report.json")))["datasets"][name]["vrmse"]
