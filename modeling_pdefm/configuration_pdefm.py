@@ -112,8 +112,8 @@ class PDEFMConfig(PretrainedConfig):
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
         norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
-            its scale over the dataset (`field_scales` of its dataset entry; without them, of the field's own
-            root-mean-square over the window), so a field that is constant over the window can still change.
+            its scale over the dataset (`field_scales` of its dataset entry; without them the floor is an absolute
+            1e-6), so a field that is constant over the window can still change. 0 keeps the absolute floor.
         wall_padding: before the decoder's spectral layers, axes whose boundary is not periodic are zero-padded by
             this fraction of their length on both sides (and cropped after), so the Fourier layers do not couple
             the two walls as if they were neighbours. 0 switches it off.

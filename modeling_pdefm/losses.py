@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .spectral_layers import rfft_multiplicity
+
 VRMSE_EPS = 1e-7
 
 
@@ -43,9 +45,7 @@ def half_spectrum_weights(space: tuple[int, ...], device=None) -> torch.Tensor:
         shape[axis] = -1
         term = (k**2).view(shape)
         k2 = term if k2 is None else k2 + term
-    n_last = space[-1]
-    stored = torch.arange(n_last // 2 + 1, device=device)
-    multiplicity = torch.where((stored > 0) & (2 * stored != n_last), 2.0, 1.0).view([1] * (d - 1) + [-1])
+    multiplicity = rfft_multiplicity(space[-1], space[-1] // 2 + 1, device).view([1] * (d - 1) + [-1])
     return k2.sqrt() * multiplicity
 
 

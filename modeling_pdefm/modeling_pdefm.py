@@ -165,12 +165,14 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
-        self.kind = kind
         self.kernel = SpectralConv(width, width, modes, n_spatial_dims) if kind == "fno" else conv_class(n_spatial_dims)(width, width, 3, padding=1)
         self.pointwise = FieldLinear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.kernel(x) if self.kind == "fno" else self.kernel(x.movedim(-1, 1)).movedim(1, -1)
+        if isinstance(self.kernel, SpectralConv):
+            kernel = self.kernel(x)
+        else:  # the 3x3 convolution of the ablation reads channels first
+            kernel = self.kernel(x.movedim(-1, 1)).movedim(1, -1)
         return x + F.gelu(kernel + self.pointwise(x))
 
 

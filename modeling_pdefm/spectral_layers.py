@@ -58,6 +58,13 @@ def dft_matrix(size: int, index: torch.Tensor, inverse: bool = False) -> torch.T
     return (matrix.T if inverse else matrix).to(torch.complex64)
 
 
+def rfft_multiplicity(size: int, kept: int, device=None) -> torch.Tensor:
+    """`[kept]` how many modes each of the first `kept` coefficients of a real FFT of length `size` stands for:
+    2 for 0 < k < size/2 (k and its unstored mirror -k), 1 for k = 0 and the Nyquist mode of an even length."""
+    k = torch.arange(kept, device=device)
+    return torch.where((k > 0) & (2 * k != size), 2.0, 1.0)
+
+
 def real_dft_matrices(size: int, kept: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Real matrices of the truncated orthonormal real FFT along one axis and of its inverse.
 
@@ -71,7 +78,7 @@ def real_dft_matrices(size: int, kept: int, device=None) -> tuple[torch.Tensor, 
     angle = 2 * torch.pi * torch.outer(k, positions) / size  # [k, size]
     scale = size**-0.5
     forward = torch.cat([angle.cos(), -angle.sin()]) * scale
-    multiplicity = torch.where((k > 0) & (2 * k != size), 2.0, 1.0)[:, None]
+    multiplicity = rfft_multiplicity(size, kept, device).to(torch.float64)[:, None]
     inverse = (torch.cat([angle.cos() * multiplicity, -angle.sin() * multiplicity]) * scale).T
     return forward.float(), inverse.float()
 
@@ -142,7 +149,7 @@ class SpectralConv(nn.Module):
         space = tuple(x.shape[1:-1])
         d = len(space)
         indices = low_mode_indices(space, self.modes, device=x.device)
-        x_ft = truncated_rfftn(x.float(), indices)
+        x_ft = truncated_rfftn(x, indices)
         weight = torch.view_as_complex(self.weight.float())
         for axis, used in enumerate(indices):
             weight = weight.index_select(2 + axis, weight_mode_index(self.modes, used, axis == d - 1))

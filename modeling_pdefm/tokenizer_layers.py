@@ -122,7 +122,7 @@ class SpectralTokenizer(nn.Module):
         space = tuple(x.shape[1:-1])
         indices = low_mode_indices(space, modes, device=x.device)
         # Coefficients as grid averages ("forward" normalisation), so they do not grow with resolution.
-        coefficients = truncated_rfftn(x.float(), indices) * math.prod(space) ** -0.5
+        coefficients = truncated_rfftn(x, indices) * math.prod(space) ** -0.5
         coefficients = coefficients.flatten(1, len(space))  # [n, K, C] complex
         features = torch.cat([coefficients.real, coefficients.imag], dim=-1).to(x.dtype)
         wavenumbers = [

@@ -156,12 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             frames = predict_file(model, args.input, args.steps, args.out, args.n_steps_input, args.dataset_name,
                                   model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
-        n_given = args.n_steps_input or model.config.n_steps_input
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {frames.shape[0]} trajectories x {frames.shape[1]} steps "
-          f"({n_given} given + {args.steps} predicted)")
+          f"({frames.shape[1] - args.steps} given + {args.steps} predicted)")
     return 0
 
 
