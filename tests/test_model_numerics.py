@@ -106,6 +106,8 @@ def test_group_wise_rms_norm():
     for group in (y[:, :4], y[:, 4:]):
         assert torch.allclose(group.pow(2).mean(-1), torch.ones(3), rtol=1e-4)
     assert torch.allclose(RMSNorm(8)(x), RMSNorm(8, group_size=8)(x))
+    with pytest.raises(ValueError, match="RMSNorm: width 8 is not a multiple of group_size 3"):
+        RMSNorm(8, group_size=3)
     mixer = Mamba2Mixer(32, state_size=8, head_dim=16, n_groups=2)  # 4 heads in 2 groups
     assert mixer.norm.group_size == 32 and mixer(torch.randn(1, 10, 32)).shape == (1, 10, 32)
     with pytest.raises(ValueError, match="n_groups=3 must be a positive divisor of the 4 heads"):
