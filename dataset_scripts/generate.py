@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .cli_format import HelpFormatter
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
-from .pde.simulation import Simulation
+from .pde.simulation import Simulation, SolverBreakdownError
 from .the_well import compute_stats
 from .threads import configure_threads
 from .well_writer import write_well_file
@@ -43,17 +43,23 @@ class System:
     simulate: Callable[..., Simulation]
     resolution: int  # default grid points per axis
     n_spatial_dims: int
+    min_resolution: int  # smallest grid that resolves the parameter ranges; coarser grids get scaled parameters
+    regime: Callable[..., object]  # (resolution, n_steps) -> pde.simulation.Regime
+
+
+def _system(module, resolution: int, n_spatial_dims: int) -> System:
+    return System(module.NAME, module.simulate, resolution, n_spatial_dims, module.MIN_RESOLUTION, module.regime)
 
 
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System(shear_flow.NAME, shear_flow.simulate, 64, 2),
-        System(gray_scott.NAME, gray_scott.simulate, 64, 2),
-        System(rayleigh_benard.NAME, rayleigh_benard.simulate, 64, 2),
-        System(acoustic_scattering.NAME, acoustic_scattering.simulate, 64, 2),
-        System(euler.NAME, euler.simulate, 64, 2),
-        System(mhd.NAME, mhd.simulate, 32, 3),
+        _system(shear_flow, 64, 2),
+        _system(gray_scott, 64, 2),
+        _system(rayleigh_benard, 64, 2),
+        _system(acoustic_scattering, 64, 2),
+        _system(euler, 64, 2),
+        _system(mhd, 32, 3),
     )
 }
 SUITES = {"mini_well": tuple(SYSTEMS)}
@@ -153,6 +159,30 @@ def file_seed(seed: int, dataset: str, split: str, index: int) -> np.random.Seed
     return np.random.SeedSequence([seed, sum(map(ord, dataset)) * 7919 + len(dataset), SPLITS.index(split), index])
 
 
+def _generate_files(system: System, folder: str, plan: list[tuple[str, int, int]], resolution: int, n_steps: int,
+                    seed: int, device: str, bar) -> tuple[int, int]:
+    """Write the planned files that do not exist yet; returns (written, skipped)."""
+    name = system.name
+    made = skipped = 0
+    for number, (split, index, count) in enumerate(plan):
+        bar.set_postfix_str(f"file {number + 1}/{len(plan)}")
+        path = os.path.join(folder, "data", split, f"{name}_{split}_{index:03d}.hdf5")
+        if os.path.exists(path):
+            skipped += 1
+            bar.update(n_steps)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        rng = np.random.default_rng(file_seed(seed, name, split, index))
+        sim = system.simulate(count, resolution, n_steps, rng, device=device, on_frame=lambda: bar.update(1))
+        write_well_file(
+            path, dataset_name=sim.dataset_name, spatial_dims=sim.spatial_dims, coordinates=sim.coordinates,
+            time=sim.time, fields=sim.fields, scalars=sim.scalars, boundaries=sim.boundaries,
+            n_trajectories=sim.n_trajectories, simulation_parameters=sim.simulation_parameters,
+        )
+        made += 1
+    return made, skipped
+
+
 def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int = 16, n_steps: int = 60,
                      seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu", progress: bool = True,
                      overwrite: bool = False) -> dict:
@@ -170,27 +200,13 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     for leftover in glob.glob(os.path.join(folder, "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()
-    made = skipped = 0
     plan = planned_files(n_trajectories, trajectories_per_file)
     # Progress in saved frames, so a long file shows movement; the postfix counts files.
     bar = tqdm(total=len(plan) * n_steps, desc=name, unit="frame", disable=not progress)
-    for number, (split, index, count) in enumerate(plan):
-        bar.set_postfix_str(f"file {number + 1}/{len(plan)}")
-        path = os.path.join(folder, "data", split, f"{name}_{split}_{index:03d}.hdf5")
-        if os.path.exists(path):
-            skipped += 1
-            bar.update(n_steps)
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        rng = np.random.default_rng(file_seed(seed, name, split, index))
-        sim = system.simulate(count, resolution, n_steps, rng, device=device, on_frame=lambda: bar.update(1))
-        write_well_file(
-            path, dataset_name=sim.dataset_name, spatial_dims=sim.spatial_dims, coordinates=sim.coordinates,
-            time=sim.time, fields=sim.fields, scalars=sim.scalars, boundaries=sim.boundaries,
-            n_trajectories=sim.n_trajectories, simulation_parameters=sim.simulation_parameters,
-        )
-        made += 1
-    bar.close()
+    try:
+        made, skipped = _generate_files(system, folder, plan, resolution, n_steps, seed, device, bar)
+    finally:
+        bar.close()  # also on a solver breakdown, so its message is not lost behind a half-drawn bar
     stats = os.path.join(folder, "stats.yaml")
     if made or not os.path.exists(stats):
         compute_stats(folder)
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             generate_suite(args.out, args.suite, on_dataset_done=report, **kwargs)
         else:
             report(generate_dataset(args.dataset, args.out, **kwargs))
-    except ValueError as error:
+    except (ValueError, SolverBreakdownError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cli_format import HelpFormatter
+from .dynamics import format_dynamics, relative_step_change, summarise_dynamics
 from .hf_datasets import SPLITS, resolve_split_files
 from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
 from .well_format import format_warnings, iter_format_problems
@@ -85,7 +86,9 @@ def check(paths: list[str]) -> int:
     return bad
 
 
-def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
+def info(path: str, n_steps_input: int, n_steps_output: int, dynamics_trajectories: int = 16) -> None:
+    """Print what a file or dataset folder holds, split by split; with `dynamics_trajectories` > 0, also how much
+    its fields change from frame to frame (over at most that many trajectories per split)."""
     for split in (SPLITS if _is_folder(path) else (None,)):
         try:
             files, fs, stats = resolve_split_files(path, split)
@@ -105,6 +108,11 @@ def info(path: str, n_steps_input: int, n_steps_output: int) -> None:
             print(f"  boundary {axis}: low {names[low]}, high {names[high]}")
         print(f"  input_fields {[n_steps_input, *meta.resolution, len(meta.field_names)]}, "
               f"output_fields {[n_steps_output, *meta.resolution, len(meta.field_names)]}, stats.yaml: {stats or '-'}")
+        if dynamics_trajectories > 0 and meta.n_steps >= 2:
+            changes = [relative_step_change(reader.trajectory_fields(file_index, traj))
+                       for _, (file_index, traj) in zip(range(dynamics_trajectories), reader.iter_trajectories())]
+            for line in format_dynamics(summarise_dynamics(changes, meta.field_names)):
+                print(line)
         reader.close()
 
 
@@ -128,7 +136,7 @@ def compute_stats(dataset_dir: str, output: str | None = None) -> str:
     with tqdm(total=total, desc="stats", unit="traj") as bar:
         for file_index, file_meta in enumerate(reader.metadata):
             for traj in range(file_meta.n_trajectories):
-                values = np.concatenate([reader._field(file_index, f, traj, slice(None)) for f in meta.variable_fields], -1)
+                values = reader.trajectory_fields(file_index, traj)
                 _require_finite(values, meta.field_names, reader.files[file_index], traj)
                 variable.update(values)
                 delta.update(values[1:] - values[:-1])
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("path", help="an HDF5 file or a dataset folder")
     p_info.add_argument("--n-steps-input", type=int, default=4, help="input frames per window")
     p_info.add_argument("--n-steps-output", type=int, default=1, help="output frames per window")
+    p_info.add_argument("--dynamics-trajectories", type=int, default=16, metavar="N",
+                        help="summarise frame-to-frame change over at most N trajectories per split (0: skip)")
     p_stats = sub.add_parser("stats", help="compute stats.yaml from the train split in one streaming pass")
     p_stats.add_argument("dataset_dir", help="a dataset folder with data/train/")
     p_stats.add_argument("--output", default=None, help="where to write (default: DATASET_DIR/stats.yaml)")
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bad} file(s) with problems" if bad else "all files follow The Well's format")
         return 1 if bad else 0
     if args.command == "info":
-        info(args.path, args.n_steps_input, args.n_steps_output)
+        info(args.path, args.n_steps_input, args.n_steps_output, args.dynamics_trajectories)
         return 0
     try:
         print(f"wrote {compute_stats(args.dataset_dir, args.output)}")

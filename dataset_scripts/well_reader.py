@@ -205,6 +205,16 @@ class WellSplitReader:
             return self._cache[key]
         return _expand_space(np.asarray(data[index]), info, 1 if time is not None else 0, self.meta.resolution)
 
+    def trajectory_fields(self, file_index: int, traj: int) -> np.ndarray:
+        """Every frame of one trajectory's time-varying fields, unnormalised: `[T, *space, channels]`."""
+        return np.concatenate([self._field(file_index, f, traj, slice(None)) for f in self.meta.variable_fields], -1)
+
+    def iter_trajectories(self):
+        """(file index, trajectory) of every trajectory, in reading order."""
+        for file_index, file_meta in enumerate(self.metadata):
+            for traj in range(file_meta.n_trajectories):
+                yield file_index, traj
+
     def _read_fields(self, file_index: int, infos: list[FieldInfo], traj: int,
                      time: slice | None) -> tuple[torch.Tensor, bool]:
         """`[*lead, *space, channels]` of the given fields, and whether all their values are finite (summed per field

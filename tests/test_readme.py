@@ -94,3 +94,13 @@ def test_every_readme_command_exists_with_the_options_it_shows():
     for module, flags in commands:
         missing = [f for f in flags if f not in helps[module]]
         assert not missing, f"README uses {missing} with {module}, which its --help does not list"
+
+
+def test_the_readme_regime_table_is_what_the_generators_say():
+    """The regime table is generated from the generators' constants; a changed constant must show in the README."""
+    from dataset_scripts.regimes import regime_table
+
+    text = open(os.path.join(ROOT, "README.md")).read()
+    table = re.search(r"<!-- regime-table:start -->\n(.*?)\n<!-- regime-table:end -->", text, re.S)
+    assert table, "README.md lost its regime-table markers"
+    assert table.group(1) == regime_table(), "README's regime table is stale: python -m dataset_scripts.regimes"

@@ -8,6 +8,9 @@ incident waves out), the y boundaries are rigid walls (normal velocity 0). The m
 circular inclusions of other density and sound speed, stored as constant fields as in The Well; initial state:
 Gaussian pressure pulses at rest. Fields: pressure (t0), velocity (t1, averaged onto cell centres); constant fields
 density, speed_of_sound.
+
+Resolved from 64 points per axis (`MIN_RESOLUTION`: the narrowest pulse spans two cells); on coarser grids pulses and
+the smallest inclusions widen by `64 / resolution` so that the grid still carries them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, axis_boundaries
-from .simulation import Simulation, check_finite, to_numpy
+from .simulation import Regime, Simulation, check_finite, resolution_scale, to_numpy
 
 NAME = "acoustic_scattering"
 LENGTH = 1.0
+MIN_RESOLUTION = 64
+BACKGROUND = (0.8, 1.2)  # density and sound speed of the medium, each uniform in this range
+INCLUSION_DENSITY = (0.5, 3.0)
+INCLUSION_SPEED = (0.5, 2.0)
+INCLUSION_RADIUS = (0.04, 0.15)
+PULSE_WIDTH = (0.03, 0.06)
+T_END = 1.2
 
 
 class AcousticSolver:
@@ -50,27 +60,29 @@ class AcousticSolver:
         return p - dt * self.bulk * div, u, v
 
 
-def random_media(n: int, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def random_media(n: int, rng: np.random.Generator, batch: int, widen: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     centres = (np.arange(n) + 0.5) / n
     x, y = np.meshgrid(centres, centres, indexing="ij")
     rho, c = np.ones((batch, n, n)), np.ones((batch, n, n))
     for b in range(batch):
-        rho[b] *= rng.uniform(0.8, 1.2)
-        c[b] *= rng.uniform(0.8, 1.2)
+        rho[b] *= rng.uniform(*BACKGROUND)
+        c[b] *= rng.uniform(*BACKGROUND)
         for _ in range(rng.integers(2, 7)):
-            cx, cy, r = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.04, 0.15)
+            cx, cy = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)
+            r = max(rng.uniform(*INCLUSION_RADIUS), INCLUSION_RADIUS[0] * widen)
             inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r
-            rho[b][inside] = rng.uniform(0.5, 3.0)
-            c[b][inside] = rng.uniform(0.5, 2.0)
+            rho[b][inside] = rng.uniform(*INCLUSION_DENSITY)
+            c[b][inside] = rng.uniform(*INCLUSION_SPEED)
     return rho, c
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 1.2, on_frame=None) -> Simulation:
+             device="cpu", t_end: float = T_END, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
     dx = LENGTH / n
-    rho_np, c_np = random_media(n, rng, n_trajectories)
+    widen = 1 / resolution_scale(n, MIN_RESOLUTION)
+    rho_np, c_np = random_media(n, rng, n_trajectories, widen)
     rho, c = torch.tensor(rho_np, device=device), torch.tensor(c_np, device=device)
     solver = AcousticSolver(rho, c, dx)
     centres = (np.arange(n) + 0.5) / n
@@ -78,7 +90,7 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
     p0 = np.zeros((n_trajectories, n, n))
     for b in range(n_trajectories):
         for _ in range(rng.integers(1, 4)):
-            cx, cy, w = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.03, 0.06)
+            cx, cy, w = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(*PULSE_WIDTH) * widen
             p0[b] += rng.uniform(0.5, 1.5) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w * w))
     p = torch.tensor(p0, device=device)
     u = torch.zeros(n_trajectories, n + 1, n, dtype=torch.float64, device=device)
@@ -103,8 +115,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
         if on_frame is not None:  # progress within a file
             on_frame()
         frames.append({"pressure": to_numpy(p), "velocity": to_numpy(torch.stack([uc, vc], dim=-1))})
+        check_finite(NAME, None, float(save_times[index]), **frames[-1])
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
-    check_finite(NAME, **data)
     return Simulation(
         dataset_name=NAME, spatial_dims=("x", "y"), coordinates={"x": centres, "y": centres},
         time=save_times.astype(np.float32),
@@ -113,4 +125,15 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
                 WellField("speed_of_sound", c_np.astype(np.float32), time_varying=False)],
         scalars=[],
         boundaries=axis_boundaries(("x", "y"), (n, n), {"x": "OPEN", "y": "WALL"}),
+    )
+
+
+def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
+    return Regime(
+        grid=f"{resolution}x{resolution}", box=f"{LENGTH:g}x{LENGTH:g}, open x, walls y",
+        parameters=f"background density and sound speed {BACKGROUND[0]:g}-{BACKGROUND[1]:g}; 2-6 circular inclusions "
+                   f"(density {INCLUSION_DENSITY[0]:g}-{INCLUSION_DENSITY[1]:g}, sound speed "
+                   f"{INCLUSION_SPEED[0]:g}-{INCLUSION_SPEED[1]:g})",
+        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        below_minimum=f"below {MIN_RESOLUTION}: pulses and smallest inclusions widened",
     )

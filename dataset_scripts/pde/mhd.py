@@ -8,6 +8,9 @@ solenoidal u and B perturbations peaked at wavenumbers 2-4, plus a mean field B0
 the Alfvenic Mach number of the unit-rms flow). `density` is a passively advected density perturbation around 1:
 The Well's MHD_64 is compressible; this incompressible version keeps its fields (density t0, magnetic_field and
 velocity t1) and its Ma scalar. Periodic box of side 2 pi; nu = eta = D = 1/Reynolds.
+
+Resolved from 32 points per axis (`MIN_RESOLUTION`); coarser grids get Reynolds numbers shrunk by `resolution / 32`
+(stored as used). The step is watched by a `StepGuard`.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Simulation, check_finite, to_numpy
+from .simulation import Regime, Simulation, StepGuard, check_finite, resolution_scale, to_numpy
 from .spectral import dealias_mask, integrating_factor_rk4, spectral_grid
 
 NAME = "MHD_64"
 LENGTH = 2 * math.pi
+MIN_RESOLUTION = 32
+ALFVEN_MACH = (0.5, 2.0)
+REYNOLDS = (50.0, 150.0)
+T_END = 3.0
 
 
 class MHDSolver:
@@ -69,9 +76,10 @@ class MHDSolver:
     def step(self, state: torch.Tensor, dt: float) -> torch.Tensor:
         return integrating_factor_rk4(state, dt, self.decay, self.nonlinear)
 
-    def max_speed(self, state: torch.Tensor) -> float:
+    def max_speed(self, state: torch.Tensor) -> torch.Tensor:
+        """`[B]`: each trajectory's largest flow speed plus largest Alfven speed."""
         fields = self.real(state[:, :6])
-        return float(fields[:, :3].norm(dim=1).max() + fields[:, 3:6].norm(dim=1).max())
+        return fields[:, :3].norm(dim=1).amax(dim=(1, 2, 3)) + fields[:, 3:6].norm(dim=1).amax(dim=(1, 2, 3))
 
 
 def random_solenoidal(solver: MHDSolver, rng: np.random.Generator, batch: int, rms: np.ndarray) -> torch.Tensor:
@@ -86,11 +94,13 @@ def random_solenoidal(solver: MHDSolver, rng: np.random.Generator, batch: int, r
 
 
 def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_end: float = 3.0, on_frame=None) -> Simulation:
+             device="cpu", t_end: float = T_END, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
-    alfven_mach = rng.uniform(0.5, 2.0, n_trajectories)
-    reynolds = rng.uniform(50.0, 150.0, n_trajectories)
+    alfven_mach = rng.uniform(*ALFVEN_MACH, n_trajectories)
+    reynolds = rng.uniform(*REYNOLDS, n_trajectories) * resolution_scale(n, MIN_RESOLUTION)
+    parameters = {"Ma": alfven_mach, "Reynolds": reynolds}
+    guard = StepGuard(NAME, parameters)
     solver = MHDSolver(n, torch.tensor(1 / reynolds, device=device), device)
     u = random_solenoidal(solver, rng, n_trajectories, np.ones(n_trajectories))
     b = random_solenoidal(solver, rng, n_trajectories, 0.5 * np.ones(n_trajectories))
@@ -102,7 +112,7 @@ def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: 
     frames, t = [], 0.0
     for target in save_times:
         while t < target - 1e-12:
-            dt = min(0.3 * dx / solver.max_speed(state), target - t)
+            dt = min(guard.step(0.3 * dx / solver.max_speed(state), t), target - t)
             state = solver.step(state, dt)
             t += dt
         fields = solver.real(state)
@@ -110,8 +120,8 @@ def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: 
             on_frame()
         frames.append({"density": to_numpy(1.0 + fields[:, 6]), "magnetic_field": to_numpy(fields[:, 3:6].movedim(1, -1)),
                        "velocity": to_numpy(fields[:, 0:3].movedim(1, -1))})
+        check_finite(NAME, parameters, t, **frames[-1])
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
-    check_finite(NAME, **data)
     coords = np.arange(n) / n * LENGTH
     return Simulation(
         dataset_name=NAME, spatial_dims=("x", "y", "z"), coordinates={a: coords for a in "xyz"},
@@ -122,4 +132,14 @@ def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: 
                  WellScalar("Reynolds", reynolds.astype(np.float32), sample_varying=True)],
         boundaries=axis_boundaries(("x", "y", "z"), (n, n, n), {a: "PERIODIC" for a in "xyz"}),
         simulation_parameters=("Ma", "Reynolds"),
+    )
+
+
+def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
+    return Regime(
+        grid=f"{resolution}^3", box="(2 pi)^3, periodic",
+        parameters=f"Alfven Mach {ALFVEN_MACH[0]:g}-{ALFVEN_MACH[1]:g}, Reynolds {REYNOLDS[0]:g}-{REYNOLDS[1]:g}, "
+                   "incompressible",
+        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        below_minimum=f"below {MIN_RESOLUTION}: Reynolds x n/{MIN_RESOLUTION}",
     )

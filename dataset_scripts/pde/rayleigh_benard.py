@@ -10,6 +10,11 @@ vorticity follows Thom's condition, the streamfunction comes from one banded sol
 inverses), time stepping is SSP-RK3 with an advective and diffusive step limit. Pressure solves
 lap p = -div(u . grad u) + b_y with the wall condition p_y = nu v_yy + b. Fields as in The Well: buoyancy, pressure
 (t0), velocity (t1); constant scalars Rayleigh, Prandtl.
+
+Resolved from 64 points per axis (`MIN_RESOLUTION`); on coarser grids the Rayleigh numbers shrink by
+`(resolution / 64)^3` (the thermal boundary layer thins as Ra^-1/3, so this keeps its points across), and the files
+store the Rayleigh numbers actually used. Without that, a 16-point grid at Ra 1e6 let the stable step shrink for 20
+minutes before the buoyancy went non-finite; a `StepGuard` now stops any such run when the step collapses.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Simulation, check_finite, to_numpy
+from .simulation import Regime, Simulation, StepGuard, check_finite, resolution_scale, to_numpy
 from .spectral import wavenumbers
 
 NAME = "rayleigh_benard"
 LENGTH_X = 2.0
+MIN_RESOLUTION = 64
+RAYLEIGH = (1e5, 1e6)  # log-uniform
+PRANDTL = (0.5, 2.0)
+T_START, T_END = 5.0, 50.0  # saved from T_START (after the conduction phase), times stored from 0
 
 
 def second_difference(n: int, dz: float) -> torch.Tensor:
@@ -101,11 +110,12 @@ class RayleighBenardSolver:
         k3 = self.rhs(o2, b2)
         return omega / 3 + 2 / 3 * (o2 + dt * k3[0]), b / 3 + 2 / 3 * (b2 + dt * k3[1])
 
-    def stable_dt(self, omega: torch.Tensor) -> float:
+    def stable_dt(self, omega: torch.Tensor) -> torch.Tensor:
+        """`[B]`: each trajectory's advective (CFL 0.4) and diffusive step limit."""
         u, v = self.velocity(self.streamfunction(omega))
-        speed = float(torch.maximum(u.abs().max(), v.abs().max())) + 1e-6
-        diffusive = 0.2 * self.dz**2 / float(torch.maximum(self.nu, self.kappa).max())
-        return min(0.4 * min(LENGTH_X / self.nx, self.dz) / speed, diffusive)
+        speed = torch.maximum(u.abs().amax(dim=(1, 2)), v.abs().amax(dim=(1, 2))) + 1e-6
+        diffusive = 0.2 * self.dz**2 / torch.maximum(self.nu, self.kappa).reshape(-1)
+        return torch.minimum(0.4 * min(LENGTH_X / self.nx, self.dz) / speed, diffusive)
 
     def fields(self, omega: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
         psi = self.streamfunction(omega)
@@ -139,25 +149,28 @@ def initial_state(nx: int, nz: int, rng: np.random.Generator, batch: int, amplit
 
 
 def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: np.random.Generator | None = None,
-             device="cpu", t_start: float = 5.0, t_end: float = 50.0, on_frame=None) -> Simulation:
+             device="cpu", t_start: float = T_START, t_end: float = T_END, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     nx = nz = resolution
-    rayleigh = np.exp(rng.uniform(np.log(1e5), np.log(1e6), n_trajectories))
-    prandtl = rng.uniform(0.5, 2.0, n_trajectories)
+    rayleigh = np.exp(rng.uniform(np.log(RAYLEIGH[0]), np.log(RAYLEIGH[1]), n_trajectories))
+    rayleigh = rayleigh * resolution_scale(resolution, MIN_RESOLUTION) ** 3
+    prandtl = rng.uniform(*PRANDTL, n_trajectories)
+    parameters = {"Rayleigh": rayleigh, "Prandtl": prandtl}
+    guard = StepGuard(NAME, parameters)
     solver = RayleighBenardSolver(nx, nz, torch.tensor(rayleigh, device=device), torch.tensor(prandtl, device=device), device)
     omega, b = (t.to(device) for t in initial_state(nx, nz, rng, n_trajectories))
     save_times = np.linspace(t_start, t_end, n_steps)
     frames, t = [], 0.0
     for target in save_times:
         while t < target - 1e-12:
-            dt = min(solver.stable_dt(omega), target - t)
+            dt = min(guard.step(solver.stable_dt(omega), t), target - t)
             omega, b = solver.step(omega, b, dt)
             t += dt
         if on_frame is not None:  # progress within a file
             on_frame()
         frames.append({k: to_numpy(v) for k, v in solver.fields(omega, b).items()})
+        check_finite(NAME, parameters, t, **frames[-1])
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
-    check_finite(NAME, **data)
     x = np.arange(nx) / nx * LENGTH_X
     y = np.linspace(0.0, 1.0, nz)
     return Simulation(
@@ -169,4 +182,14 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
                  WellScalar("Prandtl", prandtl.astype(np.float32), sample_varying=True)],
         boundaries=axis_boundaries(("x", "y"), (nx, nz), {"x": "PERIODIC", "y": "WALL"}),
         simulation_parameters=("Rayleigh", "Prandtl"),
+    )
+
+
+def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
+    return Regime(
+        grid=f"{resolution}x{resolution}", box=f"{LENGTH_X:g}x1, periodic x, walls y",
+        parameters=f"Rayleigh {RAYLEIGH[0]:.0e}-{RAYLEIGH[1]:.0e}, Prandtl {PRANDTL[0]:g}-{PRANDTL[1]:g}",
+        frame_spacing=f"{(T_END - T_START) / (n_steps - 1):.3g}",
+        trajectory=f"{n_steps} frames, t = {T_START:g}-{T_END:g}",
+        below_minimum=f"below {MIN_RESOLUTION}: Rayleigh x (n/{MIN_RESOLUTION})^3",
     )

@@ -1,0 +1,76 @@
+"""Mini-Well's regime beside The Well's, for the README: `python -m dataset_scripts.regimes` prints the table.
+
+Mini-Well's side is read from the generators' constants (`pde/*.regime`), so the table cannot drift from the code.
+The Well's side is quoted from each dataset's card in PolymathicAI/the_well (`datasets/<name>/README.md`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from .generate import SUITES, SYSTEMS
+
+
+@dataclass(frozen=True)
+class WellRegime:
+    """The Well's published settings for one dataset, and why Mini-Well's differ (one line)."""
+
+    grid: str
+    box: str
+    parameters: str
+    frame_spacing: str
+    trajectory: str
+    why_different: str
+
+
+THE_WELL = {
+    "shear_flow": WellRegime(
+        "128x256", "1x2, periodic", "Reynolds 1e4-5e5, Schmidt 0.1-10", "0.1", "200 frames, t = 0-20",
+        "Reynolds numbers that a 64-point grid resolves; a model must extrapolate to The Well's far thinner layers"),
+    "gray_scott_reaction_diffusion": WellRegime(
+        "128x128", "2x2, periodic", "F 0.014-0.098, k 0.051-0.065 (6 regimes)", "10", "1001 frames, t = 0-10000",
+        "a smaller box keeps the patterns resolved at 64^2; regimes that freeze early or die out here are replaced, "
+        "and frames are further apart"),
+    "rayleigh_benard": WellRegime(
+        "512x128", "4x1, periodic x, walls y", "Rayleigh 1e6-1e10, Prandtl 0.1-10", "0.25", "200 frames, t = 0-50",
+        "far lower Rayleigh numbers (The Well's thinner plumes need its grid); a square grid on a 2:1 box"),
+    "acoustic_scattering": WellRegime(
+        "256x256", "2x2, open y, walls x", "density 1-7 and ln(density) -1-10 in inclusions, bulk modulus 4",
+        "0.0198", "101 frames, t = 0-2",
+        "milder density contrasts (a 64-point grid and leapfrog stay accurate), circular inclusions only"),
+    "euler_multi_quadrants": WellRegime(
+        "512x512", "1x1, periodic or open", "gamma 1.13-1.76 (10 values)", "0.015", "101 frames, t = 0-1.5",
+        "the same kind of Riemann problems on a coarser grid, over a shorter horizon"),
+    "MHD_64": WellRegime(
+        "64^3", "64^3 cells, periodic", "sonic Mach 0.5-7, Alfven Mach 0.7-2, compressible isothermal", "0.01",
+        "100 frames, t = 0-1",
+        "incompressible (no sonic Mach number): density is a passive scalar, so shocks and compressive modes are "
+        "absent; models trained here have not seen them"),
+}
+
+COLUMNS = ("grid", "box", "parameters", "frame_spacing", "trajectory")
+
+
+def regime_table(suite: str = "mini_well", n_steps: int = 60) -> str:
+    """Markdown: for each dataset, one row for Mini-Well (at the default grid and `n_steps`) and one for The Well."""
+    lines = ["| dataset | data | grid | box | parameters | frame spacing | trajectory |",
+             "|---|---|---|---|---|---|---|"]
+    notes = []
+    for name in SUITES[suite]:
+        system = SYSTEMS[name]
+        ours = system.regime(system.resolution, n_steps)
+        theirs = THE_WELL[name]
+        lines.append(f"| {name} | Mini-Well | " + " | ".join(getattr(ours, c) for c in COLUMNS) + " |")
+        lines.append("| | The Well | " + " | ".join(getattr(theirs, c) for c in COLUMNS) + " |")
+        notes.append(f"- `{name}`: {theirs.why_different}. Coarser grids: {ours.below_minimum}.")
+    return "\n".join(lines + [""] + notes)
+
+
+def main() -> int:
+    print(regime_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
