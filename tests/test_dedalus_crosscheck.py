@@ -8,8 +8,8 @@ Skipped unless Dedalus is installed. To install it (Debian or Ubuntu; see the RE
 
 and run `python -m pytest tests/test_dedalus_crosscheck.py`. Both solvers start from the same Mini-Well initial
 state (two perturbed shear layers, Re 500, Sc 1, 64x64) and run to t = 2 with small fixed steps; velocity, tracer and
-pressure must agree to the tolerances below (measured on an earlier run: velocity and tracer to 1e-6 relative L2,
-pressure to 6e-4).
+pressure must agree to the tolerances below. Measured with Dedalus 3.0.5 (built as above, torch 2.13 CPU): relative
+L2 difference u 2.7e-8, v 6.1e-8, tracer 6.9e-7, pressure 4.3e-4; the test passed in 53 s.
 """
 
 import numpy as np
@@ -73,6 +73,6 @@ def test_shear_flow_agrees_with_dedalus():
     u0, v0 = (start["velocity"][0, ..., i].numpy() for i in (0, 1))
     s0 = start["tracer"][0].numpy()
     a, b = ours(u0, v0, s0), dedalus(u0, v0, s0)
-    for name, tolerance in (("u", 1e-4), ("v", 1e-4), ("tracer", 1e-4), ("pressure", 1e-2)):
+    for name, tolerance in (("u", 1e-6), ("v", 1e-6), ("tracer", 1e-5), ("pressure", 2e-3)):
         error = np.linalg.norm(a[name] - b[name]) / np.linalg.norm(b[name])
         assert error < tolerance, f"{name}: relative L2 difference {error:.2e}"
