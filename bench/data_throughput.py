@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset_scripts.well_writer import WellField, WellScalar, axis_boundaries, write_well_file  # noqa: E402
+from pdefm.data.well_writer import WellField, WellScalar, axis_boundaries, write_well_file  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -52,7 +52,7 @@ def write_set(root: str, name: str, resolution: tuple[int, ...], n_files: int, n
 
 def run_loader(loader: str, folder: str, n_windows: int) -> dict:
     if loader == "pdefm":
-        from dataset_scripts import load_well_dataset
+        from pdefm.data import load_well_dataset
 
         dataset = load_well_dataset(folder, split="train", n_steps_input=4, n_steps_output=1)
     else:

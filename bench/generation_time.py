@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset_scripts.dynamics import relative_step_change, summarise_dynamics  # noqa: E402
-from dataset_scripts.generate import SYSTEMS  # noqa: E402
+from pdefm.data.dynamics import relative_step_change, summarise_dynamics  # noqa: E402
+from pdefm.data.generate import SYSTEMS  # noqa: E402
 
 
 def time_system(name: str, resolution: int, n_trajectories: int, n_steps: int, seed: int) -> tuple[float, float]:

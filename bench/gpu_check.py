@@ -106,15 +106,15 @@ def train_step_rate(preset: str, grid: int, device: torch.device, use_kernel: bo
 
 
 def short_pretraining(data: str | None, minutes: float, preset: str, device: torch.device, workdir: str) -> dict:
-    """`train.pretrain` for `minutes` on `data` (a reduced Mini-Well suite generated on `device` when None)."""
+    """`pdefm.train.pretrain` for `minutes` on `data` (a reduced Mini-Well suite generated on `device` when None)."""
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if data is None:
         data = os.path.join(workdir, "mini_well_32")
-        subprocess.run([sys.executable, "-m", "dataset_scripts.generate", "--suite", "mini_well", "--out", data,
+        subprocess.run([sys.executable, "-m", "pdefm.data.generate", "--suite", "mini_well", "--out", data,
                         "--resolution", "32", "--n-trajectories", "8", "--n-steps", "30", "--device", str(device)],
                        check=True, env=env, cwd=ROOT)
     out = os.path.join(workdir, "pretrain")
-    command = [sys.executable, "-m", "train.pretrain", "--data_dir", data, "--output_dir", out, "--model_preset", preset,
+    command = [sys.executable, "-m", "pdefm.train.pretrain", "--data_dir", data, "--output_dir", out, "--model_preset", preset,
                "--time_budget_minutes", str(minutes), "--max_steps", "100000", "--log_with", "none",
                "--eval_every", "100000", "--checkpoint_every", "100000", "--report_split", "valid"]
     started = time.perf_counter()

@@ -37,7 +37,7 @@ def slug(name: str) -> str:
 
 
 def command(out: str, overrides: dict, minutes: float, data: str) -> list[str]:
-    return [sys.executable, "-m", "train.pretrain", "--config", os.path.join(ROOT, "train", "configs", "mini_well.yaml"),
+    return [sys.executable, "-m", "pdefm.train.pretrain", "--config", os.path.join(ROOT, "train", "configs", "mini_well.yaml"),
             "--data_dir", data, "--output_dir", out, "--time_budget_minutes", str(minutes), "--max_steps", "1000000",
             "--model_overrides", json.dumps(overrides), "--log_with", "none", "--checkpoint_every", "1000000"]
 

@@ -3,7 +3,7 @@
 Two workloads, each in a fresh process, alone and next to one busy process: a torch job with torch's default
 threads (as a second training run or test suite would be), or a single-threaded Python loop:
 
-- generation: `python -m dataset_scripts.generate --dataset shear_flow --resolution 16 --n-trajectories 3
+- generation: `python -m pdefm.data.generate --dataset shear_flow --resolution 16 --n-trajectories 3
   --n-steps 4 --seed 1` (wall time of the command);
 - training: 20 AdamW steps of the `tiny` preset on shear_flow-shaped batches (batch 8, 4 input frames, 64x64, 4
   fields), timed after one warm-up step.
@@ -39,7 +39,7 @@ def train_child(steps: int, package_defaults: bool) -> None:
     import torch
 
     sys.path.insert(0, ROOT)
-    from dataset_scripts.threads import configure_threads
+    from pdefm.data.threads import configure_threads
     from modeling_pdefm import PDEFMConfig, PDEFMModel
     from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss
 
@@ -70,7 +70,7 @@ def run_case(workload: str, package_defaults: bool, cap: float, steps: int) -> t
         env["PDEFM_NUM_THREADS"] = "torch"
     with tempfile.TemporaryDirectory() as out:
         if workload == "generate":
-            command = [sys.executable, "-m", "dataset_scripts.generate", "--dataset", "shear_flow", "--out", out,
+            command = [sys.executable, "-m", "pdefm.data.generate", "--dataset", "shear_flow", "--out", out,
                        "--resolution", "16", "--n-trajectories", "3", "--n-steps", "4", "--seed", "1"]
         else:
             command = [sys.executable, __file__, "--train-child", str(steps), "1" if package_defaults else "0"]
@@ -98,7 +98,7 @@ def main() -> None:
     if args.train_child:
         train_child(int(args.train_child[0]), args.train_child[1] == "1")
         return
-    from dataset_scripts.threads import available_cores, default_threads
+    from pdefm.data.threads import available_cores, default_threads
 
     print(f"{available_cores()} cores; package defaults: generation {default_threads('generate')} thread(s), "
           f"training up to {default_threads('train')} (fewer when cores are busy); torch's default: one per core")

@@ -22,10 +22,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dataset_scripts import load_well_dataset  # noqa: E402
+from pdefm.data import load_well_dataset  # noqa: E402
 from modeling_pdefm import PDEFMModel  # noqa: E402
-from train.data import evaluation_batches  # noqa: E402
-from train.forecasters import model_inputs  # noqa: E402
+from pdefm.train.training.batches import evaluation_batches  # noqa: E402
+from pdefm.train.evaluation.forecasters import model_inputs  # noqa: E402
 
 SETTINGS = {"no padding (periodic decoder)": 0.0, "wall padding 0.125": 0.125}
 
@@ -77,7 +77,7 @@ def main() -> int:
         for label, padding in SETTINGS.items():
             out = os.path.join(args.out, f"{name}_pad{padding}")
             if not os.path.isfile(os.path.join(out, "report.json")):
-                command = [sys.executable, "-m", "train.pretrain", "--config",
+                command = [sys.executable, "-m", "pdefm.train.pretrain", "--config",
                            os.path.join(ROOT, "train", "configs", "mini_well.yaml"), "--data_dir", args.data,
                            "--datasets", name, "--output_dir", out, "--max_steps", str(args.steps),
                            "--model_overrides", json.dumps({"wall_padding": padding}), "--log_with", "none",

@@ -2,7 +2,7 @@
 
 A forecasting dataset whose frames barely change carries little to learn (persistence is already near perfect),
 and one whose change is all at the start spends most of its windows on a settled state. These pure functions
-measure that; `python -m dataset_scripts.the_well info` prints their summary.
+measure that; `python -m pdefm.data.the_well info` prints their summary.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generate Mini-Well: small numerical PDE solutions in The Well's format, on a CPU (or a GPU with --device).
 
-    python -m dataset_scripts.generate --suite mini_well --out data/mini_well
-    python -m dataset_scripts.generate --dataset shear_flow --out data/mini_well --resolution 64 --n-trajectories 12
+    python -m pdefm.data.generate --suite mini_well --out data/mini_well
+    python -m pdefm.data.generate --dataset shear_flow --out data/mini_well --resolution 64 --n-trajectories 12
 
 Output: `OUT/NAME/data/{train,valid,test}/NAME_<split>_<k>.hdf5` and `OUT/NAME/stats.yaml`. Trajectories split
 0.8/0.1/0.1 (at least one each for valid and test). Every file has its own seed derived from (--seed, dataset,
@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cli_format import HelpFormatter
+from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation, SolverBreakdownError
 from .the_well import compute_stats
@@ -63,7 +64,6 @@ SYSTEMS: dict[str, System] = {
     )
 }
 SUITES = {"mini_well": tuple(SYSTEMS)}
-SPLITS = ("train", "valid", "test")
 MANIFEST = "generation.json"
 MIN_RESOLUTION = 8
 MANIFEST_VERSION = 1
@@ -107,7 +107,7 @@ def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
     """Make sure `folder` holds nothing but files of `settings` (deleting them first with `overwrite`), then record
     the settings in its manifest."""
     path = os.path.join(folder, MANIFEST)
-    existing = glob.glob(os.path.join(folder, "data", "*", "*.hdf5")) + glob.glob(os.path.join(folder, "data", "*", "*.h5"))
+    existing = glob.glob(os.path.join(split_dir(folder, "*"), "*.hdf5")) + glob.glob(os.path.join(split_dir(folder, "*"), "*.h5"))
     saved = None
     if os.path.exists(path):
         try:
@@ -129,7 +129,7 @@ def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
         raise GenerationSettingsError(f"{folder} {why}; rerun with the same settings to complete it, pass --overwrite "
                                       "to delete its files and regenerate, or choose another --out")
     if overwrite:
-        for leftover in ("data", "stats.yaml", MANIFEST):
+        for leftover in (DATA_FOLDER, STATS_FILE, MANIFEST):
             target = os.path.join(folder, leftover)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -166,7 +166,7 @@ def _generate_files(system: System, folder: str, plan: list[tuple[str, int, int]
     made = skipped = 0
     for number, (split, index, count) in enumerate(plan):
         bar.set_postfix_str(f"file {number + 1}/{len(plan)}")
-        path = os.path.join(folder, "data", split, f"{name}_{split}_{index:03d}.hdf5")
+        path = os.path.join(split_dir(folder, split), f"{name}_{split}_{index:03d}.hdf5")
         if os.path.exists(path):
             skipped += 1
             bar.update(n_steps)
@@ -197,7 +197,7 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     claim_folder(folder, {"version": MANIFEST_VERSION, "dataset": name, "resolution": int(resolution),
                           "n_trajectories": int(n_trajectories), "n_steps": int(n_steps), "seed": int(seed),
                           "trajectories_per_file": int(trajectories_per_file)}, overwrite)
-    for leftover in glob.glob(os.path.join(folder, "data", "*", "*.partial-*")):
+    for leftover in glob.glob(os.path.join(split_dir(folder, "*"), "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()
     plan = planned_files(n_trajectories, trajectories_per_file)
@@ -207,7 +207,7 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
         made, skipped = _generate_files(system, folder, plan, resolution, n_steps, seed, device, bar)
     finally:
         bar.close()  # also on a solver breakdown, so its message is not lost behind a half-drawn bar
-    stats = os.path.join(folder, "stats.yaml")
+    stats = stats_path(folder)
     if made or not os.path.exists(stats):
         compute_stats(folder)
     return {"dataset": name, "files_written": made, "files_skipped": skipped, "seconds": time.perf_counter() - start}
@@ -241,12 +241,12 @@ def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) 
         with open(manifest) as f:
             settings = {k: v for k, v in json.load(f).items() if k in SUITE_DEFAULTS}
         return generate_suite(out, suite, **{**kwargs, **settings})
-    has_data = os.path.isdir(out) and any(os.path.isdir(os.path.join(out, d, "data")) for d in os.listdir(out))
+    has_data = os.path.isdir(out) and any(os.path.isdir(os.path.join(out, d, DATA_FOLDER)) for d in os.listdir(out))
     return [] if has_data else generate_suite(out, suite, seed=seed, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="pdefm generate", description=__doc__,
                                      formatter_class=HelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", choices=sorted(SYSTEMS), help="one system")

@@ -22,13 +22,13 @@ import datasets
 import fsspec
 import torch
 
+from .layout import SPLITS, dataset_dir_of_split, split_dir, stats_path
 from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
 from .remote import RemoteUnreachableError, is_unreachable, unreachable_message
 from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "valid", "test")
 
 
 def resolve_split_files(path_or_name: str, split: str | None, well_base_path: str | None = None,
@@ -63,16 +63,16 @@ def resolve_split_files(path_or_name: str, split: str | None, well_base_path: st
 def _find_split_files(fs, root: str, path_or_name: str, split: str | None) -> tuple[list[str], Any, str | None]:
     if fs.isfile(root):
         files, dataset_dir = [root], None
-    elif split is not None and fs.isdir(f"{root}/data/{split}"):
-        files, dataset_dir = list_split_files(f"{root}/data/{split}", fs), root
+    elif split is not None and fs.isdir(split_dir(root, split)):
+        files, dataset_dir = list_split_files(split_dir(root, split), fs), root
     else:
         files = list_split_files(root, fs)
-        dataset_dir = root.rsplit("/", 2)[0] if root.rsplit("/", 2)[-2:-1] == ["data"] else None
+        dataset_dir = dataset_dir_of_split(root)
         if not files and split is not None:
-            raise FileNotFoundError(f"{path_or_name}: no HDF5 files in {root}/data/{split}/ nor in {root}/")
+            raise FileNotFoundError(f"{path_or_name}: no HDF5 files in {split_dir(root, split)}/ nor in {root}/")
     if not files:
         raise FileNotFoundError(f"{path_or_name}: no HDF5 files (*.hdf5 or *.h5) found")
-    stats = f"{dataset_dir}/stats.yaml" if dataset_dir is not None else None
+    stats = stats_path(dataset_dir) if dataset_dir is not None else None
     return files, fs, stats
 
 
@@ -113,6 +113,17 @@ class _ReadWindows:
             sample = self.reader.sample(int(batch["window"][0]))
             return {k: v.unsqueeze(0) if torch.is_tensor(v) else [v] for k, v in sample.items()}
         return collate_window_samples([self.reader.sample(int(i)) for i in batch["window"]])
+
+
+def split_reader(dataset) -> WellSplitReader:
+    """The reader behind a map-style dataset made by `load_well_dataset` (also after `select` or `shuffle`, which keep
+    the transform): its `meta` (fields, grid, boundaries), per-file `metadata`, `window_indices()` and `locate()`,
+    so that nobody has to open the split a second time to learn them."""
+    transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+    if not isinstance(transform, _ReadWindows):
+        raise TypeError(f"expected a map-style dataset from load_well_dataset, got {type(dataset).__name__} without "
+                        "its window reader (streaming datasets carry none)")
+    return transform.reader
 
 
 def _generate_windows(shards: list[dict[str, Any]]):
@@ -164,7 +175,7 @@ def load_well_dataset(
         split: `train`, `valid` or `test`.
         n_steps_input, n_steps_output, dt_stride: window shape.
         use_normalization, normalization, min_std: normalise fields with `stats.yaml` (`zscore` or `rms`);
-            `dataset_scripts.WellNormalizer.denormalize` maps predictions back.
+            `pdefm.data.WellNormalizer.denormalize` maps predictions back.
         streaming: return a `datasets.IterableDataset` sharded by file instead of a map-style dataset.
         on_nonfinite: `raise` (default: an error naming file, trajectory, time and channel) or `skip`.
         storage_options: passed to fsspec for remote paths.

@@ -72,7 +72,7 @@ class WellNormalizer:
             ) from None
         if not np.isfinite(value).all():
             raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is not finite ({value.tolist()}); "
-                             "recompute it from data without NaN/Inf (`python -m dataset_scripts.the_well check` finds them)")
+                             "recompute it from data without NaN/Inf (`python -m pdefm.data.the_well check` finds them)")
         if key in ("std", "rms") and (value < 0).any():
             raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is negative ({value.tolist()}); expected >= 0")
         return value
@@ -89,10 +89,10 @@ class WellNormalizer:
             with opener(path, "r") as f:
                 stats = yaml.safe_load(f)
         except FileNotFoundError:
-            raise StatsError(f"{path}: no stats.yaml; compute it with `python -m dataset_scripts.the_well stats DATASET_DIR`") from None
+            raise StatsError(f"{path}: no stats.yaml; compute it with `python -m pdefm.data.the_well stats DATASET_DIR`") from None
         except yaml.YAMLError as error:
             raise StatsError(f"{path}: not valid YAML ({str(error).splitlines()[0]}); recompute it with "
-                             "`python -m dataset_scripts.the_well stats DATASET_DIR`") from None
+                             "`python -m pdefm.data.the_well stats DATASET_DIR`") from None
         if not isinstance(stats, dict):
             raise StatsError(f"{path}: expected a mapping of statistics, got {type(stats).__name__}")
         return cls(stats, variable, constant, normalization, min_std, source=path)

@@ -1,8 +1,8 @@
 """Command line for data in The Well's format.
 
-    python -m dataset_scripts.the_well check PATH [PATH ...]   # validate files or dataset folders; exit 1 on problems
-    python -m dataset_scripts.the_well info PATH               # fields, shapes, windows, boundary conditions
-    python -m dataset_scripts.the_well stats DATASET_DIR       # compute DATASET_DIR/stats.yaml from data/train
+    python -m pdefm.data.the_well check PATH [PATH ...]   # validate files or dataset folders; exit 1 on problems
+    python -m pdefm.data.the_well info PATH               # fields, shapes, windows, boundary conditions
+    python -m pdefm.data.the_well stats DATASET_DIR       # compute DATASET_DIR/stats.yaml from data/train
 
 Nothing here writes to a data file; `stats` writes only `stats.yaml` (atomically).
 """
@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .cli_format import HelpFormatter
 from .dynamics import format_dynamics, relative_step_change, summarise_dynamics
-from .hf_datasets import SPLITS, resolve_split_files
+from .hf_datasets import resolve_split_files
+from .layout import SPLITS, split_dir, stats_path
 from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
 from .well_format import format_warnings, iter_format_problems
 from .well_reader import WellSplitReader, list_split_files, open_hdf5
@@ -31,7 +32,7 @@ def _files_under(path: str) -> list[str]:
         return [path]
     found = []
     for split in SPLITS:
-        found += list_split_files(f"{root.rstrip('/')}/data/{split}", fs)
+        found += list_split_files(split_dir(root, split), fs)
     return found or list_split_files(root, fs)
 
 
@@ -126,7 +127,7 @@ def _require_finite(values: np.ndarray, channels: list[str], file: str, traj: in
 
 def compute_stats(dataset_dir: str, output: str | None = None) -> str:
     """One streaming pass over `data/train`: per-field mean, std, rms and the same for one-step increments."""
-    files, fs, stats_path = resolve_split_files(dataset_dir, "train")
+    files, fs, found_stats = resolve_split_files(dataset_dir, "train")
     reader = WellSplitReader(files, fs=fs, n_steps_input=1, n_steps_output=1)
     meta = reader.meta
     variable = RunningMoments(len(meta.field_names))
@@ -149,14 +150,14 @@ def compute_stats(dataset_dir: str, output: str | None = None) -> str:
     if meta.constant_fields:
         for key, fields in stats_document(meta.constant_fields, constant, None).items():
             document.setdefault(key, {}).update(fields)
-    target = output or stats_path or os.path.join(dataset_dir, "stats.yaml")
+    target = output or found_stats or stats_path(dataset_dir)
     write_stats_yaml(target, document)
     reader.close()
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.the_well", description=__doc__,
+    parser = argparse.ArgumentParser(prog="pdefm", description=__doc__,
                                      formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate files or dataset folders against The Well's format")

@@ -20,6 +20,7 @@ import torch
 
 from .normalization import WellNormalizer
 from .well_format import FIELD_GROUPS, FieldInfo, WellFileMetadata, WellFormatError, not_a_regular_file, read_file_metadata
+from .window import WellWindow
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +287,8 @@ class WellSplitReader:
         return grid
 
     def read_window(self, index: int) -> dict[str, torch.Tensor]:
-        """One window as tensors with The Well's keys and layout (channels last, time first)."""
+        """One window as tensors with The Well's keys and layout (channels last, time first): the tensors of a
+        `window.WellWindow`."""
         file_index, traj, start = self.locate(index)
         meta = self.metadata[file_index]
         n_total = self.n_steps_input + self.n_steps_output
@@ -342,9 +344,10 @@ class WellSplitReader:
             f"{int(bad.sum())} non-finite values in the window (pass on_nonfinite='skip' to leave such windows out)"
         )
 
-    def sample(self, global_index: int) -> dict[str, Any]:
-        """Window `global_index` (The Well's numbering) as torch tensors, plus the dataset and field names."""
-        sample: dict[str, Any] = self.read_window(global_index)
+    def sample(self, global_index: int) -> WellWindow:
+        """Window `global_index` (The Well's numbering) as a `WellWindow`: torch tensors, plus the dataset and field
+        names."""
+        sample: WellWindow = self.read_window(global_index)
         sample["dataset_name"] = self.meta.dataset_name
         sample["field_names"] = self.meta.field_names
         return sample

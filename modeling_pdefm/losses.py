@@ -9,24 +9,25 @@ from .spectral_layers import rfft_multiplicity
 VRMSE_EPS = 1e-7
 
 
-def vrmse_per_field(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS) -> torch.Tensor:
-    """The Well's VRMSE: sqrt(mean_space((p - y)^2) / (var_space(y) + eps)), var unbiased.
+def vrmse_per_field(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS,
+                    floor: float = 0.0) -> torch.Tensor:
+    """The Well's VRMSE: sqrt(mean_space((p - y)^2) / (var_space(y) + eps)), var unbiased; the project's only
+    implementation of it (evaluation's `metrics.vrmse` checks shapes and calls this).
 
-    `prediction`, `target`: `[..., *space, C]`; returns `[..., C]`.
+    `prediction`, `target`: `[..., *space, C]`; returns `[..., C]`. `floor` is added under the square root: 0 gives
+    The Well's metric; the training loss uses a tiny one so that the gradient stays finite where the prediction is
+    exact (sqrt'(0) is infinite, and a model that starts by predicting "no change" meets that on still fields).
     """
     space = tuple(range(-n_spatial_dims - 1, -1))
     mse = (prediction - target).pow(2).mean(dim=space)
     variance = target.var(dim=space, unbiased=True)
-    return torch.sqrt(mse / (variance + eps))
+    ratio = mse / (variance + eps)
+    return torch.sqrt(ratio + floor) if floor else torch.sqrt(ratio)
 
 
 def vrmse_training_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS) -> torch.Tensor:
-    """Mean VRMSE with a gradient that stays finite where the prediction is exact (sqrt'(0) is infinite: a model
-    that starts by predicting "no change" meets that on fields that do not change)."""
-    space = tuple(range(-n_spatial_dims - 1, -1))
-    mse = (prediction - target).pow(2).mean(dim=space)
-    variance = target.var(dim=space, unbiased=True)
-    return torch.sqrt(mse / (variance + eps) + 1e-12).mean()
+    """Mean VRMSE over samples, steps and fields, with a gradient that stays finite where the prediction is exact."""
+    return vrmse_per_field(prediction, target, n_spatial_dims, eps, floor=1e-12).mean()
 
 
 def half_spectrum_weights(space: tuple[int, ...], device=None) -> torch.Tensor:

@@ -4,9 +4,13 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# Tests mirror the package (tests/modeling_pdefm, tests/data, tests/train); helpers shared by all of them
+# (`well_files`, this file's `tiny_config` and `make_batch`) live here, one level up from the test files.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+for path in (ROOT, TESTS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
 

@@ -30,7 +30,7 @@ def python_blocks() -> list[str]:
 def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
     """Every Python block of the README runs; the data example's folder is pointed at small files made here, and
     lines marked `# network` (reading from the Hub) are left out."""
-    from dataset_scripts.the_well import compute_stats
+    from pdefm.data.the_well import compute_stats
     from well_files import write_dataset
 
     compute_stats(write_dataset(str(tmp_path / "datasets"), "shear_flow", files_per_split=(1, 1, 1)))
@@ -46,61 +46,69 @@ def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
     assert namespace["sample"]["input_fields"].shape[0] == 4
 
 
-def readme_shell_commands() -> list[tuple[str, list[str]]]:
-    """(module, flags) of every `python -m` / `accelerate launch -m` command in the README's shell blocks (lines
-    joined where they end in a backslash)."""
+def readme_shell_commands() -> list[tuple[str, tuple[str, ...], list[str]]]:
+    """(module, arguments in front, flags) of every `pdefm COMMAND`, `python -m MODULE` and `accelerate launch -m
+    MODULE` command in the README's shell blocks (lines joined where they end in a backslash)."""
+    from pdefm.cli import COMMANDS
+
     text = open(os.path.join(ROOT, "README.md")).read()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" # ")[0]
             for part in line.split("&&"):
-                match = re.search(r"(?:python|accelerate launch.*?) -m ([\w.]+)(.*)", part)
-                if match and match.group(1) not in ("pytest", "pip"):
-                    commands.append((match.group(1), re.findall(r"(?<!\S)(--[\w-]+)", match.group(2))))
+                module = re.search(r"(?:python|accelerate launch.*?) -m ([\w.]+)(.*)", part)
+                command = re.search(r"(?:^|\s)pdefm (\w+)(.*)", part)
+                if module and module.group(1) not in ("pytest", "pip"):
+                    commands.append((module.group(1), (), re.findall(r"(?<!\S)(--[\w-]+)", module.group(2))))
+                elif command:
+                    target, front, _ = COMMANDS[command.group(1)]
+                    commands.append((target, front, re.findall(r"(?<!\S)(--[\w-]+)", command.group(2))))
     return commands
 
 
 def test_every_readme_command_exists_with_the_options_it_shows():
-    """The README's commands are too slow to run here; each module's --help must list every option they use."""
+    """The README's commands are too slow to run here; each command's --help must list every option they use."""
     import subprocess
     import sys
 
     commands = readme_shell_commands()
-    assert {m for m, _ in commands} >= {"train.pretrain", "train.evaluate", "train.benchmark", "train.finetune",
-                                        "train.predict", "dataset_scripts.generate"}
+    assert {m for m, _, _ in commands} >= {"pdefm.train.pretrain", "pdefm.train.evaluate", "pdefm.train.benchmark",
+                                           "pdefm.train.finetune", "pdefm.train.predict", "pdefm.data.generate"}
     # One process imports every module and asks each main() for --help (a process per module costs ~5 s each).
     script = (
         "import contextlib, importlib, io, json, sys\n"
         "helps = {}\n"
-        "for module in sys.argv[1:]:\n"
+        "for key in sys.argv[1:]:\n"
+        "    module, *front = key.split(' ')\n"
         "    out = io.StringIO()\n"
         "    with contextlib.redirect_stdout(out):\n"
         "        try:\n"
-        "            code = importlib.import_module(module).main(['--help'])\n"
+        "            code = importlib.import_module(module).main([*front, '--help'])\n"
         "        except SystemExit as exit:\n"
         "            code = exit.code\n"
-        "    helps[module] = [code or 0, out.getvalue()]\n"
+        "    helps[key] = [code or 0, out.getvalue()]\n"
         "print(json.dumps(helps))\n"
     )
-    modules = sorted({m for m, _ in commands})
-    result = subprocess.run([sys.executable, "-c", script, *modules], cwd=ROOT, capture_output=True, text=True,
+    keys = sorted({" ".join([m, *front]) for m, front, _ in commands})
+    result = subprocess.run([sys.executable, "-c", script, *keys], cwd=ROOT, capture_output=True, text=True,
                             timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
     helps = {}
-    for module, (code, text) in json.loads(result.stdout.splitlines()[-1]).items():
-        assert code == 0, f"{module} --help exited {code}"
-        helps[module] = text
-    for module, flags in commands:
-        missing = [f for f in flags if f not in helps[module]]
-        assert not missing, f"README uses {missing} with {module}, which its --help does not list"
+    for key, (code, text) in json.loads(result.stdout.splitlines()[-1]).items():
+        assert code == 0, f"{key} --help exited {code}"
+        helps[key] = text
+    for module, front, flags in commands:
+        key = " ".join([module, *front])
+        missing = [f for f in flags if f not in helps[key]]
+        assert not missing, f"README uses {missing} with {key}, which its --help does not list"
 
 
 def test_the_readme_regime_table_is_what_the_generators_say():
     """The regime table is generated from the generators' constants; a changed constant must show in the README."""
-    from dataset_scripts.regimes import regime_table
+    from pdefm.data.regimes import regime_table
 
     text = open(os.path.join(ROOT, "README.md")).read()
     table = re.search(r"<!-- regime-table:start -->\n(.*?)\n<!-- regime-table:end -->", text, re.S)
     assert table, "README.md lost its regime-table markers"
-    assert table.group(1) == regime_table(), "README's regime table is stale: python -m dataset_scripts.regimes"
+    assert table.group(1) == regime_table(), "README's regime table is stale: python -m pdefm.data.regimes"

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from dataset_scripts.well_writer import WellBoundary, WellField, WellScalar, axis_boundaries, write_well_file
+from pdefm.data.well_writer import WellBoundary, WellField, WellScalar, axis_boundaries, write_well_file
 
 AXES = ("x", "y", "z")
 

@@ -1,10 +1,10 @@
 """PDE-FM against The Well's baselines, its ablations, and transfer to a held-out dataset, under one wall-clock budget.
 
-    python -m train.benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations transfer]
+    python -m pdefm.train.benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations transfer]
 
 - main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; each baseline
   (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
-  over the datasets (equal total compute). Every model is evaluated on the test splits by `train.evaluation`.
+  over the datasets (equal total compute). Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
 - ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
   backbone, convolutional decoder), same budget.
 - transfer: PDE-FM pretrained without `--transfer-dataset`, then on that dataset's first `--few-shot-trajectories`
@@ -27,17 +27,19 @@ from types import SimpleNamespace
 
 import torch
 
-from dataset_scripts.cli_format import HelpFormatter
-from dataset_scripts.threads import configure_threads
+from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.layout import dataset_folders
+from pdefm.data.threads import configure_threads
 
-from .baseline_training import train_baseline
-from .config import load_config
-from .data import dataset_folders
+from .adapters.loading import load_pdefm
+from .baselines.forecaster import load_forecaster
+from .baselines.training import train_baseline
 from .evaluate import evaluate_model
-from .evaluation_report import write_evaluation
-from .forecasters import PDEFMForecaster, load_forecaster
+from .evaluation.forecasters import PDEFMForecaster
+from .evaluation.report import write_evaluation
+from .training.config import load_config
 
-SUITES = {"mini_well": {"config": "train/configs/mini_well.yaml", "data": "data/mini_well"}}
+SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"}}
 BASELINES = ("cnextunet", "unet_classic", "fno")
 ABLATIONS = {
     "no_spectral_token": {"use_spectral_tokens": False},
@@ -67,7 +69,7 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, dat
         cli += ["--model_overrides", json.dumps(overrides)]
     if datasets:
         cli += ["--datasets", ",".join(datasets)]
-    config, _ = load_config(cli)
+    config = load_config(cli).config
     _reset_accelerate()
     train(config)
     return out
@@ -78,7 +80,7 @@ def evaluate_run(args, forecaster, names: list[str], out: str, label: str, extra
         results = evaluate_model(forecaster, args.data, names, "test", args.rollout_steps, show_progress=False,
                                  n_batches=args.eval_batches)
     write_evaluation(out, results, {"model": label, "data": args.data, "split": "test", **extra,
-                                    "command": "python -m train.benchmark"}, figures=False)
+                                    "command": "python -m pdefm.train.benchmark"}, figures=False)
     return results
 
 
@@ -124,7 +126,6 @@ def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
 
 def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
     from .finetune import finetune
-    from .hub import load_pdefm
 
     held_out = args.transfer_dataset
     if held_out not in names:
@@ -145,7 +146,7 @@ def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
                "--output_dir", out, "--seed", str(seed), "--max_steps", str(args.finetune_steps),
                "--warmup_steps", "10", "--train_trajectories", str(args.few_shot_trajectories),
                "--checkpoint_every", "100000000", "--eval_every", "100000000", "--log_with", "none"]
-        config, _ = load_config(cli)
+        config = load_config(cli).config
         _reset_accelerate()
         result = finetune(ft_args, config)
         folder = os.path.join(out, ft_args.adapter_name)
@@ -159,7 +160,7 @@ def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.benchmark", description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="pdefm benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be > 0")
     args.data = args.data or SUITES[args.suite]["data"]
-    from dataset_scripts.generate import complete_suite
+    from pdefm.data.generate import complete_suite
 
     complete_suite(args.data, suite=args.suite)  # generates once, or finishes an interrupted generation
     names = dataset_folders(args.data)
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             run_ablations(args, seed, names, root, log)
         if "transfer" in args.parts and index < args.part_seeds:
             run_transfer(args, seed, names, root, log)
-    from .benchmark_report import write_benchmark_doc
+    from .baselines.report import write_benchmark_doc
 
-    path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
+    path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
     log(f"wrote {path}")
     return 0
 

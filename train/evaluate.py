@@ -1,10 +1,10 @@
 """Evaluate a saved model on data in The Well's format, as The Well reports its baselines.
 
-    python -m train.evaluate --model outputs/mini_well --data data/mini_well --split test [--out DIR]
-    python -m train.evaluate --model ORG/REPO --adapter ADAPTER_DIR_OR_ID --data data/my_system
+    python -m pdefm.train.evaluate --model outputs/mini_well --data data/mini_well --split test [--out DIR]
+    python -m pdefm.train.evaluate --model ORG/REPO --adapter ADAPTER_DIR_OR_ID --data data/my_system
 
 `--model`: a PDE-FM folder or Hub id (the Hugging Face cache is used offline), a baseline folder written by
-`train.benchmark`, or a folder of per-dataset baseline folders. `--data`: one dataset folder or a folder of them.
+`pdefm.train.benchmark`, or a folder of per-dataset baseline folders. `--data`: one dataset folder or a folder of them.
 Writes `evaluation.json`, `evaluation.md` and `figures/*.png` into `--out` (default: `<model>/evaluation` for a
 local model).
 """
@@ -18,13 +18,13 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from dataset_scripts.cli_format import HelpFormatter
-from dataset_scripts.threads import configure_threads
+from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.layout import dataset_folders
+from pdefm.data.threads import configure_threads
 
-from .data import dataset_folders
-from .evaluation import evaluate_dataset
-from .evaluation_report import markdown_table, summary, write_evaluation
-from .forecasters import load_forecaster
+from .baselines.forecaster import load_forecaster
+from .evaluation.report import markdown_table, summary, write_evaluation
+from .evaluation.rollout import evaluate_dataset
 
 
 def resolve_datasets(data: str, split: str, requested: list[str] | None) -> tuple[str, list[str]]:
@@ -52,7 +52,7 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
     unknown = [n for n in names if not forecaster.knows(n)]
     if unknown:
         raise ValueError(f"the model has no adapter for dataset(s) {unknown}; finetune it first "
-                         "(python -m train.finetune) or pick --datasets it knows")
+                         "(python -m pdefm.train.finetune) or pick --datasets it knows")
     results = {}
     bar = tqdm(names, desc="evaluate", disable=not show_progress, mininterval=0.5 if sys.stderr.isatty() else 30)
     for name in bar:
@@ -63,7 +63,7 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="pdefm evaluate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder or Hub id (PDE-FM only)")
     parser.add_argument("--data", required=True, help="a dataset folder in The Well's layout, or a folder of them")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     info = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
-            "rollout_steps": args.rollout_steps, "command": " ".join(["python -m train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
+            "rollout_steps": args.rollout_steps, "command": " ".join(["python -m pdefm.train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
     paths = write_evaluation(out, results, info, figures=not args.no_figures, figure_fields=args.figure_fields)
     print(markdown_table(results))
     print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in summary(results).items()))

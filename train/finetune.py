@@ -1,6 +1,6 @@
 """Finetune a pretrained PDE-FM on a new system with a LoRA domain adapter (PEFT).
 
-    accelerate launch -m train.finetune --base outputs/mini_well --data data/my_system --adapter-name my_system \\
+    accelerate launch -m pdefm.train.finetune --base outputs/mini_well --data data/my_system --adapter-name my_system \\
         [--lora-r 8 --lora-alpha 8 --target-modules in_proj out_proj] [--max_steps 500 --output_dir out/ft]
 
 The base comes from a folder or the Hub (`from_pretrained`; the offline cache with `HF_HUB_OFFLINE=1`). A dataset the
@@ -24,17 +24,17 @@ import sys
 
 from accelerate.utils import set_seed
 
-from dataset_scripts.cli_format import HelpFormatter
-from dataset_scripts.threads import configure_threads
+from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.threads import configure_threads
 
-from .adapters import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
-from .checkpointing import CheckpointError
-from .config import config_parser, load_config
-from .data import model_specs
-from .hub import load_pdefm
-from .model_card import write_model_card
-from .pretrain import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
-from .run_lock import RunLockError
+from .adapters.lora import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
+from .adapters.loading import load_pdefm
+from .adapters.model_card import write_model_card
+from .training.batches import model_specs
+from .training.checkpointing import CheckpointError
+from .training.config import config_parser, load_config
+from .training.fit import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
+from .training.run_lock import RunLockError
 
 MODES = ("lora", "adapters", "full", "scratch")
 
@@ -135,7 +135,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     hub_id = base_hub_id(args.base)
 
     def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
-        command = " ".join(["python -m train.finetune", *(sys.argv[1:])])
+        command = " ".join(["python -m pdefm.train.finetune", *(sys.argv[1:])])
         details = {"mode": args.mode, "base": args.base, "dataset": name, "trainable_parameters": counts,
                    "lora_r": args.lora_r if args.mode == "lora" else None, "trained_modules": trained_modules}
         if args.mode == "lora":
@@ -155,7 +155,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
             description=f"{args.mode} finetuning of {f'`{hub_id}`' if hub_id else f'a local base model (`{args.base}`, not on the Hub)'} "
                         f"on `{name}` for {step} steps: "
                         f"{counts['trainable']:,} trainable parameters of {counts['total']:,} "
-                        f"({100 * counts['fraction']:.2f}%). Load with `train.hub.load_pdefm(base, adapter=...)`.",
+                        f"({100 * counts['fraction']:.2f}%). Load with `pdefm.train.adapters.loading.load_pdefm(base, adapter=...)`.",
         )
         print_outputs(config, "finetune", model_folder=folder)
 
@@ -170,7 +170,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
 
 def main(argv: list[str] | None = None) -> int:
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
-        parser = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__,
+        parser = argparse.ArgumentParser(prog="pdefm finetune", description=__doc__,
                                          formatter_class=HelpFormatter,
                                          parents=[_finetune_parser(), config_parser(add_help=False)])
         parser.print_help()
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = ["--data_dir", os.path.dirname(data), "--datasets", os.path.basename(data),
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
-        config, parsed = load_config([*overrides, *rest], __doc__)
+        config, parsed, explicit_keys = load_config([*overrides, *rest], __doc__)
         configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
-                 explicit_keys=parsed.explicit_keys)
+                 explicit_keys=explicit_keys)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

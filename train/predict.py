@@ -1,11 +1,11 @@
 """Roll a model forward from the first frames of every trajectory of a file, and write the result in The Well's format.
 
-    python -m train.predict --model outputs/mini_well --input data/mini_well/shear_flow/data/test/x.hdf5 \\
+    python -m pdefm.train.predict --model outputs/mini_well --input data/mini_well/shear_flow/data/test/x.hdf5 \\
         --steps 20 --out rollout.hdf5 [--adapter ADAPTER_DIR_OR_ID] [--n-steps-input 4]
 
 The output is the input file with its time-varying fields replaced by the first `--n-steps-input` true frames followed
 by `--steps` predicted ones (and the time axis extended to match), so every tool that reads The Well reads it,
-`python -m dataset_scripts.the_well check` included. Attributes `pdefm_model`, `pdefm_n_steps_input` and
+`python -m pdefm.data.the_well check` included. Attributes `pdefm_model`, `pdefm_n_steps_input` and
 `pdefm_predicted_steps` on the root record how it was made. The input file is only read.
 """
 
@@ -19,13 +19,14 @@ import h5py
 import numpy as np
 import torch
 
-from dataset_scripts import WellSplitReader, collate_window_samples
-from dataset_scripts.cli_format import HelpFormatter
-from dataset_scripts.threads import configure_threads
-from dataset_scripts.well_format import FIELD_GROUPS
+from pdefm.data import WellSplitReader, collate_window_samples
+from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.threads import configure_threads
+from pdefm.data.well_format import FIELD_GROUPS
 
-from .evaluation import rollout
-from .forecasters import PDEFMForecaster
+from .adapters.loading import load_pdefm
+from .evaluation.rollout import rollout
+from .evaluation.forecasters import PDEFMForecaster
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
@@ -136,7 +137,7 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="pdefm predict", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id")
     parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")
     parser.add_argument("--input", required=True, help="an HDF5 file in The Well's format")
@@ -147,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    from .hub import load_pdefm
 
     try:
         if not os.path.isfile(args.input):

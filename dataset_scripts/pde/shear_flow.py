@@ -10,8 +10,9 @@ Fields as in The Well: tracer, pressure (t0), velocity (t1); constant scalars Re
 
 Resolved from 64 points per axis (`MIN_RESOLUTION`: the thinnest initial layer spans two grid spacings). On coarser
 grids the layers widen and the Reynolds numbers shrink by `resolution / 64`; the files store the Reynolds numbers
-actually used. The horizon (t = 8) ends while the vortices still move: by t = 12 most trajectories had mixed their
-tracer to 1e-4 of its initial variance and nearly stopped.
+actually used. The horizon (t = 8) ends while the vortices still move, and Reynolds numbers start at 1000: with
+t = 12 and Reynolds from 500, most trajectories had mixed their tracer to 1e-4 of its initial variance and nearly
+stopped (`python -m pdefm.data.the_well info` shows it per quarter of the trajectory).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .spectral import dealias_mask, integrating_factor_rk4, spectral_grid
 NAME = "shear_flow"
 LENGTH = 1.0
 MIN_RESOLUTION = 64
-REYNOLDS = (500.0, 3000.0)  # log-uniform
+REYNOLDS = (1000.0, 3000.0)  # log-uniform
 SCHMIDT = (0.5, 2.0)
 LAYER_WIDTH = (0.035, 0.06)
 MAX_LAYER_WIDTH = 0.125  # widened layers on coarse grids stay well apart (they sit 0.5 apart)

@@ -1,0 +1,213 @@
+"""Evaluation (one-step and rollout metrics, files written), The Well's baselines, and the benchmark's report."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pdefm.data.the_well import compute_stats
+from modeling_pdefm import PDEFMConfig, PDEFMModel
+from pdefm.train.baselines.training import train_baseline
+from pdefm.train.training.batches import model_specs
+from pdefm.train.evaluate import main as evaluate_main
+from pdefm.train.evaluation.rollout import ROLLOUT_WINDOWS, evaluate_one_step, evaluate_rollout, rollout
+from pdefm.train.baselines.forecaster import BaselineForecaster, load_forecaster
+from pdefm.train.evaluation.forecasters import PDEFMForecaster
+from pdefm.train.training.schedule import WarmupCosine
+from pdefm.data import load_well_dataset
+
+from well_files import write_dataset
+
+pytest.importorskip("the_well")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_data")
+    write_dataset(str(root), "flow2d", n_dims=2, resolution=(16, 16), n_steps=16, files_per_split=(1, 1, 1),
+                  time_scalars=False)
+    write_dataset(str(root), "cube3d", n_dims=3, resolution=(8, 8, 8), n_steps=10, files_per_split=(1, 1, 1),
+                  tensor_fields=False, constant_fields=False, time_scalars=False)
+    for name in ("flow2d", "cube3d"):
+        compute_stats(os.path.join(str(root), name))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def saved_model(data_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(data_dir, ["flow2d", "cube3d"])))
+    folder = str(tmp_path_factory.mktemp("model"))
+    model.save_pretrained(folder)
+    return folder
+
+
+class Persistence:
+    """Predicts the last input frame."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def knows(self, name):
+        return True
+
+    def predict_next(self, batch):
+        self.calls += 1
+        return batch["input_fields"][:, -1:].float()
+
+
+def test_persistence_rollout_equals_the_first_frame_repeated(data_dir):
+    from pdefm.train.evaluation.rollout import trajectory_starts
+
+    dataset, rows, steps = trajectory_starts(os.path.join(data_dir, "flow2d"), "test", 4, 30)
+    assert steps == 12 and len(rows) == 2  # 16 steps - 4 inputs; 2 trajectories in the test file
+    batch = dataset[rows]
+    predicted = rollout(Persistence(), batch, steps)
+    assert torch.equal(predicted, batch["input_fields"][:, -1:].expand_as(predicted).float())
+
+
+def test_rollout_metrics_per_step_and_windows(data_dir):
+    result = evaluate_rollout(Persistence(), os.path.join(data_dir, "flow2d"), "test", 2, n_steps_input=4, max_steps=30)
+    per_step = np.array(result["vrmse_per_step"])
+    assert per_step.shape == (12,) and np.all(per_step > 0)
+    assert set(result["vrmse_windows"]) == {"1:1", "2:5", "6:12"}  # 13:30 lies beyond 12 steps
+    assert result["vrmse_windows"]["2:5"] == pytest.approx(per_step[1:5].mean())
+    assert result["vrmse_windows"]["1:1"] == pytest.approx(per_step[0])
+    # Persistence is measured beside every rollout; for the persistence forecaster the two coincide.
+    assert result["persistence_vrmse_per_step"] == pytest.approx(result["vrmse_per_step"])
+    assert result["persistence_vrmse_windows"] == pytest.approx(result["vrmse_windows"])
+
+
+def test_one_step_of_persistence_matches_its_own_reference(data_dir):
+    dataset = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1)
+    result = evaluate_one_step(Persistence(), dataset, 2, batch_size=5)
+    assert result["windows"] == len(dataset)
+    assert result["vrmse"] == pytest.approx(result["persistence_vrmse"], rel=1e-6)
+    assert set(result) >= {"nrmse", "rmse", "spectral_low", "spectral_mid", "spectral_high", "vrmse_per_field"}
+
+
+def test_evaluate_command_writes_json_markdown_and_figures(saved_model, data_dir, tmp_path):
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", saved_model, "--data", data_dir, "--out", str(out), "--rollout-steps", "6"]) == 0
+    document = json.loads((out / "evaluation.json").read_text())
+    assert set(document["datasets"]) == {"flow2d", "cube3d"}
+    for result in document["datasets"].values():
+        assert len(result["rollout"]["vrmse_per_step"]) == 6
+        assert np.isfinite(result["one_step"]["vrmse"])
+    text = (out / "evaluation.md").read_text()
+    assert "rollout 6:12 (persistence)" in text and "| beats persistence |" in text
+    pngs = sorted(p.name for p in (out / "figures").iterdir())
+    assert pngs == ["cube3d_rollout.png", "flow2d_rollout.png", "vrmse_per_step.png"]
+    assert all((out / "figures" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    # Every field is drawn by default (three rows each), or only the chosen ones.
+    chosen = tmp_path / "chosen"
+    assert evaluate_main(["--model", saved_model, "--data", data_dir, "--out", str(chosen), "--rollout-steps", "6",
+                          "--datasets", "flow2d", "--figure-fields", "a"]) == 0
+    from PIL import Image
+
+    every = Image.open(out / "figures" / "flow2d_rollout.png").size[1]
+    one = Image.open(chosen / "figures" / "flow2d_rollout.png").size[1]
+    n_fields = len(document["datasets"]["flow2d"]["field_names"])
+    assert n_fields > 1 and every > (n_fields - 0.5) * one
+
+
+def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_path, capsys):
+    assert evaluate_main(["--model", saved_model, "--data", str(tmp_path / "nothing")]) == 2
+    assert "no dataset" in capsys.readouterr().err
+    assert evaluate_main(["--model", str(tmp_path / "no_model"), "--data", data_dir]) == 2
+    assert "no_model" in capsys.readouterr().err
+    other = tmp_path / "other"
+    write_dataset(str(other), "unknown_system", n_steps=8, files_per_split=(1, 1, 1))
+    assert evaluate_main(["--model", saved_model, "--data", str(other / "unknown_system")]) == 2
+    assert "unknown_system" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind,sizes", [("cnextunet", {"init_features": 4, "stages": 2}),
+                                        ("unet_classic", {"init_features": 4}),
+                                        ("fno", {"modes": 4, "hidden_channels": 8})])
+def test_baselines_train_save_load_and_predict_in_physical_units(kind, sizes, data_dir, tmp_path):
+    if kind == "fno" and importlib.util.find_spec("neuralop") is None:
+        pytest.skip("neuraloperator is not installed (pip install 'pdefm[benchmark]')")
+    model, info = train_baseline(kind, data_dir, "flow2d", budget_seconds=60, max_steps=3, sizes=sizes,
+                                 out_dir=str(tmp_path / "flow2d"))
+    assert info["steps"] == 3 and np.isfinite(info["final_loss"])
+    loaded = load_forecaster(str(tmp_path))
+    dataset = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1)
+    batch = dataset[[0, 1]]
+    assert torch.allclose(loaded.predict_next(batch), model.predict_next(batch), atol=1e-6)
+    # Trained on z-scored fields, it takes and returns physical ones: scale and shift come from stats.yaml.
+    normalized = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1,
+                                   use_normalization=True)[[0, 1]]
+    assert torch.allclose((batch["input_fields"] - model.field_shift) / model.field_scale, normalized["input_fields"], atol=1e-5)
+    with torch.no_grad():
+        expected = model(normalized["input_fields"], normalized.get("constant_fields")) * model.field_scale + model.field_shift
+    assert torch.allclose(model.predict_next(batch), expected, atol=1e-4)
+
+
+def test_budget_schedule_decays_over_time_and_stops():
+    schedule = WarmupCosine(warmup_steps=2, max_steps=10**9, min_ratio=0.0, budget_seconds=10.0)
+    assert schedule(0) == pytest.approx(0.5) and not schedule.done(5)
+    schedule.elapsed = 5.0
+    assert schedule(5) == pytest.approx(0.5, abs=1e-6)
+    schedule.elapsed = 10.0
+    assert schedule(6) == pytest.approx(0.0, abs=1e-9) and schedule.done(6)
+
+
+def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
+    from pdefm.train.baselines.report import write_benchmark_doc
+
+    out = tmp_path / "bench"
+    names = ["a", "b"]
+    (out).mkdir()
+    (out / "benchmark_settings.json").write_text(json.dumps({
+        "datasets": names, "cpu_count": 2, "torch_threads": 1, "torch": "x", "device": "cpu", "budget_minutes": 1.0,
+        "suite": "mini_well", "eval_batches": 8, "rollout_steps": 30, "finetune_steps": 5, "few_shot_trajectories": 2,
+        "lora_r": 2}))
+    values = {"pdefm": (0.1, 0.2), "cnextunet": (0.05, 0.1), "fno": (0.4, 0.5)}
+    for seed in (0, 1):
+        for run, (va, vb) in values.items():
+            folder = out / f"seed{seed}" / run
+            folder.mkdir(parents=True)
+            datasets = {n: {"one_step": {"vrmse": v + 0.01 * seed, "persistence_vrmse": 1.0},
+                            "rollout": {"vrmse_windows": {"6:12": 2 * v}, "vrmse_per_step": [v, 2 * v]}}
+                        for n, v in zip(names, (va, vb))}
+            doc = {"datasets": datasets, "train_seconds": 60.0, "train_steps": 10,
+                   "runs": {n: {"steps": 7} for n in names}}
+            (folder / "evaluation.json").write_text(json.dumps(doc))
+    path = write_benchmark_doc(str(out), str(tmp_path / "docs" / "benchmark.md"), "python -m pdefm.train.benchmark --x")
+    text = open(path).read()
+    assert "| a | 0.1050 ± 0.0071 | 0.0550 ± 0.0071 | 0.4050 ± 0.0071 | 1.0000 |" in text
+    # mean of PDE-FM (0.155) against FNO (0.455): 65.9% lower; lower on both datasets.
+    assert "is 65.9% lower than FNO's" in text and "lower on 2 of 2 datasets" in text
+    # against CNextU-Net (0.0800): 93.8% higher, lower on neither dataset.
+    assert "is 93.8% higher than CNextU-Net's" in text and "lower on 0 of 2 datasets" in text
+    assert (tmp_path / "docs" / "benchmark_rollout.png").exists()
+    assert (tmp_path / "docs" / "benchmark_runs" / "seed1" / "fno" / "evaluation.json").exists()
+
+
+def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
+    from pdefm.train.benchmark import main as benchmark_main
+
+    data_dir = str(tmp_path / "data")
+    for name, seed in (("flow2d", 0), ("waves", 5)):
+        write_dataset(data_dir, name, n_dims=2, resolution=(16, 16), n_steps=10, files_per_split=(1, 1, 1),
+                      time_scalars=False, tensor_fields=name == "flow2d", seed=seed)
+        compute_stats(os.path.join(data_dir, name))
+    out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
+    argv = ["--budget-minutes", "0.003", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
+            "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2", "--finetune-steps", "2",
+            "--transfer-dataset", "waves", "--few-shot-trajectories", "1"]
+    assert benchmark_main(argv) == 0
+    runs = sorted(os.listdir(out / "seed0"))
+    assert runs == sorted(["pdefm", "cnextunet", "transfer_base", "transfer_adapters_only", "transfer_lora",
+                           "transfer_scratch", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
+                                                 "no_cross_attention", "attention_backbone", "conv_decoder")]])
+    text = doc.read_text()
+    for heading in ("## One-step VRMSE", "## Rollout VRMSE", "## Ablations", "## Transfer to a dataset held out"):
+        assert heading in text
+    stamp = os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json")
+    assert benchmark_main(argv) == 0  # finished runs are kept, not redone
+    assert os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json") == stamp

@@ -1,0 +1,241 @@
+"""LoRA domain adapters: finetuning command, several adapters on one base, merging, predict, and bad input."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from pdefm.data import WellSplitReader, load_well_dataset
+from modeling_pdefm import PDEFMConfig, PDEFMModel
+from pdefm.train.adapters.lora import (AdapterMismatchError, check_target_modules, load_domain_adapters, trainable_parameters,
+                            wrap_with_lora)
+from pdefm.train.training.batches import model_specs
+from pdefm.train.finetune import main as finetune_main
+from pdefm.train.evaluation.forecasters import model_inputs
+from pdefm.train.adapters.loading import load_pdefm
+from pdefm.train.predict import main as predict_main
+
+from well_files import write_dataset
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A base model pretrained (briefly) on `flow2d`, and two new systems it has never seen."""
+    root = str(tmp_path_factory.mktemp("ft_data"))
+    write_dataset(root, "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), time_scalars=False)
+    write_dataset(root, "waves", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), seed=3,
+                  tensor_fields=False, time_scalars=False)
+    write_dataset(root, "cube3d", n_dims=3, resolution=(8, 8, 8), n_steps=8, files_per_split=(1, 1, 1), seed=4,
+                  tensor_fields=False, constant_fields=False, time_scalars=False)
+    torch.manual_seed(0)
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
+    base_dir = str(tmp_path_factory.mktemp("base"))
+    base.save_pretrained(base_dir)
+    return root, base_dir
+
+
+def run_finetune(root, base_dir, out, name, adapter, *extra):
+    argv = ["--base", base_dir, "--data", os.path.join(root, name), "--adapter-name", adapter, "--output_dir", str(out),
+            "--max_steps", "4", "--batch_size", "2", "--n_steps_input", "2", "--eval_every", "2", "--eval_batches", "1",
+            "--checkpoint_every", "2", "--log_with", "none", "--warmup_steps", "1", "--learning_rate", "0.01", *extra]
+    assert finetune_main(argv) == 0
+    return os.path.join(str(out), adapter)
+
+
+def test_lora_finetune_saves_an_adapter_with_its_card(setup, tmp_path):
+    root, base_dir = setup
+    folder = run_finetune(root, base_dir, tmp_path / "ft", "waves", "waves_lora", "--lora-r", "2")
+    files = set(os.listdir(folder))
+    assert {"adapter_config.json", "adapter_model.safetensors", "pdefm_adapter.json", "README.md"} <= files
+    info = json.load(open(os.path.join(folder, "pdefm_adapter.json")))
+    assert info["dataset_name"] == "waves" and info["dataset_spec"]["n_fields"] == 3
+    card = open(os.path.join(folder, "README.md")).read()
+    assert "library_name: peft" in card and "one-step VRMSE" in card
+    # The base is a local folder: the card says so instead of recording a path as a Hub id.
+    assert "base_model:" not in card and "a local base model" in card
+    details = json.load(open(tmp_path / "ft" / "finetune.json"))
+    assert details["mode"] == "lora" and details["trainable_parameters"]["fraction"] < 0.05
+    assert os.path.isdir(tmp_path / "ft" / "checkpoints")
+    assert (tmp_path / "ft" / "report.md").read_text().startswith("# Finetuning report (lora, waves)")
+
+
+def test_the_base_hub_id_is_recorded_when_there_is_one(tmp_path):
+    from pdefm.train.finetune import base_hub_id
+
+    assert base_hub_id("org/pdefm-small") == "org/pdefm-small"
+    cached = tmp_path / "hub" / "models--org--pdefm-small" / "snapshots" / "abc123"
+    cached.mkdir(parents=True)
+    assert base_hub_id(str(cached)) == "org/pdefm-small"
+    assert base_hub_id(str(tmp_path)) is None
+
+
+def test_lora_is_under_five_percent_of_the_small_model():
+    model = PDEFMModel(PDEFMConfig.from_preset("small", datasets={"a": {"n_fields": 4, "n_spatial_dims": 2}}))
+    from pdefm.train.adapters.lora import default_target_modules
+
+    model.add_dataset("b", n_fields=3, n_spatial_dims=2)
+    peft_model = wrap_with_lora(model, "b_lora", ["adapters.b"], r=8, target_modules=default_target_modules(model, 2))
+    counts = trainable_parameters(peft_model)
+    assert 0 < counts["fraction"] < 0.05
+
+
+@pytest.mark.parametrize("backbone", ["mamba", "attention"])
+def test_default_lora_targets_follow_the_configured_backbone(backbone):
+    """The default targets must reach the backbone that is there: with `backbone="attention"` they once named
+    `nn.TransformerEncoderLayer`'s layers and matched nothing of ours."""
+    from pdefm.train.adapters.lora import default_target_modules
+
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"a": {"n_fields": 2, "n_spatial_dims": 2}},
+                                               backbone=backbone))
+    targets = default_target_modules(model, 2)
+    in_backbone = [t for t in targets if t.startswith("backbone.layers.")]
+    assert len({t.split(".")[2] for t in in_backbone}) == len(model.backbone.layers)  # every layer
+    peft_model = wrap_with_lora(model, "a_lora", [], r=2)  # default targets: LoRA in the backbone too
+    lora_layers = {n.split(".lora_A")[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n}
+    assert any(".backbone.layers." in n for n in lora_layers)
+
+
+def test_adapters_mode_trains_only_the_new_dataset_adapter(setup, tmp_path):
+    root, base_dir = setup
+    run_finetune(root, base_dir, tmp_path / "ad", "waves", "waves_adapters", "--mode", "adapters")
+    tuned = PDEFMModel.from_pretrained(str(tmp_path / "ad" / "waves_adapters"))
+    base = PDEFMModel.from_pretrained(base_dir)
+    assert torch.equal(tuned.backbone.layers[0].mixer.forward_mixer.in_proj.weight,
+                       base.backbone.layers[0].mixer.forward_mixer.in_proj.weight)
+    assert "waves" in tuned.config.datasets
+
+
+def test_two_adapters_on_one_base_switch_and_merge(setup, tmp_path):
+    root, base_dir = setup
+    waves = run_finetune(root, base_dir, tmp_path / "w", "waves", "waves_lora", "--lora-r", "2")
+    cube = run_finetune(root, base_dir, tmp_path / "c", "cube3d", "cube_lora", "--lora-r", "2")
+    model = load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [waves, cube]).eval()
+    assert set(model.peft_config) == {"waves_lora", "cube_lora"}
+    batch = load_well_dataset(os.path.join(root, "waves"), split="test", n_steps_input=2, n_steps_output=1)[[0, 1]]
+    inputs = model_inputs(batch, "cpu")
+    with torch.no_grad():
+        with_waves = model(**inputs).prediction
+        model.set_adapter("cube_lora")
+        without = model(**inputs).prediction  # the waves LoRA is off, its dataset adapter still used
+        model.set_adapter("waves_lora")
+        # LoRA weights moved away from their zero start, so switching changes the output.
+        assert not torch.allclose(with_waves, without)
+        merged = model.merge_and_unload().eval()
+        assert (merged(**inputs).prediction - with_waves).abs().max() < 1e-5
+    assert isinstance(merged, PDEFMModel)
+    cube_batch = load_well_dataset(os.path.join(root, "cube3d"), split="test", n_steps_input=2, n_steps_output=1)[[0]]
+    single = load_pdefm(base_dir, adapter=cube)
+    with torch.no_grad():
+        assert torch.isfinite(single(**model_inputs(cube_batch, "cpu")).prediction).all()
+
+
+def test_interrupted_finetune_resumes(setup, tmp_path):
+    root, base_dir = setup
+    from pdefm.train.training.config import load_config
+    from pdefm.train.finetune import finetune, finetune_arguments
+
+    argv = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--adapter-name", "w", "--output_dir",
+            str(tmp_path / "r"), "--max_steps", "4", "--batch_size", "2", "--n_steps_input", "2", "--eval_every", "2",
+            "--eval_batches", "1", "--checkpoint_every", "2", "--log_with", "none", "--lora-r", "2",
+            "--data_dir", root, "--datasets", "waves"]
+    args, rest = finetune_arguments(argv)
+    config = load_config(rest).config
+    with pytest.raises(KeyboardInterrupt):
+        finetune(args, config, stop_after=2)
+    # Another LoRA rank would not fit the checkpoint's run: refused, naming the finetuning settings.
+    other_argv = list(argv)
+    other_argv[other_argv.index("--lora-r") + 1] = "4"
+    other, _ = finetune_arguments(other_argv)
+    AcceleratorState._reset_state(True)
+    from pdefm.train.training.fit import ResumeConfigError
+
+    with pytest.raises(ResumeConfigError, match=r"finetune: .*'lora_r': 2.* in the checkpoint, .*'lora_r': 4.* now"):
+        finetune(other, config, resume=True)
+    AcceleratorState._reset_state(True)
+    result = finetune(args, config, resume=True)
+    assert os.path.isfile(tmp_path / "r" / "w" / "adapter_model.safetensors")
+    assert json.load(open(tmp_path / "r" / "finetune.json"))["steps"] == 4 and result["report"]
+
+
+def test_bad_finetune_input_is_named(setup, tmp_path, capsys):
+    root, base_dir = setup
+    base = PDEFMModel.from_pretrained(base_dir)
+    with pytest.raises(ValueError, match="'no_such_layer' matches no Linear/Conv layer"):
+        check_target_modules(base, ["in_proj", "no_such_layer"])
+    with pytest.raises(ValueError, match="also the name of a dataset"):
+        wrap_with_lora(base, "flow2d", [], r=2)
+    code = finetune_main(["--base", base_dir, "--data", os.path.join(root, "waves"), "--adapter-name", "x",
+                          "--target-modules", "nothing_like_this", "--output_dir", str(tmp_path / "bad"), "--log_with", "none"])
+    assert code == 2 and "nothing_like_this" in capsys.readouterr().err
+    assert finetune_main(["--base", base_dir, "--data", str(tmp_path / "missing"), "--adapter-name", "x"]) == 2
+    assert "missing" in capsys.readouterr().err
+    from pdefm.train.finetune import new_dataset_modules
+
+    with pytest.raises(ValueError, match="has no dataset 'unseen' and no field description"):
+        new_dataset_modules(base, "unseen", None, base_dir)
+    with pytest.raises(ValueError, match="knows it with n_fields=7, the data has n_fields=3"):
+        new_dataset_modules(base, "flow2d", {**base.config.datasets["flow2d"], "n_fields": 3}, base_dir)
+
+
+def test_adapter_for_another_base_is_refused(setup, tmp_path):
+    root, base_dir = setup
+    folder = run_finetune(root, base_dir, tmp_path / "w", "waves", "waves_lora", "--lora-r", "2")
+    torch.manual_seed(1)
+    other = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
+    with pytest.raises(AdapterMismatchError, match="not on this base model"):
+        load_domain_adapters(other, [folder])
+    with pytest.raises(AdapterMismatchError, match="not a PDE-FM domain adapter"):
+        load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [base_dir])
+
+
+def test_predict_writes_a_rollout_in_the_wells_format(setup, tmp_path):
+    root, base_dir = setup
+    folder = run_finetune(root, base_dir, tmp_path / "w", "waves", "waves_lora", "--lora-r", "2")
+    source = os.path.join(root, "waves", "data", "test", "waves_00.hdf5")
+    before = open(source, "rb").read()
+    out = str(tmp_path / "rollout.hdf5")
+    assert predict_main(["--model", base_dir, "--adapter", folder, "--input", source, "--steps", "5", "--out", out,
+                         "--n-steps-input", "2"]) == 0
+    assert open(source, "rb").read() == before  # the input is only read
+    from pdefm.data.the_well import check
+
+    assert check([out]) == 0
+    reader = WellSplitReader([out], n_steps_input=2, n_steps_output=5)
+    assert reader.meta.n_steps == 7 and reader.meta.field_names == WellSplitReader([source], n_steps_input=2, n_steps_output=1).meta.field_names
+    window = reader[0]
+    truth = WellSplitReader([source], n_steps_input=2, n_steps_output=1)[0]
+    assert torch.allclose(window["input_fields"], truth["input_fields"])  # the given frames are kept
+    with h5py.File(out) as f:
+        assert f.attrs["pdefm_predicted_steps"] == 5
+        time = f["dimensions/time"][()]
+        assert np.allclose(np.diff(time), np.diff(time)[0], atol=1e-6)
+    assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", str(tmp_path / "x.hdf5")]) == 2
+
+
+def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup, tmp_path):
+    root, _ = setup
+    torch.manual_seed(0)
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=3,
+                                               spectral_loss_weight=0.2))
+    base_dir = str(tmp_path / "base3")
+    base.save_pretrained(base_dir)
+    common = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--mode", "full", "--max_steps", "1",
+              "--batch_size", "2", "--eval_batches", "1", "--log_with", "none", "--warmup_steps", "0"]
+    assert finetune_main([*common, "--adapter-name", "inherit", "--output_dir", str(tmp_path / "a")]) == 0
+    config = PDEFMModel.from_pretrained(str(tmp_path / "a" / "inherit")).config
+    assert (config.n_steps_input, config.spectral_loss_weight) == (3, 0.2)
+    assert json.load(open(tmp_path / "a" / "pretrain_config.json"))["n_steps_input"] == 3
+    assert finetune_main([*common, "--adapter-name", "told", "--output_dir", str(tmp_path / "b"),
+                          "--n_steps_input", "2"]) == 0
+    assert PDEFMModel.from_pretrained(str(tmp_path / "b" / "told")).config.n_steps_input == 2

@@ -1,0 +1,71 @@
+"""Metrics against The Well's own implementations (the `the_well` package), and their meaning."""
+
+import math
+
+import pytest
+import torch
+
+from pdefm.train.evaluation.metrics import SPECTRAL_BANDS, binned_spectral_error, nrmse, rmse, vrmse, wavenumber_band_edges
+
+spatial = pytest.importorskip("the_well.benchmark.metrics.spatial")
+spectral = pytest.importorskip("the_well.benchmark.metrics.spectral")
+
+
+class Meta:
+    def __init__(self, n_spatial_dims):
+        self.n_spatial_dims = n_spatial_dims
+
+
+CASES = [((3, 2, 16, 12, 4), 2), ((2, 8, 6, 10, 3), 3), ((5, 32, 2), 1)]
+
+
+@pytest.mark.parametrize("shape,d", CASES)
+def test_vrmse_nrmse_rmse_equal_the_wells(shape, d):
+    g = torch.Generator().manual_seed(d)
+    scale = torch.tensor([1e-3, 1.0, 50.0, 7.0][: shape[-1]])
+    target = torch.randn(*shape, generator=g) * scale + 3
+    prediction = target + 0.1 * torch.randn(*shape, generator=g) * scale
+    meta = Meta(d)
+    assert torch.allclose(vrmse(prediction, target, d), spatial.VRMSE.eval(prediction, target, meta), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(nrmse(prediction, target, d), spatial.NRMSE.eval(prediction, target, meta), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(rmse(prediction, target, d), spatial.RMSE.eval(prediction, target, meta), rtol=1e-6, atol=1e-6)
+    assert vrmse(prediction, target, d).shape == shape[:-(d + 1)] + shape[-1:]
+
+
+def test_vrmse_of_predicting_the_mean_is_about_one():
+    target = torch.randn(4, 64, 64, 2)
+    prediction = target.mean(dim=(1, 2), keepdim=True).expand_as(target)
+    assert torch.allclose(vrmse(prediction, target, 2), torch.ones(4, 2), atol=0.01)
+
+
+@pytest.mark.parametrize("shape,d", CASES[:2])
+def test_binned_spectral_error_equals_the_wells_normalised_bins(shape, d):
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(*shape, generator=g)
+    prediction = target + 0.3 * torch.randn(*shape, generator=g)
+    ours = binned_spectral_error(prediction, target, d)
+    theirs = spectral.binned_spectral_mse.eval(prediction, target, Meta(d))
+    for i, band in enumerate(SPECTRAL_BANDS):
+        assert torch.allclose(ours[band], theirs[f"spectral_error_nmse_per_bin_{i}"], rtol=1e-4, atol=1e-6)
+
+
+def test_spectral_bands_separate_scales():
+    n = 64
+    x = torch.arange(n) * 2 * math.pi / n
+    smooth = torch.sin(x)[:, None] + torch.cos(x)[None, :]
+    wiggle = torch.sin(28 * x)[:, None] * torch.ones(n)[None, :]
+    target = (smooth + wiggle)[None, ..., None]
+    missing_fine = smooth[None, ..., None]  # right large scales, no fine scales
+    errors = binned_spectral_error(missing_fine, target, 2)
+    assert errors["low"].item() < 1e-6 and errors["high"].item() > 0.99
+    exact = binned_spectral_error(target, target, 2)
+    assert all(v.abs().max() < 1e-9 for v in exact.values())
+    edges = wavenumber_band_edges((n, n))
+    assert edges[0] == 0 and torch.all(edges[1:] > edges[:-1]) and edges[-1] > math.pi * math.sqrt(2)
+
+
+def test_shape_mismatch_is_named():
+    with pytest.raises(ValueError, match="same shape"):
+        vrmse(torch.zeros(2, 4, 4, 1), torch.zeros(2, 4, 5, 1), 2)
+    with pytest.raises(ValueError, match="n_spatial_dims"):
+        rmse(torch.zeros(2, 4, 1), torch.zeros(2, 4, 1), 4)

@@ -1,0 +1,63 @@
+"""Finding model and adapter folders (local folders, Hub ids, the offline cache) and pushing them to the Hub."""
+
+from __future__ import annotations
+
+import os
+
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+from pdefm.data.remote import RemoteUnreachableError, is_unreachable, unreachable_message
+
+
+class ModelResolutionError(OSError):
+    """A model or adapter that cannot be found; says where it was looked for and what to do."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(value: str) -> bool:
+    # A Hub id is `name` or `owner/name`; anything else is meant as a path.
+    return value.startswith((".", "/", "~")) or value.count("/") > 1
+
+
+def resolve_folder(path_or_id: str, what: str = "model", revision: str | None = None) -> str:
+    """A local folder holding `path_or_id`: the folder itself, or the Hub repo's snapshot (from the Hugging Face cache
+    when `HF_HUB_OFFLINE=1`)."""
+    if os.path.isdir(path_or_id):
+        return path_or_id
+    if _looks_like_path(path_or_id) or os.path.exists(path_or_id):
+        raise ModelResolutionError(f"{what} {path_or_id!r}: no such folder")
+    try:
+        return snapshot_download(path_or_id, revision=revision)
+    except Exception as error:  # noqa: BLE001 - every way a download fails ends in one named error
+        if not isinstance(error, (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, ValueError,
+                                  OSError)) and not is_unreachable(error):
+            raise
+        if hub_offline():
+            raise ModelResolutionError(
+                f"{what} {path_or_id!r} is not in the Hugging Face cache "
+                f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}) and "
+                "HF_HUB_OFFLINE=1 forbids downloading it: download it once while online (`hf download "
+                f"{path_or_id}`), point HF_HUB_CACHE at the cache that holds it, or pass a local folder"
+            ) from None
+        raise ModelResolutionError(f"{what} {path_or_id!r} could not be resolved as a folder or Hub repo: {error}") from None
+
+
+def push_folder(folder: str, repo_id: str, private: bool = False, token: str | None = None,
+                commit_message: str | None = None) -> str:
+    """Create `repo_id` if needed and upload a saved model or adapter folder (weights, config, code, model card)
+    to it; returns the commit URL. Checkpoints and logs are left out."""
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=folder, repo_id=repo_id,
+                                 commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(folder))}",
+                                 ignore_patterns=["checkpoints/*", "runs/*", "run_info/*", "*.tmp", "evaluation/*"])
+    except Exception as error:  # noqa: BLE001 - only connection failures are turned into a one-line error
+        if is_unreachable(error):
+            raise RemoteUnreachableError(unreachable_message(f"the Hugging Face Hub to push {repo_id!r}", error)) from None
+        raise
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,33 @@
+"""Loading a saved PDE-FM (folder or Hub id), with its LoRA domain adapters if asked: what every command uses."""
+
+from __future__ import annotations
+
+import os
+
+from modeling_pdefm import PDEFMConfig, PDEFMModel
+
+from .hub import ModelResolutionError, resolve_folder
+from .lora import load_domain_adapters
+
+
+def load_pdefm(path_or_id: str, adapter: str | list[str] | None = None, merge: bool = True, revision: str | None = None):
+    """A `PDEFMModel` from a folder or Hub id, optionally with LoRA domain adapter(s) (folders or Hub ids).
+
+    With one adapter and `merge=True` (default) the adapter is merged into the weights (a plain `PDEFMModel`);
+    otherwise a `peft.PeftModel` with every adapter loaded and the first active."""
+    folder = resolve_folder(path_or_id, "model", revision)
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise ModelResolutionError(f"model {path_or_id!r}: {folder} has no config.json (not a saved model)")
+    config = PDEFMConfig.from_pretrained(folder)
+    if getattr(config, "model_type", None) != "pdefm":
+        raise ModelResolutionError(f"model {path_or_id!r} is not a PDE-FM model (model_type {config.model_type!r})")
+    model = PDEFMModel.from_pretrained(folder, config=config)
+    model.name_or_path = path_or_id
+    if adapter is None:
+        return model.eval()
+    adapters = [adapter] if isinstance(adapter, str) else list(adapter)
+    peft_model = load_domain_adapters(model, adapters)
+    if merge and len(adapters) == 1:
+        return peft_model.merge_and_unload().eval()
+    return peft_model.eval()

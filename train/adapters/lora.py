@@ -1,0 +1,184 @@
+"""LoRA domain adapters for PDE-FM with PEFT: wrapping, saving, and loading several onto one base model.
+
+A domain adapter is PEFT's adapter folder (`adapter_config.json`, `adapter_model.safetensors`) plus
+`pdefm_adapter.json`: the dataset it serves (its field description, so a base without that dataset can be given
+one) and a fingerprint of the base weights it was trained on, so it is never applied to another base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+from torch import nn
+
+from .hub import resolve_folder
+
+ADAPTER_INFO = "pdefm_adapter.json"
+# Backbone layers by backbone kind (`PDEFMConfig.backbone`): the Mamba mixers' projections, or the transformer
+# blocks' attention projections and MLP; then the tokenizer (patch and spectral) and decoder layers shared by both.
+BACKBONE_TARGETS = {
+    "mamba": r"backbone\.layers\.\d+\.mixer\.(forward|backward)_mixer\.(in_proj|out_proj)",
+    "attention": r"backbone\.layers\.\d+\.mixer\.(attn\.(q_proj|k_proj|v_proj|o_proj)|mlp_in|mlp_out)",
+}
+SHARED_TARGETS = (r"patch_embeddings\.\w+\.proj|spectral_tokenizer\.proj"
+                  r"|decoders\.\w+\.(lift|project|unpatch\.proj|blocks\.\d+\.(pointwise|kernel))")
+
+
+def default_target_pattern(backbone: str) -> str:
+    """The regular expression of the layers LoRA adapts by default, for a model with this backbone."""
+    if backbone not in BACKBONE_TARGETS:
+        raise ValueError(f"no default LoRA targets for backbone {backbone!r}; known: {sorted(BACKBONE_TARGETS)}")
+    return rf"({BACKBONE_TARGETS[backbone]}|{SHARED_TARGETS})"
+
+
+LORA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def default_target_modules(model: nn.Module, n_spatial_dims: int | None = None) -> list[str]:
+    """The layers (of types LoRA supports) that `default_target_pattern` of this model's backbone names, restricted,
+    when `n_spatial_dims` is given, to the shared layers and those of that dimensionality (LoRA on the other
+    dimensionality's tokenizer and decoder would train nothing)."""
+    own = f"{n_spatial_dims}d" if n_spatial_dims is not None else None
+    pattern = default_target_pattern(model.config.backbone)
+    chosen = []
+    for name, module in model.named_modules():
+        if not isinstance(module, LORA_LAYER_TYPES) or not re.fullmatch(pattern, name):
+            continue
+        parts = name.split(".")
+        if own is not None and parts[0] in ("patch_embeddings", "decoders") and parts[1] != own:
+            continue
+        chosen.append(name)
+    return chosen
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter that does not belong to this base model."""
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A hash of the shared weights (everything but the per-dataset adapters), taken before any dataset is added."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith("adapters."):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def lora_candidates(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, LORA_LAYER_TYPES)]
+
+
+def check_target_modules(model: nn.Module, target_modules: str | list[str]) -> list[str]:
+    """The layer names the targets select (PEFT's rule: a regex over full names, or name suffixes); an error naming
+    each target that selects nothing."""
+    candidates = lora_candidates(model)
+    if isinstance(target_modules, str):
+        chosen = [n for n in candidates if re.fullmatch(target_modules, n)]
+        if not chosen:
+            raise ValueError(f"--target-modules {target_modules!r} matches no Linear/Conv layer of the model; "
+                             f"layers are named like {candidates[:6]}")
+        return chosen
+    chosen = []
+    for target in target_modules:
+        hits = [n for n in candidates if n == target or n.endswith("." + target)]
+        if not hits:
+            suffixes = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+            raise ValueError(f"LoRA target {target!r} matches no Linear/Conv layer of the model; "
+                             f"available layer names end in {suffixes}")
+        chosen += hits
+    return sorted(set(chosen))
+
+
+def wrap_with_lora(model: nn.Module, adapter_name: str, trainable_modules: list[str], r: int = 8, alpha: int | None = None,
+                   dropout: float = 0.0, target_modules: str | list[str] | None = None):
+    """`peft.get_peft_model` with LoRA on `target_modules` (default: `default_target_modules` of the model's
+    backbone) and `trainable_modules` (the new dataset's adapter, and any module added for it) fully trained and
+    saved with the adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    if r < 1:
+        raise ValueError(f"--lora-r must be >= 1, got {r}")
+    if adapter_name in model.config.datasets:
+        # PEFT strips ".<adapter name>" from saved keys, which would also cut the dataset's module path.
+        raise ValueError(f"--adapter-name {adapter_name!r} is also the name of a dataset of the model; pick another "
+                         f"name, e.g. {adapter_name + '_lora'!r}")
+    if target_modules is None:
+        target_modules = default_target_modules(model)
+    check_target_modules(model, target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha or r, lora_dropout=dropout, target_modules=target_modules,
+                        modules_to_save=list(trainable_modules) or None, init_lora_weights=True)
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, Any]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
+
+
+def save_domain_adapter(peft_model, output_dir: str, adapter_name: str, dataset_name: str, spec: dict[str, Any],
+                        fingerprint: str, base: str) -> str:
+    """Save one adapter into `output_dir/adapter_name/`; returns that folder."""
+    folder = os.path.join(output_dir, adapter_name)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(output_dir, f".tmp_{adapter_name}")
+    peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+    written = os.path.join(tmp, adapter_name) if os.path.isdir(os.path.join(tmp, adapter_name)) else tmp
+    for name in os.listdir(written):
+        os.replace(os.path.join(written, name), os.path.join(folder, name))
+    info = {"adapter_name": adapter_name, "dataset_name": dataset_name, "dataset_spec": spec,
+            "base_model": base, "base_fingerprint": fingerprint}
+    with open(os.path.join(folder, ADAPTER_INFO), "w") as f:
+        json.dump(info, f, indent=2)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_adapter_info(path_or_id: str) -> tuple[str, dict[str, Any]]:
+    folder = resolve_folder(path_or_id, "adapter")
+    path = os.path.join(folder, ADAPTER_INFO)
+    if not os.path.isfile(path):
+        raise AdapterMismatchError(f"adapter {path_or_id!r}: no {ADAPTER_INFO} in {folder}; not a PDE-FM domain adapter "
+                                   "(save adapters with pdefm.train.finetune)")
+    with open(path) as f:
+        return folder, json.load(f)
+
+
+def load_domain_adapters(model: nn.Module, adapters: list[str], is_trainable: bool = False):
+    """Load domain adapters (folders or Hub ids) onto `model`; each adapter's dataset is added to the model first
+    when the model lacks it. Returns a `peft.PeftModel` with the first adapter active (`set_adapter` switches)."""
+    from peft import PeftModel
+
+    if not adapters:
+        raise ValueError("no adapters given")
+    fingerprint = base_fingerprint(model)
+    loaded = []
+    for path_or_id in adapters:
+        folder, info = read_adapter_info(path_or_id)
+        if info["base_fingerprint"] != fingerprint:
+            raise AdapterMismatchError(
+                f"adapter {path_or_id!r} was trained on base {info['base_model']!r} (weights fingerprint "
+                f"{info['base_fingerprint']}), not on this base model (fingerprint {fingerprint}); load it onto the "
+                "base it was trained from"
+            )
+        name = info["dataset_name"]
+        if name not in model.config.datasets:
+            spec = info["dataset_spec"]
+            model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
+                              n_constant_fields=spec.get("n_constant_fields", 0),
+                              n_constant_scalars=spec.get("n_constant_scalars", 0), field_names=spec.get("field_names"),
+                              field_scales=spec.get("field_scales"))
+        loaded.append((folder, info))
+    folder, info = loaded[0]
+    peft_model = PeftModel.from_pretrained(model, folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
+    for folder, info in loaded[1:]:
+        peft_model.load_adapter(folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
+    peft_model.set_adapter(loaded[0][1]["adapter_name"])
+    return peft_model

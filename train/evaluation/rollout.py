@@ -1,0 +1,163 @@
+"""Evaluation as The Well measures its baselines: one-step metrics over every window of a split, and autoregressive
+rollouts from the start of every trajectory, all on denormalised (physical) fields.
+
+Works with any forecaster of `pdefm.train.evaluation.forecasters` (`predict_next(batch) -> [B, 1, *space, C]`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from pdefm.data import load_well_dataset, split_reader
+
+from .forecasters import PDEFMForecaster
+from .metrics import binned_spectral_error, nrmse, rmse, vrmse
+from .windows import evaluation_batches
+
+# Rollout windows of The Well's tables, in steps after the last input frame (inclusive).
+ROLLOUT_WINDOWS = ((1, 1), (2, 5), (6, 12), (13, 30))
+
+
+def window_label(window: tuple[int, int]) -> str:
+    return f"{window[0]}:{window[1]}"
+
+
+@torch.no_grad()
+def one_step_vrmse(model, dataset, n_spatial_dims: int, batch_size: int = 8, n_batches: int | None = None,
+                   device=None) -> dict[str, Any]:
+    """Mean one-step VRMSE of a PDE-FM model over windows, per field, and the same for persistence."""
+    result = evaluate_one_step(PDEFMForecaster(model), dataset, n_spatial_dims, batch_size, n_batches)
+    return {key: result[key] for key in ("windows", "vrmse", "persistence_vrmse", "vrmse_per_field",
+                                         "persistence_vrmse_per_field")}
+
+
+@torch.no_grad()
+def evaluate_one_step(forecaster, dataset, n_spatial_dims: int, batch_size: int = 8,
+                      n_batches: int | None = None) -> dict[str, Any]:
+    """One-step VRMSE, NRMSE, RMSE and spectral error per field (means over windows), and persistence's VRMSE
+    (predicting the last input frame) as the floor any useful model must beat."""
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in evaluation_batches(dataset, batch_size, n_batches):
+        target = batch["output_fields"][:, :1].float()
+        prediction = forecaster.predict_next(batch).cpu()
+        persistence = batch["input_fields"][:, -1:].float()
+        values = {
+            "vrmse": vrmse(prediction, target, n_spatial_dims),
+            "nrmse": nrmse(prediction, target, n_spatial_dims),
+            "rmse": rmse(prediction, target, n_spatial_dims),
+            "persistence_vrmse": vrmse(persistence, target, n_spatial_dims),
+        }
+        for band, value in binned_spectral_error(prediction, target, n_spatial_dims).items():
+            values[f"spectral_{band}"] = value
+        for key, value in values.items():
+            total = value.double().sum(dim=(0, 1))
+            sums[key] = total if key not in sums else sums[key] + total
+        count += target.shape[0]
+    if not count:
+        raise ValueError("the split has no windows to evaluate")
+    result: dict[str, Any] = {"windows": count}
+    for key, total in sums.items():
+        per_field = (total / count).tolist()
+        result[f"{key}_per_field"] = per_field
+        result[key] = float(np.mean(per_field))
+    return result
+
+
+def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int,
+                      file_steps: list[int] | None = None) -> tuple[Any, list[int], int]:
+    """The split as windows of `n_steps_input` frames plus the longest rollout (up to `max_steps`) its trajectories
+    allow, and the rows of the windows that start each trajectory. `file_steps` (frames per file, from a reader
+    of the split already open) spares opening the split once more to learn them."""
+    if file_steps is None:
+        probe = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=1)
+        file_steps = [m.n_steps for m in split_reader(probe).metadata]
+    steps = min(max_steps, min(file_steps) - n_steps_input)
+    if steps < 1:
+        raise ValueError(f"{path} ({split}): trajectories are too short for {n_steps_input} input steps and a rollout")
+    dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=steps)
+    reader = split_reader(dataset)
+    rows = [row for row, window in enumerate(reader.window_indices()) if reader.locate(int(window))[2] == 0]
+    return dataset, rows, steps
+
+
+@torch.no_grad()
+def rollout(forecaster, batch: dict[str, Any], n_steps: int) -> torch.Tensor:
+    """Feed predictions back as inputs for `n_steps`: `[B, n_steps, *space, C]` in physical units. Time grids move
+    with the window, so a model conditioned on the step size sees the true one."""
+    window = batch["input_fields"].float()
+    n_in = window.shape[1]
+    times = None
+    if "input_time_grid" in batch and "output_time_grid" in batch:
+        times = torch.cat([batch["input_time_grid"], batch["output_time_grid"]], dim=1)
+    frames = []
+    for step in range(n_steps):
+        inputs = {k: v for k, v in batch.items() if k not in ("output_fields", "input_fields")}
+        inputs["input_fields"] = window
+        if times is not None:
+            inputs["input_time_grid"] = times[:, step : step + n_in]
+            inputs["output_time_grid"] = times[:, step + n_in : step + n_in + 1]
+        frame = forecaster.predict_next(inputs).cpu()
+        frames.append(frame)
+        window = torch.cat([window[:, 1:], frame], dim=1)
+    return torch.cat(frames, dim=1)
+
+
+@torch.no_grad()
+def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_steps_input: int = 4,
+                     max_steps: int = 30, batch_size: int = 4, keep_example: bool = True,
+                     file_steps: list[int] | None = None) -> dict[str, Any]:
+    """VRMSE per rollout step (mean over trajectories, per field) and over The Well's windows of steps, from the
+    first `n_steps_input` frames of every trajectory of the split. `example` keeps the first trajectory's truth and
+    prediction for figures."""
+    dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps)
+    sums = {"model": None, "persistence": None}
+    example = None
+    for start in range(0, len(rows), batch_size):
+        batch = dataset[rows[start : start + batch_size]]
+        prediction = rollout(forecaster, batch, steps)
+        target = batch["output_fields"].float()
+        persistence = batch["input_fields"][:, -1:].float().expand_as(target)  # "no change" from the last input
+        for key, forecast in (("model", prediction), ("persistence", persistence)):
+            errors = vrmse(forecast, target, n_spatial_dims).double().sum(0)  # [steps, C]
+            sums[key] = errors if sums[key] is None else sums[key] + errors
+        if keep_example and example is None:
+            grid = batch.get("space_grid")
+            coordinates = None
+            if grid is not None:  # [*space, d] -> the coordinates along each axis (the others held at index 0)
+                g = grid[0].numpy()
+                d = g.shape[-1]
+                coordinates = [g[tuple(slice(None) if a == i else 0 for a in range(d)) + (i,)] for i in range(d)]
+            example = {"truth": target[0].numpy(), "prediction": prediction[0].numpy(), "coordinates": coordinates}
+    per_step = (sums["model"] / len(rows)).numpy()  # [steps, C]
+    persistence_per_step = (sums["persistence"] / len(rows)).numpy()
+    return {"trajectories": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
+            "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": rollout_windows(per_step),
+            "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),
+            "persistence_vrmse_windows": rollout_windows(persistence_per_step), "example": example}
+
+
+def rollout_windows(per_step: np.ndarray) -> dict[str, float]:
+    """Mean VRMSE over The Well's windows of rollout steps that the rollout reaches (`per_step [steps, C]`)."""
+    steps = per_step.shape[0]
+    return {window_label((first, last)): float(per_step[first - 1 : min(last, steps)].mean())
+            for first, last in ROLLOUT_WINDOWS if first <= steps}
+
+
+def evaluate_dataset(forecaster, data_dir: str, name: str, split: str = "test", n_steps_input: int = 4,
+                     rollout_steps: int = 30, batch_size: int = 8, n_batches: int | None = None) -> dict[str, Any]:
+    """One-step and rollout evaluation of one dataset folder under `data_dir`."""
+    path = os.path.join(data_dir, name)
+    dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=1)
+    reader = split_reader(dataset)
+    meta = reader.meta
+    d, field_names, spatial_dims = meta.n_spatial_dims, meta.field_names, list(meta.spatial_dims)
+    one_step = evaluate_one_step(forecaster, dataset, d, batch_size, n_batches)
+    rolled = evaluate_rollout(forecaster, path, split, d, n_steps_input, rollout_steps, max(1, batch_size // 2),
+                              file_steps=[m.n_steps for m in reader.metadata])
+    return {"n_spatial_dims": d, "field_names": field_names, "spatial_dims": spatial_dims, "one_step": one_step,
+            "rollout": rolled}

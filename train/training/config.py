@@ -1,0 +1,245 @@
+"""Pretraining configuration: a versioned YAML file, any key overridable on the command line (`--max_steps 200`).
+
+Bad values fail before training starts, with the key named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import yaml
+
+from pdefm.data.cli_format import HelpFormatter
+from modeling_pdefm import PRESETS, PDEFMConfig
+
+CONFIG_VERSION = 1
+MIXED_PRECISION = ("no", "bf16", "auto")
+# Keys a resumed run may change without --allow_config_change: the horizon (the schedule follows the new one) and
+# bookkeeping. Every other key changes what the run computes, so a difference from the checkpoint is refused.
+CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "checkpoint_every", "keep_checkpoints",
+                        "eval_every", "eval_batches", "log_every", "log_with", "max_nonfinite_in_a_row", "report_split",
+                        "generate_if_missing")
+
+
+@dataclass
+class PretrainConfig:
+    # data
+    data_dir: str = "data/mini_well"  # folder with one folder per dataset (<name>/data/{train,valid,test}/*.hdf5)
+    datasets: list[str] | None = None  # names under data_dir, comma-separated on the command line (a,b); null: all found
+    generate_if_missing: bool = False  # generate the Mini-Well suite into data_dir when it is empty (or finish it)
+    n_steps_input: int = 4  # input frames per window
+    n_steps_output: int = 1  # output frames per window (trained autoregressively)
+    use_normalization: bool = False  # z-score with stats.yaml; the model normalises each sample itself anyway
+    train_trajectories: int | None = None  # train on the first N trajectories of each train split (few-shot)
+    # model
+    model_preset: str = "tiny"  # tiny, small or base (README: Presets)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # PDEFMConfig keys over the preset, e.g. '{hidden_size: 64}'
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
+    # optimisation
+    max_steps: int = 1000  # optimizer steps (the cosine decays over them)
+    time_budget_minutes: float | None = None  # stop at this wall-clock budget (the cosine decays over it)
+    batch_size: int = 8  # windows per batch, all from one dataset
+    learning_rate: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_steps: int = 50  # linear warm-up steps
+    min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
+    grad_clip: float = 1.0  # gradient norm clipping
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "auto"  # auto (bf16 where the hardware has it), bf16 or no
+    spectral_loss_weight: float = 0.1  # weight of the wavenumber-weighted spectral loss next to VRMSE
+    # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
+    temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
+    difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
+    difficulty_eps: float = 0.05  # floor added to the difficulty L_i
+    difficulty_ema: float = 0.7  # running-average weight of past difficulties
+    # L_i is the validation VRMSE divided by persistence's on the same windows ("relative"): how far the model is from
+    # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; or the raw VRMSE ("absolute").
+    difficulty_measure: str = "relative"  # relative (VRMSE over persistence's) or absolute (raw VRMSE)
+    # bookkeeping
+    output_dir: str = "outputs/pretrain"  # model, report, checkpoints and logs go here (one run at a time)
+    checkpoint_every: int = 200  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    eval_every: int = 200  # steps between validations
+    eval_batches: int = 4  # validation batches per dataset
+    log_every: int = 10  # steps between logged metrics
+    log_with: str = "tensorboard"  # any accelerate tracker name, or "none"
+    max_nonfinite_in_a_row: int = 5  # stop after more non-finite losses than this in a row
+    seed: int = 0  # seed of weights, data order and curriculum
+    # the final report (one-step VRMSE per dataset on this split, against persistence)
+    report_split: str = "test"  # split of the final report: train, valid or test
+    version: int = CONFIG_VERSION  # config format version
+
+    def validate(self) -> "PretrainConfig":
+        # YAML reads 1e-3 (no dot) as a string: convert numeric text in numeric fields, or name the key.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = getattr(PretrainConfig(), f.name) if f.default is dataclasses.MISSING else f.default
+            if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+                try:
+                    setattr(self, f.name, type(default)(float(value)) if isinstance(default, int) else float(value))
+                except ValueError:
+                    raise ValueError(f"config key '{f.name}' must be a number, got {value!r}") from None
+        positive = ("max_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches",
+                    "log_every", "n_steps_input", "n_steps_output", "gradient_accumulation_steps", "max_nonfinite_in_a_row")
+        for key in positive:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"config key '{key}' must be a positive integer, got {value!r}")
+        for key in ("learning_rate", "grad_clip"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"config key '{key}' must be > 0, got {getattr(self, key)!r}")
+        for key in ("train_trajectories", "time_budget_minutes"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"config key '{key}' must be a number, got {value!r}") from None
+            if value is not None and not value > 0:
+                raise ValueError(f"config key '{key}' must be > 0 (or null), got {value!r}")
+            if key == "train_trajectories" and value is not None:
+                if float(value) != int(value):
+                    raise ValueError(f"config key '{key}' must be a whole number, got {value!r}")
+                value = int(value)
+            setattr(self, key, value)
+        for key in ("weight_decay", "spectral_loss_weight", "temperature", "difficulty_alpha", "difficulty_eps", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key '{key}' must be >= 0, got {getattr(self, key)!r}")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.difficulty_ema < 1:
+            raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
+        if self.difficulty_measure not in ("relative", "absolute"):
+            raise ValueError(f"config key 'difficulty_measure' must be relative or absolute, got {self.difficulty_measure!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.report_split not in ("train", "valid", "test"):
+            raise ValueError(f"config key 'report_split' must be train, valid or test, got {self.report_split!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"config key 'seed' must be a whole number >= 0, got {self.seed!r}")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"config key 'model_overrides' must be a mapping such as {{hidden_size: 64}}, got {self.model_overrides!r}")
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"config key 'model_preset' must be one of {sorted(PRESETS)}, got {self.model_preset!r}")
+        unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
+        if unknown:
+            raise ValueError(f"config key 'model_overrides': unknown model keys {unknown}; known: {sorted(PDEFMConfig.settable_keys())}")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config key 'version' is {self.version}; this code reads version {CONFIG_VERSION}")
+        if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
+            raise ValueError(f"config key 'data_dir': folder {self.data_dir!r} does not exist "
+                             "(set generate_if_missing: true to generate Mini-Well there)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings of the run in a checkpoint (`saved`) that differ from this run's, other than those a resume may
+    change: {key: (checkpoint's value, this run's value)}."""
+    keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
+    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
+
+
+def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
+    """Parse a command-line value for `name` as YAML, then check it against the field's type."""
+    value = yaml.safe_load(text)
+    if "list" in annotation and isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if "dict" in annotation and not isinstance(value, dict):
+        raise ValueError(f"--{name} expects a mapping such as '{{hidden_size: 64}}', got {text!r}")
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"--{name} expects true or false, got {text!r}")
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value
+
+
+def config_parser(description: str = "", add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
+                                     add_help=add_help, usage="%(prog)s [--config FILE] [--resume] [--KEY VALUE ...]")
+    parser.add_argument("--config", default=None, metavar="FILE_OR_NAME",
+                        help="YAML file with any of the keys below (or a bundled one by name: mini_well, the_well); "
+                             "options given here override it")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--allow_config_change", action="store_true",
+                        help="with --resume: accept settings that differ from the checkpoint's (batch size, data...)")
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    defaults = PretrainConfig()
+    comments = field_comments()
+    for name, f in fields.items():
+        default = getattr(defaults, name)
+        kind = str(f.type).replace("typing.", "").replace(" | None", "")
+        parser.add_argument(f"--{name}", default=None, metavar=kind.split("[")[0].upper(),
+                            help=f"{comments.get(name, '')} (default: {default!r})".lstrip())
+    return parser
+
+
+def field_comments() -> dict[str, str]:
+    """Each config key's trailing comment in the `PretrainConfig` source: the one place its meaning is written."""
+    comments = {}
+    for line in inspect.getsource(PretrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?\s+#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+# Configs shipped with the package: `--config mini_well` works from any directory once pdefm is installed.
+BUNDLED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def bundled_configs() -> list[str]:
+    return sorted(name[: -len(".yaml")] for name in os.listdir(BUNDLED_CONFIGS) if name.endswith(".yaml"))
+
+
+def resolve_config_path(value: str) -> str:
+    """A config file: `value` itself when it exists, else the bundled config of that name (`mini_well`,
+    `the_well`, with or without `.yaml`)."""
+    if os.path.exists(value):
+        return value
+    name = os.path.basename(value)
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if name in bundled_configs():
+        return os.path.join(BUNDLED_CONFIGS, f"{name}.yaml")
+    raise ValueError(f"--config: no file {value!r}, and no bundled config of that name (bundled: "
+                     f"{', '.join(bundled_configs())})")
+
+
+class LoadedConfig(NamedTuple):
+    """What `load_config` read: the validated config, the parsed command line (`--resume` and friends), and the
+    keys the config file or the command line set (the others are `PretrainConfig`'s defaults)."""
+
+    config: PretrainConfig
+    args: argparse.Namespace
+    explicit_keys: frozenset[str]
+
+
+def load_config(argv: list[str] | None = None, description: str = "", prog: str | None = None) -> LoadedConfig:
+    """`--config FILE_OR_NAME` plus `--key value` overrides for every field, plus `--resume`."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    args = config_parser(description, prog=prog).parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        path = resolve_config_path(args.config)
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        unknown = sorted(set(loaded) - set(fields))
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(fields)}")
+        values.update(loaded)
+    defaults = PretrainConfig()
+    for name, f in fields.items():
+        text = getattr(args, name)
+        if text is not None:
+            values[name] = _coerce(name, text, values.get(name, getattr(defaults, name)), str(f.type))
+    config = PretrainConfig(**values)
+    return LoadedConfig(config.validate(), args, frozenset(values))

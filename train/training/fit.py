@@ -1,0 +1,386 @@
+"""The training loop shared by pretraining and finetuning, as steps a reader can follow:
+
+    set up (`prepare_run`) -> resume (`resume_run`) -> repeat { one step (`train_step`), validation (`validate`),
+    checkpoint (`save_run_checkpoint`) } -> report (`final_report`, then the caller's `finish`).
+
+`fit` runs them under the output folder's lock. Everything a step needs lives in one `RunState`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+from tqdm.auto import tqdm
+
+from ..adapters.model_card import metrics_table
+from ..evaluation.forecasters import model_inputs
+from ..evaluation.metrics import fields_beaten, vrmse
+from ..evaluation.rollout import one_step_vrmse
+from ..evaluation.windows import evaluation_batches
+from .batches import MultiDatasetBatches, load_shard
+from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
+from .config import CHANGEABLE_ON_RESUME, PretrainConfig, resume_conflicts
+from .curriculum import CurriculumSampler
+from .run_lock import output_dir_lock
+from .schedule import WarmupCosine
+
+# Training settings the model's config records (`PDEFMConfig`): the window it reads and the objective it learnt.
+TRAINING_KEYS_IN_MODEL = ("n_steps_input", "n_steps_output", "spectral_loss_weight")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def make_accelerator(config: PretrainConfig) -> Accelerator:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # `accelerate launch --multi_gpu` on a machine without GPUs: run the ranks on the CPU over gloo instead of
+    # starting unrelated single processes that would all write the same checkpoint.
+    cpu = not torch.cuda.is_available()
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=precision,
+        log_with=None if config.log_with == "none" else config.log_with,
+        project_dir=config.output_dir,
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],  # other datasets' adapters idle
+    )
+    if world > 1 and accelerator.num_processes != world:
+        raise RuntimeError(
+            f"WORLD_SIZE is {world} but Accelerate formed {accelerator.num_processes} process(es); on a machine "
+            "without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N"
+        )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != DistributedType.FSDP:
+        accelerator.print(f"note: the launch config asks for FSDP, but Accelerate runs FSDP on GPUs only; these "
+                          f"{accelerator.num_processes} process(es) train as {accelerator.distributed_type.value} "
+                          "(every rank holds the whole model)")
+    return accelerator
+
+
+class ResumeConfigError(ValueError):
+    """`--resume` with settings that change what the checkpointed run computes."""
+
+
+
+@dataclass
+class RunState:
+    """What the loop carries from step to step (set up by `prepare_run`, restored by `resume_run`)."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # the prepared LR scheduler
+    lr_schedule: torch.optim.lr_scheduler.LambdaLR
+    schedule: WarmupCosine
+    sampler: CurriculumSampler
+    batches: MultiDatasetBatches
+    valid_sets: dict
+    trainable: list
+    settings: dict  # the run's settings as a checkpoint records them
+    budget: float | None  # seconds of training, or None for a step budget
+    step: int = 0
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
+
+
+@dataclass
+class StepResult:
+    """One optimizer step: the dataset it drew, the loss and its parts, or `skipped` when the loss was not finite."""
+
+    name: str
+    loss: torch.Tensor | None = None
+    parts: dict = field(default_factory=dict)
+    grad_norm: float = 0.0
+    skipped: bool = False
+
+
+def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
+        allow_config_change: bool = False, run_settings: dict | None = None, stop_after: int | None = None,
+        finish: Callable | None = None, run_name: str = "pretrain") -> dict:
+    """Train `model` on `names`: curriculum over the datasets, the model's own objective (VRMSE + spectral term) on
+    the parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the
+    main process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`.
+
+    The output folder is locked for the run. `run_settings` (JSON-able) are compared with a checkpoint's on resume,
+    with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`. Logs go to
+    `output_dir/<run_name>`. `stop_after` simulates an interruption (tests)."""
+    with output_dir_lock(config.output_dir, enabled=accelerator.is_main_process):
+        run = prepare_run(accelerator, config, model, names, run_settings or {})
+        if resume:
+            resume_run(accelerator, config, run, allow_config_change)
+        if config.log_with != "none":
+            accelerator.init_trackers(run_name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                                                          for k, v in config.to_dict().items()})
+        accelerator.print(f"datasets {names}; sampling probabilities {_rounded(run.sampler.probabilities(), 3)}")
+        if config.difficulty_measure == "relative":
+            run.reference = validate(run.model, accelerator, config, run.valid_sets, specs, persistence=True)
+        train_loop(accelerator, config, run, specs, stop_after)
+        accelerator.wait_for_everyone()
+        report = {}
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(run.model).eval()
+            report = final_report(unwrapped, config, names, specs)
+            if finish is not None:
+                finish(unwrapped, report, run.schedule.elapsed, run.step)
+            with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
+                json.dump(config.to_dict(), f, indent=2)
+        accelerator.end_training()
+        return report
+
+
+def _rounded(values: dict[str, float], digits: int) -> str:
+    return json.dumps({k: round(v, digits) for k, v in values.items()})
+
+
+def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], run_settings: dict) -> RunState:
+    """Data streams, curriculum, optimizer and schedule, prepared by Accelerate; the model's config records the
+    training keys; `run_info/rank<k>.json` says what this process reads."""
+    batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
+                                  config.n_steps_output, config.use_normalization, config.seed,
+                                  accelerator.process_index, accelerator.num_processes, config.train_trajectories)
+    sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
+                                config.difficulty_ema, config.seed)
+    valid_sets = {
+        name: load_shard(config.data_dir, name, "valid", config.n_steps_input, config.n_steps_output,
+                         config.use_normalization, accelerator.process_index, accelerator.num_processes)[0]
+        for name in names
+    }
+    for key in TRAINING_KEYS_IN_MODEL:  # the saved model says how it was trained; evaluation and predict default to it
+        setattr(model.config, key, getattr(config, key))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
+    schedule = WarmupCosine(config.warmup_steps, config.max_steps, config.min_lr_ratio, budget)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule)
+    settings = json.loads(json.dumps({**config.to_dict(), **run_settings}))
+
+    run_info = os.path.join(config.output_dir, "run_info")
+    os.makedirs(run_info, exist_ok=True)
+    with open(os.path.join(run_info, f"rank{accelerator.process_index}.json"), "w") as f:
+        json.dump({"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                   "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes,
+                   "trainable_parameters": sum(p.numel() for p in trainable)}, f)
+    return RunState(model, optimizer, scheduler, lr_schedule, schedule, sampler, batches, valid_sets, trainable,
+                    settings, budget)
+
+
+def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, allow_config_change: bool) -> None:
+    """Continue from the latest checkpoint in `output_dir` (none: start from scratch, saying so)."""
+    checkpoint = read_latest_checkpoint(config.output_dir, accelerator.process_index)
+    if checkpoint is None:
+        accelerator.print(f"--resume: no checkpoint in {config.output_dir}/checkpoints; starting from scratch")
+        return
+    check_resumable(accelerator, checkpoint, run.settings, allow_config_change)
+    apply_checkpoint(checkpoint, accelerator.unwrap_model(run.model), run.optimizer)
+    state = checkpoint.trainer_state
+    run.step, run.nonfinite_total = checkpoint.step, state.get("nonfinite_total", 0)
+    run.schedule.load_state_dict(state["schedule"])
+    run.sampler.load_state_dict(state["sampler"])
+    run.batches.load_state_dict(checkpoint.rank_state["batches"])
+    # The schedule follows this run's horizon and learning rate (the same numbers when they did not change).
+    optimizer, lr_schedule = run.optimizer, run.lr_schedule
+    lr_schedule.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
+    lr_schedule.last_epoch = run.step
+    for group, base in zip(optimizer.param_groups, lr_schedule.base_lrs):
+        group["initial_lr"], group["lr"], group["weight_decay"] = base, base * run.schedule(run.step), config.weight_decay
+    lr_schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+    accelerator.print(f"resumed from {checkpoint.path} at step {run.step}")
+
+
+def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, specs: dict,
+               stop_after: int | None) -> None:
+    """Steps until the schedule's budget is spent: each one trained, logged, validated and checkpointed on its
+    cadence (and at the end)."""
+    run.model.train()
+    # In a log file (no terminal) a bar line every 30 s, not one per step.
+    bar = tqdm(total=config.max_steps, initial=run.step, desc="train", disable=not accelerator.is_main_process,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    started, elapsed_before = time.perf_counter(), run.schedule.elapsed
+    while not run.schedule.done(run.step):
+        if stop_after is not None and run.step >= stop_after:
+            raise KeyboardInterrupt(f"stopped at step {run.step} (simulated interruption)")
+        result = train_step(accelerator, config, run)
+        if result.skipped:
+            continue
+        elapsed = torch.tensor([elapsed_before + time.perf_counter() - started], device=accelerator.device)
+        if run.budget is not None and accelerator.num_processes > 1:  # every rank must stop at the same step
+            elapsed = accelerator.gather(elapsed).max().reshape(1)
+        run.schedule.elapsed = float(elapsed.item())
+        run.scheduler.step()
+        run.step += 1
+        bar.update(1)
+        finished = run.schedule.done(run.step)
+        if run.step % config.log_every == 0:
+            log_step(accelerator, run, result)
+            bar.set_postfix(loss=f"{result.loss.item():.3f}", data=result.name[:12])
+        if run.step % config.eval_every == 0 or finished:
+            validate_and_steer(accelerator, config, run, specs)
+        if run.step % config.checkpoint_every == 0 or finished:
+            save_run_checkpoint(accelerator, config, run)
+    bar.close()
+
+
+def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) -> StepResult:
+    """One optimizer step over `gradient_accumulation_steps` batches, each from a dataset the curriculum draws. A
+    non-finite loss (on any process) skips the step; too many in a row stop the run."""
+    run.optimizer.zero_grad(set_to_none=True)
+    result = StepResult(name="")
+    for micro in range(config.gradient_accumulation_steps):
+        result.name = run.sampler.draw()
+        batch = run.batches.next_batch(result.name)
+        target = batch["output_fields"].to(accelerator.device)
+        sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(run.model)
+        with sync:
+            with accelerator.autocast():
+                # The objective (VRMSE + spectral term) is the model's own: what `model(labels=...).loss` gives.
+                out = run.model(**model_inputs(batch, accelerator.device), labels=target)
+            result.loss = out.loss
+            result.parts = {"vrmse": out.vrmse_loss.detach(), "spectral": out.spectral_loss.detach()}
+            finite = torch.isfinite(out.loss).float().reshape(1)
+            if accelerator.reduce(finite, reduction="sum").item() != accelerator.num_processes:
+                result.skipped = True
+                break
+            accelerator.backward(out.loss / config.gradient_accumulation_steps)
+    if result.skipped:
+        run.optimizer.zero_grad(set_to_none=True)
+        run.nonfinite_in_a_row += 1
+        run.nonfinite_total += 1
+        accelerator.print(f"step {run.step}: non-finite loss on dataset {result.name!r}; step skipped "
+                          f"({run.nonfinite_in_a_row} in a row)")
+        if run.nonfinite_in_a_row > config.max_nonfinite_in_a_row:
+            raise NonFiniteLossError(
+                f"{run.nonfinite_in_a_row} non-finite losses in a row (last on dataset {result.name!r} at step "
+                f"{run.step}); more than max_nonfinite_in_a_row={config.max_nonfinite_in_a_row}. Lower learning_rate "
+                "or check the data."
+            )
+        return result
+    run.nonfinite_in_a_row = 0
+    result.grad_norm = float(accelerator.clip_grad_norm_(run.trainable, config.grad_clip))
+    run.optimizer.step()
+    return result
+
+
+def log_step(accelerator: Accelerator, run: RunState, result: StepResult) -> None:
+    loss = result.loss.item()
+    logs = {"loss": loss, "vrmse": result.parts["vrmse"].item(), "spectral": result.parts["spectral"].item(),
+            "lr": run.scheduler.get_last_lr()[0], "grad_norm": result.grad_norm, f"loss/{result.name}": loss,
+            "nonfinite_skipped": run.nonfinite_total}
+    logs.update({f"p/{k}": v for k, v in run.sampler.probabilities().items()})
+    accelerator.log(logs, step=run.step)
+
+
+@torch.no_grad()
+def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs: dict,
+             persistence: bool = False) -> dict[str, float]:
+    """Mean one-step VRMSE per dataset on a fixed slice of each validation split (this process's shard); with
+    `persistence`, that of predicting the last input frame instead."""
+    model.eval()
+    losses = {}
+    for name, dataset in valid_sets.items():
+        total = torch.zeros(2, device=accelerator.device)
+        for batch in evaluation_batches(dataset, config.batch_size, config.eval_batches):
+            target = batch["output_fields"][:, :1].to(accelerator.device)
+            if persistence:
+                prediction = batch["input_fields"][:, -1:].to(accelerator.device)
+            else:
+                prediction = model(**model_inputs(batch, accelerator.device), n_steps=1).prediction
+            total += torch.stack([vrmse(prediction.float(), target.float(), specs[name]["n_spatial_dims"]).mean() * target.shape[0],
+                                  torch.tensor(float(target.shape[0]), device=accelerator.device)])
+        total = accelerator.reduce(total, reduction="sum")
+        losses[name] = (total[0] / total[1].clamp_min(1)).item()
+    model.train()
+    return losses
+
+
+
+def validate_and_steer(accelerator: Accelerator, config: PretrainConfig, run: RunState, specs: dict) -> None:
+    """Validation VRMSE per dataset, logged, and fed to the curriculum (relative to persistence's when asked)."""
+    losses = validate(run.model, accelerator, config, run.valid_sets, specs)
+    reference = run.reference
+    run.sampler.update_losses({k: v / max(reference[k], 1e-8) for k, v in losses.items()} if reference else losses)
+    accelerator.log({f"valid_vrmse/{k}": v for k, v in losses.items()}, step=run.step)
+    accelerator.print(f"step {run.step}: validation VRMSE {_rounded(losses, 4)}; "
+                      f"sampling {_rounded(run.sampler.probabilities(), 3)}")
+
+
+def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: RunState) -> None:
+    save_checkpoint(accelerator, config.output_dir, run.step, model=run.model, optimizer=run.optimizer,
+                    trainer_state={"nonfinite_total": run.nonfinite_total, "schedule": run.schedule.state_dict(),
+                                   "sampler": run.sampler.state_dict(), "settings": run.settings},
+                    rank_state={"batches": run.batches.state_dict()}, keep=config.keep_checkpoints)
+
+
+def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -> dict:
+    """One-step VRMSE per dataset on `config.report_split` (model and persistence), on the main process."""
+    report = {}
+    for name in names:
+        test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
+                             config.use_normalization, rank=0, world_size=1)
+        report[name] = one_step_vrmse(model, test, specs[name]["n_spatial_dims"], config.batch_size)
+        report[name]["field_names"] = specs[name].get("field_names")
+    return report
+
+
+def check_resumable(accelerator: Accelerator, checkpoint, settings: dict, allow_config_change: bool) -> None:
+    """Refuse a checkpoint whose run had other settings (unless allowed) or another number of processes, and one
+    that the processes do not agree on."""
+    steps = accelerator.gather(torch.tensor([checkpoint.step], device=accelerator.device))
+    if not bool((steps == steps[0]).all()):
+        raise CheckpointError(f"processes found different latest checkpoints (steps {steps.tolist()}) in "
+                              f"{os.path.dirname(checkpoint.path)}; some are damaged for some ranks")
+    world = checkpoint.trainer_state.get("world_size")
+    if world != accelerator.num_processes:
+        raise CheckpointError(f"{checkpoint.path} was written by {world} process(es), this run has "
+                              f"{accelerator.num_processes}; each process resumes its own data shard, so launch "
+                              f"{world} process(es)")
+    conflicts = resume_conflicts(checkpoint.trainer_state.get("settings", {}), settings)
+    if not conflicts:
+        return
+    listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in conflicts.items())
+    if not allow_config_change:
+        raise ResumeConfigError(
+            f"--resume: {checkpoint.path} was written with other settings ({listed}). Resume with the checkpoint's "
+            f"values, or add --allow_config_change to continue with the new ones. Keys that may always change: "
+            f"{', '.join(CHANGEABLE_ON_RESUME)} (the learning-rate schedule follows the new horizon)."
+        )
+    accelerator.print(f"--allow_config_change: continuing {checkpoint.path} with changed settings ({listed})")
+
+
+def print_outputs(config: PretrainConfig, run_name: str, model_folder: str) -> None:
+    """Say where everything went (the README's "Output folder" section describes the layout)."""
+    out = config.output_dir
+    lines = [f"model:       {model_folder} (load with from_pretrained; model card README.md)",
+             f"report:      {os.path.join(out, 'report.md')} (and report.json)",
+             f"checkpoints: {os.path.join(out, 'checkpoints')} (--resume continues from the latest)"]
+    if config.log_with != "none":
+        lines.append(f"logs:        {os.path.join(out, run_name)} ({config.log_with}; e.g. tensorboard --logdir {out})")
+    print("\n".join(["", "outputs:", *["  " + line for line in lines]]))
+
+
+def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int, title: str = "Pretraining report") -> None:
+    with open(os.path.join(config.output_dir, "report.json"), "w") as f:
+        json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split, "datasets": report}, f, indent=2)
+    beaten = sum(r["vrmse"] < r["persistence_vrmse"] for r in report.values())
+    every_field = sum(not fields_beaten(r)[2] for r in report.values())
+    text = [f"# {title}", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
+            "", f"One-step VRMSE on the {config.report_split} split (model against persistence, i.e. the last input frame):",
+            "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets, and on every "
+            f"field of {every_field} of them.", ""]
+    with open(os.path.join(config.output_dir, "report.md"), "w") as f:
+        f.write("\n".join(text))
+    print("\n".join(text))
+
+
