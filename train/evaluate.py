@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.layout import dataset_folders
+from pdefm.data.layout import dataset_folders, has_split
 from pdefm.data.threads import configure_threads
 
 from .baselines.forecaster import load_forecaster
@@ -29,10 +29,10 @@ from .evaluation.rollout import evaluate_dataset
 
 def resolve_datasets(data: str, split: str, requested: list[str] | None) -> tuple[str, list[str]]:
     """(root, dataset names): `data` is one dataset folder (has `data/<split>`) or a folder of them."""
-    if os.path.isdir(os.path.join(data, "data", split)):
+    if has_split(data, split):
         root, found = os.path.dirname(os.path.abspath(data)), [os.path.basename(os.path.abspath(data))]
     else:
-        root, found = data, [n for n in dataset_folders(data) if os.path.isdir(os.path.join(data, n, "data", split))]
+        root, found = data, dataset_folders(data, split)
     if not found:
         raise FileNotFoundError(f"--data {data!r}: no dataset with a data/{split}/ folder there")
     if requested:

@@ -25,6 +25,7 @@ import sys
 from accelerate.utils import set_seed
 
 from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.layout import has_split
 from pdefm.data.threads import configure_threads
 
 from .adapters.lora import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         raise
     data = os.path.abspath(args.data.rstrip("/"))
-    if not os.path.isdir(os.path.join(data, "data", "train")):
+    if not has_split(data, "train"):
         print(f"error: --data {args.data!r}: expected a dataset folder with data/train/ (The Well's layout)", file=sys.stderr)
         return 2
     overrides = ["--data_dir", os.path.dirname(data), "--datasets", os.path.basename(data),
