@@ -39,9 +39,9 @@ def train_child(steps: int, package_defaults: bool) -> None:
     import torch
 
     sys.path.insert(0, ROOT)
-    from pdefm.data.threads import configure_threads
     from modeling_pdefm import PDEFMConfig, PDEFMModel
     from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss
+    from pdefm.data.threads import configure_threads
 
     if package_defaults:
         configure_threads("train")

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
-from pdefm.train.baselines.models import WellBaseline, unet_convnext_class  # noqa: E402
 from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss  # noqa: E402
+from pdefm.train.baselines.models import WellBaseline, unet_convnext_class  # noqa: E402
 
 CASES = {"tiny": 64, "small": 128}
 BATCH, T_IN, FIELDS = 8, 4, 4

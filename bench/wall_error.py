@@ -22,10 +22,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pdefm.data import load_well_dataset  # noqa: E402
 from modeling_pdefm import PDEFMModel  # noqa: E402
-from pdefm.train.training.batches import evaluation_batches  # noqa: E402
+from pdefm.data import load_well_dataset  # noqa: E402
 from pdefm.train.evaluation.forecasters import model_inputs  # noqa: E402
+from pdefm.train.evaluation.windows import evaluation_batches  # noqa: E402
 
 SETTINGS = {"no padding (periodic decoder)": 0.0, "wall padding 0.125": 0.125}
 

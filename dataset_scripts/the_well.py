@@ -10,7 +10,6 @@ Nothing here writes to a data file; `stats` writes only `stats.yaml` (atomically
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import fsspec

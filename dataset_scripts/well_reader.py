@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from .normalization import WellNormalizer
-from .well_format import FIELD_GROUPS, FieldInfo, WellFileMetadata, WellFormatError, not_a_regular_file, read_file_metadata
+from .well_format import (
+    FIELD_GROUPS,
+    FieldInfo,
+    WellFileMetadata,
+    WellFormatError,
+    not_a_regular_file,
+    read_file_metadata,
+)
 from .window import WellWindow
 
 logger = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
     """Every Python block of the README runs; the data example's folder is pointed at small files made here, and
     lines marked `# network` (reading from the Hub) are left out."""
     from pdefm.data.the_well import compute_stats
+
     from well_files import write_dataset
 
     compute_stats(write_dataset(str(tmp_path / "datasets"), "shear_flow", files_per_split=(1, 1, 1)))

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from pdefm.data.well_writer import WellBoundary, WellField, WellScalar, axis_boundaries, write_well_file
+from pdefm.data.well_writer import WellField, WellScalar, axis_boundaries, write_well_file
 
 AXES = ("x", "y", "z")
 
@@ -58,3 +58,11 @@ def write_dataset(root, name="toy", n_dims=2, resolution=None, n_steps=9, files_
                 time_sample_varying=sample_varying_time,
             )
     return folder
+
+
+def write_base_and_new_system(root) -> None:
+    """`flow2d` (a base model's data) and `waves` (a system new to it, other fields), as the finetuning and Hub
+    tests use them."""
+    write_dataset(root, "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), time_scalars=False)
+    write_dataset(root, "waves", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), seed=3,
+                  tensor_fields=False, time_scalars=False)

@@ -28,8 +28,14 @@ from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
 from pdefm.data.threads import configure_threads
 
-from .adapters.lora import base_fingerprint, default_target_modules, save_domain_adapter, trainable_parameters, wrap_with_lora
 from .adapters.loading import load_pdefm
+from .adapters.lora import (
+    base_fingerprint,
+    default_target_modules,
+    save_domain_adapter,
+    trainable_parameters,
+    wrap_with_lora,
+)
 from .adapters.model_card import write_model_card
 from .training.batches import model_specs
 from .training.checkpointing import CheckpointError

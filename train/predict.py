@@ -25,8 +25,8 @@ from pdefm.data.threads import configure_threads
 from pdefm.data.well_format import FIELD_GROUPS
 
 from .adapters.loading import load_pdefm
-from .evaluation.rollout import rollout
 from .evaluation.forecasters import PDEFMForecaster
+from .evaluation.rollout import rollout
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:

@@ -69,8 +69,8 @@ class StepGuard:
         self.name, self.parameters, self.collapse_ratio = name, parameters, collapse_ratio
         self.initial: np.ndarray | None = None
 
-    def step(self, stable: "torch.Tensor | np.ndarray", t: float) -> float:
-        """`stable [B]`: each trajectory's stable step now -> the step the batch takes (their minimum)."""
+    def step(self, stable, t: float) -> float:
+        """`stable [B]` (tensor or array): each trajectory's stable step now -> the step the batch takes (their minimum)."""
         stable = np.asarray(stable.detach().cpu() if hasattr(stable, "detach") else stable, dtype=np.float64).reshape(-1)
         if self.initial is None:
             self.initial = stable.copy()

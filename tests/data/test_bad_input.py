@@ -17,8 +17,8 @@ from pdefm.data.normalization import StatsError
 from pdefm.data.the_well import check, compute_stats
 from pdefm.data.the_well import main as well_main
 from pdefm.data.well_format import WellFormatError
-from pdefm.train.training.config import PretrainConfig
 from pdefm.train.training.batches import model_specs
+from pdefm.train.training.config import PretrainConfig
 
 from well_files import write_dataset
 

@@ -3,9 +3,9 @@ import os
 import h5py
 import numpy as np
 import pytest
+import the_well.data as the_well
 
 import pdefm.data.generate as generate
-import the_well.data as the_well
 from pdefm.data import load_well_dataset
 from pdefm.data.the_well import check
 

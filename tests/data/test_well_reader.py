@@ -7,9 +7,11 @@ import fsspec
 import h5py
 import numpy as np
 import pytest
+import the_well.data as the_well  # noqa: E402  (test dependency: pip install --no-deps the-well==1.2.0)
 import torch
 import yaml
 from datasets.distributed import split_dataset_by_node
+from the_well.data.normalization import RMSNormalization, ZScoreNormalization  # noqa: E402
 
 from pdefm.data import (
     WELL_DATASETS,
@@ -25,9 +27,6 @@ from pdefm.data.the_well import compute_stats
 from pdefm.data.the_well import main as cli
 
 from well_files import write_dataset
-
-import the_well.data as the_well  # noqa: E402  (test dependency: pip install --no-deps the-well==1.2.0)
-from the_well.data.normalization import RMSNormalization, ZScoreNormalization  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from accelerate.state import AcceleratorState
 
 import pdefm.train.pretrain as pretrain
-from pdefm.train.training import fit
-from modeling_pdefm import PDEFMModel
-from pdefm.train.training import checkpointing
+from pdefm.train.training import checkpointing, fit
 from pdefm.train.training.checkpointing import CheckpointError, latest_checkpoint
 from pdefm.train.training.config import load_config
 from pdefm.train.training.run_lock import LOCK_FILE, RunLockError, acquire, release

@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from pdefm.data.the_well import compute_stats
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.train.baselines.training import train_baseline
-from pdefm.train.training.batches import model_specs
-from pdefm.train.evaluate import main as evaluate_main
-from pdefm.train.evaluation.rollout import ROLLOUT_WINDOWS, evaluate_one_step, evaluate_rollout, rollout
-from pdefm.train.baselines.forecaster import BaselineForecaster, load_forecaster
-from pdefm.train.evaluation.forecasters import PDEFMForecaster
-from pdefm.train.training.schedule import WarmupCosine
 from pdefm.data import load_well_dataset
+from pdefm.data.the_well import compute_stats
+from pdefm.train.baselines.forecaster import load_forecaster
+from pdefm.train.baselines.training import train_baseline
+from pdefm.train.evaluate import main as evaluate_main
+from pdefm.train.evaluation.rollout import evaluate_one_step, evaluate_rollout, rollout
+from pdefm.train.training.batches import model_specs
+from pdefm.train.training.schedule import WarmupCosine
 
 from well_files import write_dataset
 

@@ -9,17 +9,22 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-from pdefm.data import WellSplitReader, load_well_dataset
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.train.adapters.lora import (AdapterMismatchError, check_target_modules, load_domain_adapters, trainable_parameters,
-                            wrap_with_lora)
-from pdefm.train.training.batches import model_specs
-from pdefm.train.finetune import main as finetune_main
-from pdefm.train.evaluation.forecasters import model_inputs
+from pdefm.data import WellSplitReader, load_well_dataset
 from pdefm.train.adapters.loading import load_pdefm
+from pdefm.train.adapters.lora import (
+    AdapterMismatchError,
+    check_target_modules,
+    load_domain_adapters,
+    trainable_parameters,
+    wrap_with_lora,
+)
+from pdefm.train.evaluation.forecasters import model_inputs
+from pdefm.train.finetune import main as finetune_main
 from pdefm.train.predict import main as predict_main
+from pdefm.train.training.batches import model_specs
 
-from well_files import write_dataset
+from well_files import write_base_and_new_system, write_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +38,7 @@ def fresh_accelerator_state():
 def setup(tmp_path_factory):
     """A base model pretrained (briefly) on `flow2d`, and two new systems it has never seen."""
     root = str(tmp_path_factory.mktemp("ft_data"))
-    write_dataset(root, "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), time_scalars=False)
-    write_dataset(root, "waves", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), seed=3,
-                  tensor_fields=False, time_scalars=False)
+    write_base_and_new_system(root)
     write_dataset(root, "cube3d", n_dims=3, resolution=(8, 8, 8), n_steps=8, files_per_split=(1, 1, 1), seed=4,
                   tensor_fields=False, constant_fields=False, time_scalars=False)
     torch.manual_seed(0)
@@ -142,8 +145,8 @@ def test_two_adapters_on_one_base_switch_and_merge(setup, tmp_path):
 
 def test_interrupted_finetune_resumes(setup, tmp_path):
     root, base_dir = setup
-    from pdefm.train.training.config import load_config
     from pdefm.train.finetune import finetune, finetune_arguments
+    from pdefm.train.training.config import load_config
 
     argv = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--adapter-name", "w", "--output_dir",
             str(tmp_path / "r"), "--max_steps", "4", "--batch_size", "2", "--n_steps_input", "2", "--eval_every", "2",

@@ -9,12 +9,12 @@ import torch
 from accelerate.state import AcceleratorState
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.train.training.batches import model_specs
-from pdefm.train.finetune import main as finetune_main
 from pdefm.train.adapters.model_card import write_model_card
+from pdefm.train.finetune import main as finetune_main
+from pdefm.train.training.batches import model_specs
 
 from local_hub import LocalHub, place_in_cache
-from well_files import write_dataset
+from well_files import write_base_and_new_system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOKEN = "hf_local_test_token"
@@ -31,9 +31,7 @@ def run_python(code: str, env_extra: dict, cwd: str) -> subprocess.CompletedProc
 def pushed(tmp_path_factory):
     """A base model and a LoRA adapter pushed to a local Hub; returns what the Hub received."""
     root = str(tmp_path_factory.mktemp("hub_data"))
-    write_dataset(root, "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), time_scalars=False)
-    write_dataset(root, "waves", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), seed=3,
-                  tensor_fields=False, time_scalars=False)
+    write_base_and_new_system(root)
     torch.manual_seed(0)
     base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
     base_dir = str(tmp_path_factory.mktemp("base"))

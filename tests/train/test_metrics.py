@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from pdefm.train.evaluation.metrics import SPECTRAL_BANDS, binned_spectral_error, nrmse, rmse, vrmse, wavenumber_band_edges
+from pdefm.train.evaluation.metrics import (
+    SPECTRAL_BANDS,
+    binned_spectral_error,
+    nrmse,
+    rmse,
+    vrmse,
+    wavenumber_band_edges,
+)
 
 spatial = pytest.importorskip("the_well.benchmark.metrics.spatial")
 spectral = pytest.importorskip("the_well.benchmark.metrics.spectral")

@@ -11,13 +11,13 @@ import yaml
 from accelerate.state import AcceleratorState
 
 import pdefm.train.pretrain as pretrain
-from pdefm.train.training import fit
 from modeling_pdefm import PDEFMModel
-from pdefm.train.training.checkpointing import latest_checkpoint
 from pdefm.data.the_well import compute_stats
-from pdefm.train.training.config import BUNDLED_CONFIGS, PretrainConfig, load_config, resolve_config_path
-from pdefm.train.training.batches import model_specs
 from pdefm.train.evaluation.forecasters import PDEFMForecaster
+from pdefm.train.training import fit
+from pdefm.train.training.batches import model_specs
+from pdefm.train.training.checkpointing import latest_checkpoint
+from pdefm.train.training.config import BUNDLED_CONFIGS, PretrainConfig, load_config, resolve_config_path
 from pdefm.train.training.curriculum import CurriculumSampler, curriculum_probabilities
 
 from well_files import write_dataset

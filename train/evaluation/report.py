@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .rollout import ROLLOUT_WINDOWS, window_label
 from .metrics import SPECTRAL_BANDS, fields_beaten
+from .rollout import ROLLOUT_WINDOWS, window_label
 
 
 def _json_ready(results: dict[str, Any]) -> dict[str, Any]:

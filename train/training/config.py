@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from pdefm.data.cli_format import HelpFormatter
 from modeling_pdefm import PRESETS, PDEFMConfig
+from pdefm.data.cli_format import HelpFormatter
 
 CONFIG_VERSION = 1
 MIXED_PRECISION = ("no", "bf16", "auto")
