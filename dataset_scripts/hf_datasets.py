@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import fsspec
 import torch
 
@@ -27,6 +26,9 @@ from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
 from .remote import RemoteUnreachableError, is_unreachable, unreachable_message
 from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +182,8 @@ def load_well_dataset(
         on_nonfinite: `raise` (default: an error naming file, trajectory, time and channel) or `skip`.
         storage_options: passed to fsspec for remote paths.
     """
+    import datasets  # here, not at the top: the readers and the command line start a second faster without it
+
     reader = open_well_split(path_or_name, split, n_steps_input, n_steps_output, dt_stride, use_normalization,
                              normalization, well_base_path, on_nonfinite if not streaming else "raise", min_std,
                              storage_options, stats_path)

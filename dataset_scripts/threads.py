@@ -12,12 +12,14 @@ other: generation measured more than 12x slower that way. So each command sets, 
 
 An explicit choice always wins: `OMP_NUM_THREADS` in the environment leaves torch's own setting alone,
 `PDEFM_NUM_THREADS=N` sets N, and `PDEFM_NUM_THREADS=torch` keeps torch's default. Library functions never change
-threads; only the commands' `main()` call `configure_threads`.
+threads; only the commands' `main()` call `configure_threads`. The training commands also have the choice re-made
+every minute during the run (`refresh_threads`): the cores idle at start are one instant's reading.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 ENV = "PDEFM_NUM_THREADS"
@@ -93,11 +95,66 @@ def chosen_threads(workload: str = "train") -> int | None:
     return default_threads(workload, idle_cores() if workload == "train" else None)
 
 
-def configure_threads(workload: str = "train") -> int:
-    """Apply `chosen_threads(workload)` to torch; returns the intra-op thread count in effect."""
+def configure_threads(workload: str = "train", keep_current: bool = False) -> int:
+    """Apply `chosen_threads(workload)` to torch; returns the intra-op thread count in effect. With `keep_current`
+    (training commands), the package's choice is also re-made during the run (`refresh_threads`)."""
     import torch
 
+    global _keeper
     threads = chosen_threads(workload)
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
+    package_choice = threads is not None and not os.environ.get(ENV, "").strip()
+    _keeper = _ThreadKeeper() if keep_current and workload == "train" and package_choice else None
     return torch.get_num_threads()
+
+
+def cores_free_for_us(n_cpus: int, idle_fraction: float, own_cores: float) -> float:
+    """Cores this process could use: those idle plus those it kept busy itself (`own_cores`, its CPU seconds per
+    second), out of `n_cpus` of which `idle_fraction` was idle over the same interval."""
+    return max(0.0, min(float(n_cpus), n_cpus * idle_fraction + own_cores))
+
+
+class _ThreadKeeper:
+    """Re-makes the training choice every `every` seconds from what the machine did meanwhile. The choice at start
+    sees one instant: a neighbour busy then (a short generation, a test file) would hold a whole run to fewer
+    threads, and one that starts later would be oversubscribed. No sleeping: it compares two samples of
+    `/proc/stat` and of this process's CPU time taken `every` seconds apart."""
+
+    def __init__(self, every: float = 60.0):
+        self.every = every
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self.mark = self._sample()
+
+    def _sample(self) -> tuple[float, tuple[float, float] | None, float]:
+        return time.monotonic(), _cpu_times(self.cpus), time.process_time()
+
+    def update(self) -> int | None:
+        """The thread count set now, or None when it was not time to look (or nothing could be measured)."""
+        now = time.monotonic()
+        if now - self.mark[0] < self.every:
+            return None
+        sample = self._sample()
+        (t0, cpu0, own0), (t1, cpu1, own1) = self.mark, sample
+        self.mark = sample
+        if cpu0 is None or cpu1 is None or cpu1[1] <= cpu0[1] or t1 <= t0:
+            return None
+        free = cores_free_for_us(len(self.cpus), (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]), (own1 - own0) / (t1 - t0))
+        import torch
+
+        threads = default_threads("train", free)
+        if threads != torch.get_num_threads():
+            print(f"threads: {torch.get_num_threads()} -> {threads} ({free:.1f} of {len(self.cpus)} cores free for this "
+                  f"run over the last {t1 - t0:.0f} s)", file=sys.stderr)
+            torch.set_num_threads(threads)
+        return threads
+
+
+_keeper: _ThreadKeeper | None = None
+
+
+def refresh_threads() -> int | None:
+    """Called by the training loop at every step: re-makes the package's thread choice when a training command
+    asked for it (`configure_threads(..., keep_current=True)`), else does nothing (library use never changes
+    threads)."""
+    return _keeper.update() if _keeper is not None else None

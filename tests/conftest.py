@@ -49,3 +49,13 @@ def make_batch(name: str, batch: int = 2, t_in: int = 2, t_out: int = 1, space=N
 def tiny_model() -> PDEFMModel:
     torch.manual_seed(0)
     return PDEFMModel(tiny_config()).eval()
+
+
+@pytest.fixture(autouse=True)
+def no_thread_keeper_across_tests():
+    """A command run in-process (`pretrain.main`) leaves the package's thread keeper on; the next test must not
+    inherit it."""
+    from pdefm.data import threads
+
+    yield
+    threads._keeper = None

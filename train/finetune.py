@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
         config, parsed, explicit_keys = load_config([*overrides, *rest], __doc__)
-        configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
+        configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
                  explicit_keys=explicit_keys)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:

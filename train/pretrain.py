@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    configure_threads("train")  # no more busy threads than cores (pdefm.data.threads)
+    configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
     try:
         train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     except (ValueError, RunLockError, CheckpointError, NonFiniteLossError) as error:

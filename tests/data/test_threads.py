@@ -15,6 +15,7 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 4)
     monkeypatch.setattr(threads, "idle_cores", lambda: 4.0)
+    monkeypatch.setattr(threads, "_keeper", None)  # a keeper left behind would change threads in later tests
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -64,3 +65,41 @@ def test_bad_values_are_named(monkeypatch):
         threads.chosen_threads("train")
     with pytest.raises(ValueError, match="workload must be one of"):
         threads.default_threads("render")
+
+
+def test_cores_free_for_us_count_the_idle_ones_and_our_own():
+    assert threads.cores_free_for_us(2, 0.0, 1.0) == 1.0  # a neighbour holds the other core
+    assert threads.cores_free_for_us(2, 0.5, 1.0) == 2.0  # the neighbour left
+    assert threads.cores_free_for_us(2, 0.6, 1.9) == 2.0  # never more than the cores there are
+
+
+def test_training_threads_follow_the_load_during_a_run(monkeypatch):
+    """The choice at start sees one instant; during a run it is re-made from what the machine did meanwhile."""
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    keeper = threads._ThreadKeeper(every=0.0)
+    keeper.cpus = {0, 1}
+    keeper.mark = (0.0, (0.0, 0.0), 0.0)
+    # 10 s: no core idle, we used one: a neighbour holds the other -> 1 thread
+    monkeypatch.setattr(keeper, "_sample", lambda: (10.0, (0.0, 2000.0), 10.0))
+    assert keeper.update() == 1 and torch.get_num_threads() == 1
+    # 10 s more: one core idle besides ours -> both
+    monkeypatch.setattr(keeper, "_sample", lambda: (20.0, (1000.0, 4000.0), 20.0))
+    assert keeper.update() == 2 and torch.get_num_threads() == 2
+    keeper.every = 3600.0
+    assert keeper.update() is None  # not yet time to look
+
+
+def test_only_a_training_command_with_the_package_choice_keeps_it_current(monkeypatch):
+    threads.configure_threads("train")
+    assert threads._keeper is None and threads.refresh_threads() is None  # library use: nothing changes
+    threads.configure_threads("train", keep_current=True)
+    assert threads._keeper is not None
+    monkeypatch.setenv("PDEFM_NUM_THREADS", "1")
+    threads.configure_threads("train", keep_current=True)
+    assert threads._keeper is None  # the user's number stands for the whole run
+    monkeypatch.delenv("PDEFM_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads.configure_threads("train", keep_current=True)
+    assert threads._keeper is None
+    threads.configure_threads("generate", keep_current=True)
+    assert threads._keeper is None

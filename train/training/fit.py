@@ -21,6 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from tqdm.auto import tqdm
 
+from pdefm.data.threads import refresh_threads
+
 from ..adapters.model_card import metrics_table
 from ..evaluation.forecasters import model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
@@ -212,6 +214,7 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     while not run.schedule.done(run.step):
         if stop_after is not None and run.step >= stop_after:
             raise KeyboardInterrupt(f"stopped at step {run.step} (simulated interruption)")
+        refresh_threads()  # a training command's thread choice follows the machine's load (pdefm.data.threads)
         result = train_step(accelerator, config, run)
         if result.skipped:
             continue
