@@ -26,11 +26,16 @@ ENV = "PDEFM_NUM_THREADS"
 WORKLOADS = ("train", "generate")
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask, so a container's or `taskset`'s limit counts)."""
+def _cpu_set() -> set[int]:
+    """The cores this process may run on: its affinity mask, so a container's or `taskset`'s limit counts."""
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def available_cores() -> int:
+    """How many cores this process may run on (`_cpu_set`)."""
+    return max(1, len(_cpu_set()))
 
 
 def local_processes() -> int:
@@ -59,7 +64,7 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
 
 def idle_cores(interval: float = 0.25) -> float | None:
     """How many of this process's cores were idle over the next `interval` seconds (None if unknown)."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cpus = _cpu_set()
     before = _cpu_times(cpus)
     time.sleep(interval)
     after = _cpu_times(cpus)
@@ -123,7 +128,7 @@ class _ThreadKeeper:
 
     def __init__(self, every: float = 60.0):
         self.every = every
-        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self.cpus = _cpu_set()
         self.mark = self._sample()
 
     def _sample(self) -> tuple[float, tuple[float, float] | None, float]:

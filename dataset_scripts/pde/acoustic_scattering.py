@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, axis_boundaries
-from .simulation import Regime, Simulation, check_finite, resolution_scale, to_numpy
+from .simulation import Regime, Simulation, check_finite, horizon, resolution_scale, to_numpy
 
 NAME = "acoustic_scattering"
 LENGTH = 1.0
@@ -134,6 +134,6 @@ def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
         parameters=f"background density and sound speed {BACKGROUND[0]:g}-{BACKGROUND[1]:g}; 2-6 circular inclusions "
                    f"(density {INCLUSION_DENSITY[0]:g}-{INCLUSION_DENSITY[1]:g}, sound speed "
                    f"{INCLUSION_SPEED[0]:g}-{INCLUSION_SPEED[1]:g})",
-        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        **horizon(T_END, n_steps),
         below_minimum=f"below {MIN_RESOLUTION}: pulses and smallest inclusions widened",
     )

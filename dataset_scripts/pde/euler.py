@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Regime, Simulation, StepGuard, check_finite, to_numpy
+from .simulation import Regime, Simulation, StepGuard, check_finite, horizon, to_numpy
 
 NAME = "euler_multi_quadrants"
 GAMMAS = (1.13, 1.22, 1.3, 1.33, 1.365, 1.4, 1.404, 1.453, 1.597, 1.76)
@@ -157,6 +157,6 @@ def regime(resolution: int = 64, n_steps: int = 60) -> Regime:
     return Regime(
         grid=f"{resolution}x{resolution}", box="1x1, periodic or open per file",
         parameters=f"gamma {min(GAMMAS):g}-{max(GAMMAS):g} ({len(GAMMAS)} values)",
-        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        **horizon(T_END, n_steps),
         below_minimum="none needed (shock capturing)",
     )

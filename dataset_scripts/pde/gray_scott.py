@@ -8,8 +8,8 @@ spread at 64^2, at half the cost). D_A = 2e-5, D_B = 1e-5 as in The Well, on a b
 `resolution / 32`, so a pattern keeps its points per wavelength). (F, k) pairs are drawn around regimes whose patterns
 keep moving (mitosis, spirals, two chaotic ones); maze, coral, fingerprint, holes, worms and spots were dropped: they
 freeze within the first half of the horizon, leaving most windows with nothing to predict. The moving regimes sit
-near the edge of the trivial state, and from some seeds a pattern dies out (B uniform): such a trajectory is solved
-drawn again (`simulate`). Initial state A = 1, B = 0 with random seeded patches. Fields A, B (t0);
+near the edge of the trivial state, and from some seeds a pattern dies out (B uniform): such a trajectory is drawn
+again (`simulate`). Initial state A = 1, B = 0 with random seeded patches. Fields A, B (t0);
 constant scalars F, k.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Regime, Simulation, check_finite, describe_trajectory, resolution_scale, to_numpy
+from .simulation import Regime, Simulation, check_finite, describe_trajectory, horizon, resolution_scale, to_numpy
 from .spectral import integrating_factor_rk4, spectral_grid
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,6 @@ def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
     return Regime(
         grid=f"{resolution}x{resolution}", box=f"{LENGTH:g}x{LENGTH:g}, periodic",
         parameters=f"F {min(feeds):g}-{max(feeds):g}, k {min(kills):g}-{max(kills):g} ({len(REGIMES)} regimes)",
-        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        **horizon(T_END, n_steps),
         below_minimum=f"below {MIN_RESOLUTION}: box x n/{MIN_RESOLUTION}",
     )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Regime, Simulation, StepGuard, check_finite, resolution_scale, to_numpy
+from .simulation import Regime, Simulation, StepGuard, check_finite, horizon, resolution_scale, to_numpy
 from .spectral import dealias_mask, integrating_factor_rk4, spectral_grid
 
 NAME = "MHD_64"
@@ -140,6 +140,6 @@ def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
         grid=f"{resolution}^3", box="(2 pi)^3, periodic",
         parameters=f"Alfven Mach {ALFVEN_MACH[0]:g}-{ALFVEN_MACH[1]:g}, Reynolds {REYNOLDS[0]:g}-{REYNOLDS[1]:g}, "
                    "incompressible",
-        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        **horizon(T_END, n_steps),
         below_minimum=f"below {MIN_RESOLUTION}: Reynolds x n/{MIN_RESOLUTION}",
     )

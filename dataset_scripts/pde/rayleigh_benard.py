@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Regime, Simulation, StepGuard, check_finite, resolution_scale, to_numpy
+from .simulation import Regime, Simulation, StepGuard, check_finite, horizon, resolution_scale, to_numpy
 from .spectral import wavenumbers
 
 NAME = "rayleigh_benard"
@@ -49,6 +49,7 @@ class RayleighBenardSolver:
         self.kx = wavenumbers(nx, LENGTH_X, device, real=True)[:, None]  # [nk, 1]
         self.nu = torch.sqrt(prandtl / rayleigh)[:, None, None]
         self.kappa = (1 / torch.sqrt(rayleigh * prandtl))[:, None, None]
+        self.diffusive_dt = 0.2 * self.dz**2 / torch.maximum(self.nu, self.kappa).reshape(-1)  # [B]
         k2 = self.kx[:, 0] ** 2
         interior = second_difference(nz - 2, self.dz).to(device)
         self.psi_solve = torch.linalg.inv(interior[None] - k2[:, None, None] * torch.eye(nz - 2, device=device, dtype=torch.float64))
@@ -114,8 +115,7 @@ class RayleighBenardSolver:
         """`[B]`: each trajectory's advective (CFL 0.4) and diffusive step limit."""
         u, v = self.velocity(self.streamfunction(omega))
         speed = torch.maximum(u.abs().amax(dim=(1, 2)), v.abs().amax(dim=(1, 2))) + 1e-6
-        diffusive = 0.2 * self.dz**2 / torch.maximum(self.nu, self.kappa).reshape(-1)
-        return torch.minimum(0.4 * min(LENGTH_X / self.nx, self.dz) / speed, diffusive)
+        return torch.minimum(0.4 * min(LENGTH_X / self.nx, self.dz) / speed, self.diffusive_dt)
 
     def fields(self, omega: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
         psi = self.streamfunction(omega)
@@ -189,7 +189,6 @@ def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
     return Regime(
         grid=f"{resolution}x{resolution}", box=f"{LENGTH_X:g}x1, periodic x, walls y",
         parameters=f"Rayleigh {RAYLEIGH[0]:.0e}-{RAYLEIGH[1]:.0e}, Prandtl {PRANDTL[0]:g}-{PRANDTL[1]:g}",
-        frame_spacing=f"{(T_END - T_START) / (n_steps - 1):.3g}",
-        trajectory=f"{n_steps} frames, t = {T_START:g}-{T_END:g}",
+        **horizon(T_END, n_steps, T_START),
         below_minimum=f"below {MIN_RESOLUTION}: Rayleigh x (n/{MIN_RESOLUTION})^3",
     )

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .simulation import Regime, Simulation, check_finite, resolution_scale, to_numpy
+from .simulation import Regime, Simulation, check_finite, horizon, resolution_scale, to_numpy
 from .spectral import dealias_mask, integrating_factor_rk4, spectral_grid
 
 NAME = "shear_flow"
@@ -145,6 +145,6 @@ def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
     return Regime(
         grid=f"{resolution}x{resolution}", box=f"{LENGTH:g}x{LENGTH:g}, periodic",
         parameters=f"Reynolds {REYNOLDS[0]:g}-{REYNOLDS[1]:g}, Schmidt {SCHMIDT[0]:g}-{SCHMIDT[1]:g}",
-        frame_spacing=f"{T_END / (n_steps - 1):.3g}", trajectory=f"{n_steps} frames, t = 0-{T_END:g}",
+        **horizon(T_END, n_steps),
         below_minimum=f"below {MIN_RESOLUTION}: Reynolds x n/{MIN_RESOLUTION}, layers widened",
     )

@@ -102,3 +102,9 @@ class Regime:
     frame_spacing: str
     trajectory: str
     below_minimum: str = ""  # what changes on grids below the system's smallest resolved one
+
+
+def horizon(t_end: float, n_steps: int, t_start: float = 0.0) -> dict[str, str]:
+    """The `frame_spacing` and `trajectory` entries of a `Regime` saved from `t_start` to `t_end` in `n_steps`."""
+    return {"frame_spacing": f"{(t_end - t_start) / (n_steps - 1):.3g}",
+            "trajectory": f"{n_steps} frames, t = {t_start:g}-{t_end:g}"}

@@ -23,7 +23,8 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     torch.manual_seed(seed)
     path = os.path.join(data_dir, name)
     dataset = load_well_dataset(path, split="train", n_steps_input=n_steps_input, n_steps_output=1, use_normalization=True)
-    meta, normalizer = split_reader(dataset).meta, split_reader(dataset).normalizer
+    reader = split_reader(dataset)
+    meta, normalizer = reader.meta, reader.normalizer
     spec = meta.model_spec()
     model = BaselineForecaster(kind, name, n_steps_input, spec["n_fields"], spec["n_constant_fields"],
                                meta.n_spatial_dims, tuple(meta.resolution), sizes)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdefm.data import load_well_dataset, split_reader
+from pdefm.data import load_well_dataset, open_well_split, split_reader
 
 from .forecasters import PDEFMForecaster
 from .metrics import binned_spectral_error, nrmse, rmse, vrmse
@@ -74,8 +74,9 @@ def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int,
     allow, and the rows of the windows that start each trajectory. `file_steps` (frames per file, from a reader
     of the split already open) spares opening the split once more to learn them."""
     if file_steps is None:
-        probe = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=1)
-        file_steps = [m.n_steps for m in split_reader(probe).metadata]
+        probe = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=1)
+        file_steps = [m.n_steps for m in probe.metadata]
+        probe.close()
     steps = min(max_steps, min(file_steps) - n_steps_input)
     if steps < 1:
         raise ValueError(f"{path} ({split}): trajectories are too short for {n_steps_input} input steps and a rollout")
