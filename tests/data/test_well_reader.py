@@ -384,3 +384,14 @@ def test_the_window_format_is_what_the_reader_gives_and_the_model_takes(tmp_path
     assert WellWindow.__required_keys__ <= set(sample)
     arguments = set(inspect.signature(PDEFMModel.forward).parameters) - {"self", "kwargs"}
     assert WINDOW_KEYS - arguments == IGNORED_BATCH_KEYS
+
+
+def test_split_reader_refuses_a_dataset_without_a_window_reader(toy2d):
+    import datasets
+
+    from pdefm.data import split_reader
+
+    with pytest.raises(TypeError, match="expected a map-style dataset from load_well_dataset, got Dataset"):
+        split_reader(datasets.Dataset.from_dict({"window": [0, 1]}))
+    with pytest.raises(TypeError, match="streaming datasets carry none"):
+        split_reader(load_well_dataset(toy2d, split="train", n_steps_input=2, streaming=True))

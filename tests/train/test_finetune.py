@@ -109,6 +109,13 @@ def test_default_lora_targets_follow_the_configured_backbone(backbone):
     assert any(".backbone.layers." in n for n in lora_layers)
 
 
+def test_default_lora_targets_name_the_backbones_they_know():
+    from pdefm.train.adapters.lora import default_target_pattern
+
+    with pytest.raises(ValueError, match=r"no default LoRA targets for backbone 'rnn'; known: \['attention', 'mamba'\]"):
+        default_target_pattern("rnn")
+
+
 def test_adapters_mode_trains_only_the_new_dataset_adapter(setup, tmp_path):
     root, base_dir = setup
     run_finetune(root, base_dir, tmp_path / "ad", "waves", "waves_adapters", "--mode", "adapters")
