@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .attention_layers import TransformerBlock
 from .conditioning_layers import (
@@ -28,6 +28,7 @@ from .conditioning_layers import (
     signed_log,
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
+from .field_matching import match_fields
 from .losses import pdefm_objective
 from .mamba_layers import BidirectionalMamba, Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
@@ -39,6 +40,8 @@ from .tokenizer_layers import (
     conv_class,
     sinusoidal_encoding,
 )
+
+logger = logging.get_logger(__name__)
 
 # Keys of a window from The Well's loader (`pdefm.data.window.WellWindow`) that the model does not use; accepted so
 # `model(**batch)` works. A test holds them to the reader's keys.
@@ -312,13 +315,25 @@ class PDEFMModel(PDEFMPreTrainedModel):
         n_constant_scalars: int = 0,
         field_names: list[str] | None = None,
         field_scales: list[float] | None = None,
+        adapter_init: str = "fields",
+        field_aliases: dict[str, str] | None = None,
     ) -> DatasetAdapter:
-        """Give the model a new domain: registers it in the config and creates its (freshly initialised) adapter,
-        plus the patch embedding and decoder of its dimensionality if the model had none. `field_scales` (each
-        field's std over the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the
-        adapter."""
+        """Give the model a new domain: registers it in the config and creates its adapter, plus the patch
+        embedding and decoder of its dimensionality if the model had none. `field_scales` (each field's std over
+        the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the adapter, whose
+        `initialised_from` says where each field's weights came from.
+
+        `adapter_init="fields"` (the default) starts the adapter from the datasets the model knows: each field channel that
+        is a known quantity (by name, `field_matching`; `field_aliases` replaces its default aliases) takes the
+        mean of their adapter weights for it, the dataset embedding the mean of theirs, so the model can forecast
+        the new dataset before any training. Other input channels start at zero (ignored until trained), other
+        output channels predict no change. Without a shared field (or without `field_names`) it says so and falls
+        back to `adapter_init="random"`: a fresh adapter that predicts no change.
+        """
         if name in self.config.datasets:
             raise ValueError(f"dataset {name!r} is already known to the model; pick another name")
+        if adapter_init not in ("fields", "random"):
+            raise ValueError(f"adapter_init must be 'fields' or 'random', got {adapter_init!r}")
         spec = validate_dataset_spec(
             name,
             {"n_fields": n_fields, "n_spatial_dims": n_spatial_dims, "n_constant_fields": n_constant_fields,
@@ -326,13 +341,53 @@ class PDEFMModel(PDEFMPreTrainedModel):
         )
         if n_constant_scalars > self.config.max_constant_scalars:
             raise ValueError(f"n_constant_scalars={n_constant_scalars} exceeds max_constant_scalars={self.config.max_constant_scalars}")
+        known = {k: v["field_names"] for k, v in self.config.datasets.items() if v.get("field_names")}
+        matches = match_fields(field_names, known, field_aliases) if adapter_init == "fields" and field_names else {}
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
         for module in self._build_dataset_modules(name, spec):
             module.to(device=device, dtype=dtype)
             module.apply(self._init_weights)
+        adapter = self.adapters[name]
+        adapter.initialised_from = {}
+        if matches:
+            self._init_adapter_from_fields(adapter, spec, matches)
+            adapter.initialised_from = {field_names[i]: [f"{d}/{self.config.datasets[d]['field_names'][j]}" for d, j in m]
+                                        for i, m in matches.items()}
+        elif adapter_init == "fields":
+            why = (f"no field of {field_names} is a quantity of the known datasets {sorted(known)}" if field_names
+                   else "no field_names given to match")
+            logger.warning(f"add_dataset({name!r}, adapter_init='fields'): {why}; its adapter starts fresh "
+                           "(adapter_init='random')")
         self.config.datasets = {**self.config.datasets, name: spec}
-        return self.adapters[name]
+        return adapter
+
+    @torch.no_grad()
+    def _init_adapter_from_fields(self, adapter: DatasetAdapter, spec: dict[str, Any],
+                                  matches: dict[int, list[tuple[str, int]]]) -> None:
+        adapter.in_proj.weight.zero_()
+        shares: dict[str, int] = {}
+        for i, sources in matches.items():
+            adapter.in_proj.weight[:, i] = torch.stack([self.adapters[d].in_proj.weight[:, j] for d, j in sources]).mean(0)
+            adapter.out_proj.weight[i] = torch.stack([self.adapters[d].out_proj.weight[j] for d, j in sources]).mean(0)
+            adapter.out_proj.bias[i] = torch.stack([self.adapters[d].out_proj.bias[j] for d, j in sources]).mean()
+            for d, _ in sources:
+                shares[d] = shares.get(d, 0) + 1
+        # The shared parts, as a mean over the source datasets weighted by how many channels each one lends.
+        weights = torch.tensor([float(n) for n in shares.values()])
+        weights = (weights / weights.sum()).to(adapter.in_proj.bias)
+
+        def mean_of(part) -> torch.Tensor:
+            return sum(w * part(self.adapters[d]) for w, d in zip(weights, shares))
+
+        adapter.in_proj.bias.copy_(mean_of(lambda a: a.in_proj.bias))
+        # A source's context is its embedding plus its scalars' projection; the new dataset's constants have no
+        # known meaning yet, so its projection starts at zero and the embedding takes the sources' offsets.
+        adapter.dataset_embedding.copy_(mean_of(
+            lambda a: a.dataset_embedding + (a.scalar_proj.bias if a.scalar_proj is not None else 0.0)))
+        if adapter.scalar_proj is not None:
+            adapter.scalar_proj.weight.zero_()
+            adapter.scalar_proj.bias.zero_()
 
     # ----------------------------------------------------------------------------------------- validation
     def _resolve_dataset(self, dataset_name: Any) -> str:

@@ -14,8 +14,9 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "stats": ("pdefm.data.the_well", ("stats",), "compute a dataset's stats.yaml from its train split"),
     "pretrain": ("pdefm.train.pretrain", (), "pretrain PDE-FM on many datasets (Accelerate; --config mini_well)"),
     "evaluate": ("pdefm.train.evaluate", (), "one-step and rollout VRMSE of a saved model, against persistence"),
-    "benchmark": ("pdefm.train.benchmark", (), "PDE-FM against The Well's baselines, ablations and transfer"),
-    "finetune": ("pdefm.train.finetune", (), "finetune a pretrained PDE-FM on a new dataset (LoRA or full)"),
+    "benchmark": ("pdefm.train.benchmark", (), "PDE-FM against The Well's baselines, and its ablations"),
+    "transfer": ("pdefm.train.transfer", (), "transfer study: zero-shot and few-shot on datasets held out of pretraining"),
+    "finetune": ("pdefm.train.finetune", (), "finetune a pretrained PDE-FM on a new dataset (LoRA, spectral adapters, full)"),
     "predict": ("pdefm.train.predict", (), "roll a saved model out from a window of a file and write the forecast"),
     "push": ("pdefm.train.push", (), "push a saved model or adapter folder to the Hugging Face Hub"),
 }

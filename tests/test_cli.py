@@ -24,7 +24,8 @@ def test_only_two_import_names_are_installed():
 def test_help_lists_every_command_with_one_line(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("generate", "check", "info", "stats", "pretrain", "evaluate", "benchmark", "finetune", "predict", "push"):
+    for name in ("generate", "check", "info", "stats", "pretrain", "evaluate", "benchmark", "transfer", "finetune", "predict",
+                 "push"):
         line = next((l for l in out.splitlines() if l.split()[:1] == [name]), None)
         assert line and len(line.split()) > 2, f"{name} missing from pdefm --help"
     assert set(COMMANDS) == {l.split()[0] for l in out.splitlines() if l.startswith("  ")}

@@ -113,3 +113,13 @@ def test_the_readme_regime_table_is_what_the_generators_say():
     table = re.search(r"<!-- regime-table:start -->\n(.*?)\n<!-- regime-table:end -->", text, re.S)
     assert table, "README.md lost its regime-table markers"
     assert table.group(1) == regime_table(), "README's regime table is stale: python -m pdefm.data.regimes"
+
+
+def test_the_readme_transfer_summary_is_quoted_from_the_generated_document():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    summary = re.search(r"<!-- transfer-summary:start -->\n(.*?)<!-- transfer-summary:end -->", text, re.S)
+    assert summary, "README.md lost its transfer-summary markers"
+    document = open(os.path.join(ROOT, "docs", "transfer.md")).read()
+    for line in summary.group(1).splitlines():
+        if line.startswith("- "):
+            assert line in document, f"README quotes a verdict that docs/transfer.md does not have: {line}"

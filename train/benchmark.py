@@ -1,15 +1,14 @@
-"""PDE-FM against The Well's baselines, its ablations, and transfer to a held-out dataset, under one wall-clock budget.
+"""PDE-FM against The Well's baselines and its ablations, under one wall-clock budget.
 
-    python -m pdefm.train.benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations transfer]
+    pdefm benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations]
 
 - main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; each baseline
   (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
   over the datasets (equal total compute). Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
 - ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
   backbone, convolutional decoder), same budget.
-- transfer: PDE-FM pretrained without `--transfer-dataset`, then on that dataset's first `--few-shot-trajectories`
-  training trajectories for `--finetune-steps` steps: new dataset adapters only (zero-shot: the pretrained weights
-  unchanged), LoRA (few-shot), and the same architecture from scratch.
+
+Transfer to a held-out dataset has its own study: `pdefm transfer` (`transfer.py`).
 
 Each finished run leaves `<out>/seed<k>/<run>/evaluation.json`; a rerun skips those (an interrupted benchmark
 resumes). `docs/benchmark.md` (and its figure) is generated from them at the end.
@@ -23,7 +22,6 @@ import os
 import shutil
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 
@@ -31,11 +29,9 @@ from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
 from pdefm.data.threads import configure_threads
 
-from .adapters.loading import load_pdefm
 from .baselines.forecaster import load_forecaster
 from .baselines.training import train_baseline
 from .evaluate import evaluate_model
-from .evaluation.forecasters import PDEFMForecaster
 from .evaluation.report import write_evaluation
 from .training.config import load_config
 
@@ -48,7 +44,6 @@ ABLATIONS = {
     "attention_backbone": {"backbone": "attention"},
     "conv_decoder": {"decoder": "conv"},
 }
-TRANSFER_MODES = {"adapters_only": "adapters", "lora": "lora", "scratch": "scratch"}
 
 
 def _reset_accelerate() -> None:
@@ -59,7 +54,7 @@ def _reset_accelerate() -> None:
     PartialState._reset_state()
 
 
-def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
+def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None) -> str:
     from .pretrain import train
 
     cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
@@ -67,8 +62,6 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, dat
            "--eval_every", "100", "--log_with", "none"]
     if overrides:
         cli += ["--model_overrides", json.dumps(overrides)]
-    if datasets:
-        cli += ["--datasets", ",".join(datasets)]
     config = load_config(cli).config
     _reset_accelerate()
     train(config)
@@ -124,59 +117,20 @@ def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
         log(f"seed {seed}: ablation {ablation} done")
 
 
-def run_transfer(args, seed: int, names: list[str], root: str, log) -> None:
-    from .finetune import finetune
-
-    held_out = args.transfer_dataset
-    if held_out not in names:
-        raise ValueError(f"--transfer-dataset {held_out!r} is not among the suite's datasets {names}")
-    base = os.path.join(root, "transfer_base")
-    if not os.path.isfile(os.path.join(base, "model.safetensors")):
-        pretrain_pdefm(args, seed, base, datasets=[n for n in names if n != held_out])
-        log(f"seed {seed}: transfer base (without {held_out}) done")
-    for label, mode in TRANSFER_MODES.items():
-        out = os.path.join(root, f"transfer_{label}")
-        if done(out):
-            continue
-        ft_args = SimpleNamespace(base=base, data=os.path.join(args.data, held_out),
-                                  adapter_name=f"{held_out}_{label}", mode=mode,
-                                  lora_r=args.lora_r, lora_alpha=None, lora_dropout=0.0, target_modules=None,
-                                  target_regex=None)
-        cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--datasets", held_out,
-               "--output_dir", out, "--seed", str(seed), "--max_steps", str(args.finetune_steps),
-               "--warmup_steps", "10", "--train_trajectories", str(args.few_shot_trajectories),
-               "--checkpoint_every", "100000000", "--eval_every", "100000000", "--log_with", "none"]
-        config = load_config(cli).config
-        _reset_accelerate()
-        result = finetune(ft_args, config)
-        folder = os.path.join(out, ft_args.adapter_name)
-        model = load_pdefm(base, adapter=folder) if mode == "lora" else load_pdefm(folder)
-        details = json.load(open(os.path.join(out, "finetune.json")))
-        evaluate_run(args, PDEFMForecaster(model), [held_out], out, f"transfer {label}",
-                     {"mode": mode, "trainable_parameters": result["trainable_parameters"], "seed": seed,
-                      "steps": details["steps"], "train_seconds": details["train_seconds"],
-                      "trajectories": args.few_shot_trajectories})
-        log(f"seed {seed}: transfer {label} done")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
-    parser.add_argument("--parts", nargs="+", default=["main", "ablations", "transfer"], choices=["main", "ablations", "transfer"],
+    parser.add_argument("--parts", nargs="+", default=["main", "ablations"], choices=["main", "ablations"],
                         help="what to run")
-    parser.add_argument("--part-seeds", type=int, default=1, help="ablations and transfer run on the first N seeds")
+    parser.add_argument("--part-seeds", type=int, default=1, help="ablations run on the first N seeds")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
     parser.add_argument("--out", default="outputs/benchmark", help="runs go here; finished ones are skipped when rerun")
     parser.add_argument("--doc", default="docs/benchmark.md", help="the report written from the runs")
     parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
     parser.add_argument("--eval-batches", type=int, default=8, help="one-step windows: this many batches of 8 per dataset")
-    parser.add_argument("--transfer-dataset", default="shear_flow", help="held out of pretraining for the transfer part")
-    parser.add_argument("--few-shot-trajectories", type=int, default=4, help="training trajectories of the held-out dataset")
-    parser.add_argument("--finetune-steps", type=int, default=200, help="steps of each transfer run")
-    parser.add_argument("--lora-r", type=int, default=2, help="LoRA rank of the transfer run")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
@@ -204,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
             run_main(args, seed, names, root, log)
         if "ablations" in args.parts and index < args.part_seeds:
             run_ablations(args, seed, names, root, log)
-        if "transfer" in args.parts and index < args.part_seeds:
-            run_transfer(args, seed, names, root, log)
     from .baselines.report import write_benchmark_doc
 
     path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))

@@ -10,9 +10,14 @@ in full (`modules_to_save`), LoRA goes on the backbone's, tokenizer's and decode
 atomic checkpoints, `--resume`); every pretraining key can be overridden (`--max_steps`, `--learning_rate`, ...).
 The adapter is saved in `<output_dir>/<adapter-name>/` with a model card.
 
-`--mode` compares finetuning strategies on the same data and budget: `lora` (default), `adapters` (only the new
-dataset adapters train), `full` (every weight of the base trains), `scratch` (the base's architecture, freshly
-initialised).
+`--mode` compares finetuning strategies on the same data and budget: `lora` (default), `spectral_lora` (LoRA plus
+frequency-band adapters on the decoder's Fourier layers, which LoRA cannot reach: `adapters/spectral.py`; saved
+merged, as a full model), `adapters` (only the new dataset adapters train), `full` (every weight of the base
+trains), `scratch` (the base's architecture, freshly initialised).
+
+A new dataset's adapters start from the base's adapters for the fields it shares with the base's datasets
+(`--adapter-init fields`, the default; by name, with aliases `momentum`~`velocity` and `buoyancy`~`tracer`, or those
+given by `--field-alias`), so the model forecasts it before any training; `--adapter-init random` starts them fresh.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from .adapters.lora import (
     wrap_with_lora,
 )
 from .adapters.model_card import write_model_card
+from .adapters.spectral import add_spectral_adapters, merge_spectral_adapters
 from .training.batches import model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import config_parser, load_config
 from .training.fit import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
 from .training.run_lock import RunLockError
 
-MODES = ("lora", "adapters", "full", "scratch")
+MODES = ("lora", "spectral_lora", "adapters", "full", "scratch")
 
 
 def _finetune_parser() -> argparse.ArgumentParser:
@@ -57,7 +63,26 @@ def _finetune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-dropout", type=float, default=0.0)
     parser.add_argument("--target-modules", nargs="+", default=None, help="LoRA on layers whose names end in these")
     parser.add_argument("--target-regex", default=None, help="LoRA on layers whose full names match this regex")
+    parser.add_argument("--spectral-rank", type=int, default=4, help="spectral_lora: rank of the lowest frequency band")
+    parser.add_argument("--spectral-bands", type=int, default=3, help="spectral_lora: frequency bands per Fourier layer")
+    parser.add_argument("--adapter-init", default="fields", choices=("fields", "random"),
+                        help="a new dataset's adapters: from the base's for shared fields, or fresh")
+    parser.add_argument("--field-alias", nargs="+", default=None, metavar="QUANTITY=QUANTITY",
+                        help="replace the default field aliases (momentum=velocity buoyancy=tracer)")
     return parser
+
+
+def parse_field_aliases(values: list[str] | None) -> dict[str, str] | None:
+    """`["momentum=velocity"]` -> `{"momentum": "velocity"}`; None keeps the model's default aliases."""
+    if values is None:
+        return None
+    aliases = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise ValueError(f"--field-alias {value!r}: expected QUANTITY=QUANTITY, e.g. momentum=velocity")
+        aliases[name] = target
+    return aliases
 
 
 def finetune_arguments(argv: list[str] | None):
@@ -65,7 +90,8 @@ def finetune_arguments(argv: list[str] | None):
     return _finetune_parser().parse_known_args(argv)
 
 
-def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[str]:
+def new_dataset_modules(model, name: str, spec: dict | None, base: str, adapter_init: str = "fields",
+                        field_aliases: dict[str, str] | None = None) -> list[str]:
     """Give `model` the dataset `name` if it lacks it; returns the names of the modules that belong to it and train
     in full (its adapter, plus the patch embedding and decoder of a dimensionality the base never saw)."""
     if name in model.config.datasets:
@@ -83,7 +109,11 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str) -> list[
     dims_before = set(model.patch_embeddings.keys())
     model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                       n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
-                      field_names=spec.get("field_names"), field_scales=spec.get("field_scales"))
+                      field_names=spec.get("field_names"), field_scales=spec.get("field_scales"),
+                      adapter_init=adapter_init, field_aliases=field_aliases)
+    if model.adapters[name].initialised_from:
+        print(f"dataset {name!r}: adapters start from the base's fields "
+              + "; ".join(f"{k} <- {', '.join(v)}" for k, v in model.adapters[name].initialised_from.items()))
     added_dims = [k for k in model.patch_embeddings.keys() if k not in dims_before]
     return [f"adapters.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
 
@@ -108,7 +138,8 @@ def build_model(args, base_model, name: str, spec: dict):
         for key in ("datasets", "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path"):
             settings.pop(key, None)
         return PDEFMModel(PDEFMConfig(**settings, datasets={name: spec})), []
-    trained = new_dataset_modules(base_model, name, spec, args.base)
+    trained = new_dataset_modules(base_model, name, spec, args.base, getattr(args, "adapter_init", "fields"),
+                                  parse_field_aliases(getattr(args, "field_alias", None)))
     if args.mode == "full":
         return base_model, trained
     if args.mode == "adapters":
@@ -116,8 +147,15 @@ def build_model(args, base_model, name: str, spec: dict):
             param.requires_grad = any(param_name.startswith(m + ".") for m in trained)
         return base_model, trained
     targets = args.target_regex or args.target_modules or default_target_modules(base_model, spec["n_spatial_dims"])
-    return wrap_with_lora(base_model, args.adapter_name, trained, args.lora_r, args.lora_alpha, args.lora_dropout,
-                          targets), trained
+    model = wrap_with_lora(base_model, args.adapter_name, trained, args.lora_r, args.lora_alpha, args.lora_dropout,
+                           targets)
+    decoder = f"decoders.{spec['n_spatial_dims']}d"
+    if args.mode == "spectral_lora":
+        if decoder in trained:  # a decoder the base never had trains in full already
+            print(f"spectral_lora: {decoder} is new and trains in full; no spectral adapters needed")
+        else:
+            add_spectral_adapters(model, [decoder], args.spectral_rank, args.spectral_bands)
+    return model, trained
 
 
 def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False,
@@ -144,10 +182,15 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     def finish(unwrapped, report: dict, seconds: float, step: int) -> None:
         command = " ".join(["python -m pdefm.train.finetune", *(sys.argv[1:])])
         details = {"mode": args.mode, "base": args.base, "dataset": name, "trainable_parameters": counts,
-                   "lora_r": args.lora_r if args.mode == "lora" else None, "trained_modules": trained_modules}
+                   "lora_r": args.lora_r if args.mode in ("lora", "spectral_lora") else None, "trained_modules": trained_modules}
         if args.mode == "lora":
             folder = save_domain_adapter(unwrapped, config.output_dir, args.adapter_name, name, spec, fingerprint, args.base)
             library, tags = "peft", ["lora", "peft"]
+        elif args.mode == "spectral_lora":  # PEFT cannot save the spectral adapters: saved merged, as a full model
+            merge_spectral_adapters(unwrapped)
+            folder = os.path.join(config.output_dir, args.adapter_name)
+            unwrapped.merge_and_unload().save_pretrained(folder)
+            library, tags = "transformers", ["lora", "spectral-adapter"]
         else:
             folder = os.path.join(config.output_dir, args.adapter_name)
             (unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped).save_pretrained(folder)
@@ -169,7 +212,9 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     # Compared with a checkpoint's on --resume, with the training config.
     settings = {"finetune": {"base": args.base, "mode": args.mode, "adapter_name": args.adapter_name,
                              "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
-                             "target_modules": args.target_modules, "target_regex": args.target_regex}}
+                             "target_modules": args.target_modules, "target_regex": args.target_regex,
+                             "adapter_init": getattr(args, "adapter_init", "fields"),
+                             "field_alias": getattr(args, "field_alias", None)}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
                  run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune")
     return {"report": report, "trainable_parameters": counts}

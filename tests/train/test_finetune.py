@@ -249,3 +249,34 @@ def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup
     assert finetune_main([*common, "--adapter-name", "told", "--output_dir", str(tmp_path / "b"),
                           "--n_steps_input", "2"]) == 0
     assert PDEFMModel.from_pretrained(str(tmp_path / "b" / "told")).config.n_steps_input == 2
+
+
+def test_new_dataset_adapters_start_from_the_base_fields_unless_asked_otherwise(setup, tmp_path, capsys):
+    root, base_dir = setup
+    run_finetune(root, base_dir, tmp_path / "fields", "waves", "w", "--mode", "adapters")
+    assert "dataset 'waves': adapters start from the base's fields a <- flow2d/a; v_x <- flow2d/v_x" in capsys.readouterr().out
+    run_finetune(root, base_dir, tmp_path / "random", "waves", "w", "--mode", "adapters", "--adapter-init", "random")
+    assert "adapters start from the base's fields" not in capsys.readouterr().out
+    curve = json.load(open(tmp_path / "random" / "validation_curve.json"))
+    assert [p["step"] for p in curve["points"]] == [0, 2, 4] and set(curve["persistence"]) == {"waves"}
+    # A fresh adapter predicts no change: its first validation point is persistence's.
+    assert curve["points"][0]["valid_vrmse"]["waves"] == pytest.approx(curve["persistence"]["waves"], rel=1e-5)
+
+
+def test_spectral_lora_finetune_saves_a_merged_model(setup, tmp_path):
+    root, base_dir = setup
+    folder = run_finetune(root, base_dir, tmp_path / "ft", "waves", "waves_spectral", "--mode", "spectral_lora",
+                          "--lora-r", "2", "--spectral-rank", "2")
+    details = json.load(open(tmp_path / "ft" / "finetune.json"))
+    assert details["mode"] == "spectral_lora" and 0 < details["trainable_parameters"]["fraction"] < 0.2
+    model = load_pdefm(folder)
+    assert "waves" in model.config.datasets
+    assert not any("lora_" in n or "parametrizations" in n for n, _ in model.named_parameters())
+
+
+def test_a_malformed_field_alias_is_refused(setup, tmp_path, capsys):
+    root, base_dir = setup
+    argv = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--adapter-name", "w", "--output_dir",
+            str(tmp_path), "--field-alias", "momentum", "--max_steps", "1"]
+    assert finetune_main(argv) == 2
+    assert "--field-alias 'momentum': expected QUANTITY=QUANTITY" in capsys.readouterr().err

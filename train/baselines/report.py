@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from ..evaluation.report import plot_rollout_curves
+from ..evaluation.report import mean_sd_cell, plot_rollout_curves
 
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"))
 HEADLINE_WINDOW = "6:12"
@@ -34,14 +34,6 @@ def rollout_window(doc: dict, name: str, window: str = HEADLINE_WINDOW) -> float
     return doc["datasets"][name]["rollout"]["vrmse_windows"].get(window, float("nan"))
 
 
-def _cell(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
-
-
 def comparison_table(runs: dict, names: list[str], metric, with_persistence: bool) -> tuple[str, dict[str, dict[str, float]]]:
     """Rows: datasets and their mean; columns: the main runs (mean ± sample std over seeds)."""
     present = [(key, label) for key, label in MAIN_RUNS if key in runs]
@@ -53,7 +45,7 @@ def comparison_table(runs: dict, names: list[str], metric, with_persistence: boo
         for key, _ in present:
             values = [metric(doc, name) for doc in runs[key].values() if name in doc["datasets"]]
             means[key][name] = float(np.mean(values)) if values else float("nan")
-            cells.append(_cell(values))
+            cells.append(mean_sd_cell(values))
         if with_persistence:
             first = next(iter(runs[present[0][0]].values()))
             cells.append(f"{first['datasets'][name]['one_step']['persistence_vrmse']:.4f}")
@@ -61,7 +53,7 @@ def comparison_table(runs: dict, names: list[str], metric, with_persistence: boo
     mean_cells = ["**mean**"]
     for key, _ in present:
         per_seed = [float(np.mean([metric(doc, n) for n in names])) for doc in runs[key].values()]
-        mean_cells.append(_cell(per_seed))
+        mean_cells.append(mean_sd_cell(per_seed))
     if with_persistence:
         first = next(iter(runs[present[0][0]].values()))
         mean_cells.append(f"{np.mean([first['datasets'][n]['one_step']['persistence_vrmse'] for n in names]):.4f}")
@@ -94,10 +86,10 @@ def budget_table(runs: dict) -> str:
         docs = list(runs[key].values())
         seconds = [d.get("train_seconds", float("nan")) for d in docs]
         if key == "pdefm":
-            steps = _cell([float(d.get("train_steps", float("nan"))) for d in docs], 0)
+            steps = mean_sd_cell([float(d.get("train_steps", float("nan"))) for d in docs], 0)
         else:
             steps = ", ".join(f"{n}: {int(np.mean([d['runs'][n]['steps'] for d in docs]))}" for n in sorted(docs[0]["runs"]))
-        lines.append(f"| {label} | {_cell(seconds, 0)} | {steps} |")
+        lines.append(f"| {label} | {mean_sd_cell(seconds, 0)} | {steps} |")
     return "\n".join(lines)
 
 
@@ -113,28 +105,10 @@ def ablation_table(runs: dict, names: list[str]) -> str:
         if not docs:
             continue
         lines.append(f"| {label} | {', '.join(str(s) for s in ablation_seeds if s in runs[key])} | "
-                     f"{_cell([float(np.mean([one_step(d, n) for n in names])) for d in docs])} | "
-                     f"{_cell([float(np.mean([rollout_window(d, n) for n in names])) for d in docs])} | "
-                     f"{_cell([float(d.get('train_steps', float('nan'))) for d in docs], 0)} |")
+                     f"{mean_sd_cell([float(np.mean([one_step(d, n) for n in names])) for d in docs])} | "
+                     f"{mean_sd_cell([float(np.mean([rollout_window(d, n) for n in names])) for d in docs])} | "
+                     f"{mean_sd_cell([float(d.get('train_steps', float('nan'))) for d in docs], 0)} |")
     return "\n".join(lines)
-
-
-def transfer_table(runs: dict) -> tuple[str, str | None]:
-    keys = [k for k in ("transfer_adapters_only", "transfer_lora", "transfer_scratch") if k in runs]
-    if not keys:
-        return "", None
-    first = next(iter(runs[keys[0]].values()))
-    name = next(iter(first["datasets"]))
-    lines = ["| strategy | seeds | trainable parameters | one-step VRMSE | rollout VRMSE 6:12 | steps |", "|---|---|---|---|---|---|"]
-    labels = {"transfer_adapters_only": "new dataset adapters only (pretrained weights frozen)",
-              "transfer_lora": "LoRA + new dataset adapters", "transfer_scratch": "same architecture from scratch"}
-    for key in keys:
-        docs = list(runs[key].values())
-        params = docs[0]["trainable_parameters"]
-        lines.append(f"| {labels[key]} | {', '.join(str(s) for s in runs[key])} | {params['trainable']:,} of {params['total']:,} "
-                     f"({100 * params['fraction']:.1f}%) | {_cell([one_step(d, name) for d in docs])} | "
-                     f"{_cell([rollout_window(d, name) for d in docs])} | {docs[0]['steps']} |")
-    return "\n".join(lines), name
 
 
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
@@ -154,7 +128,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         shutil.copyfile(path, target)
     main_seeds = sorted(runs.get("pdefm", {}))
     title = ("PDE-FM against The Well's baselines on Mini-Well" if "pdefm" in runs
-             else "PDE-FM transfer and ablations on Mini-Well")
+             else "PDE-FM ablations on Mini-Well")
     parts = [
         f"# Benchmark: {title}",
         "",
@@ -209,13 +183,6 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         parts += ["## Ablations (same budget)", "", "Each variant switches one component of PDE-FM off or replaces it "
                   "(config switches of the model); the full model's row is the main run of the same seed. A cheaper "
                   "variant fits more steps into the budget (last column).", "", ablation_table(runs, names), ""]
-    table, held_out = transfer_table(runs)
-    if held_out:
-        parts += [f"## Transfer to a dataset held out of pretraining: `{held_out}`", "",
-                  f"PDE-FM pretrained for the same budget on the other datasets, then trained for "
-                  f"{settings['finetune_steps']} steps on the first {settings['few_shot_trajectories']} training "
-                  f"trajectories of `{held_out}` (LoRA rank {settings['lora_r']}); evaluated on its test split.", "",
-                  table, ""]
     with open(doc_path, "w") as f:
         f.write("\n".join(parts))
     return doc_path

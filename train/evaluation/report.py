@@ -21,6 +21,15 @@ def _json_ready(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def mean_sd_cell(values: list[float], digits: int = 4) -> str:
+    """A table cell: the value, or mean ± sample standard deviation of several (seeds)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
 def summary(results: dict[str, Any]) -> dict[str, float]:
     """Means over datasets of the headline numbers."""
     names = sorted(results)

@@ -95,6 +95,7 @@ class RunState:
     nonfinite_total: int = 0
     nonfinite_in_a_row: int = 0
     reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
+    curve: list = field(default_factory=list)  # validation VRMSE against step and training seconds
 
 
 @dataclass
@@ -128,6 +129,8 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
         accelerator.print(f"datasets {names}; sampling probabilities {_rounded(run.sampler.probabilities(), 3)}")
         if config.difficulty_measure == "relative":
             run.reference = validate(run.model, accelerator, config, run.valid_sets, specs, persistence=True)
+        if run.step == 0:  # where the learning curve starts (a pretrained model's zero-shot point)
+            record_validation(run, validate(run.model, accelerator, config, run.valid_sets, specs))
         train_loop(accelerator, config, run, specs, stop_after)
         accelerator.wait_for_everyone()
         report = {}
@@ -136,6 +139,8 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
             report = final_report(unwrapped, config, names, specs)
             if finish is not None:
                 finish(unwrapped, report, run.schedule.elapsed, run.step)
+            with open(os.path.join(config.output_dir, "validation_curve.json"), "w") as f:
+                json.dump({"persistence": run.reference, "points": run.curve}, f, indent=2)
             with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
                 json.dump(config.to_dict(), f, indent=2)
         accelerator.end_training()
@@ -191,6 +196,7 @@ def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     run.step, run.nonfinite_total = checkpoint.step, state.get("nonfinite_total", 0)
     run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
+    run.curve = list(state.get("curve", []))
     run.batches.load_state_dict(checkpoint.rank_state["batches"])
     # The schedule follows this run's horizon and learning rate (the same numbers when they did not change).
     optimizer, lr_schedule = run.optimizer, run.lr_schedule
@@ -312,6 +318,7 @@ def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs
 def validate_and_steer(accelerator: Accelerator, config: PretrainConfig, run: RunState, specs: dict) -> None:
     """Validation VRMSE per dataset, logged, and fed to the curriculum (relative to persistence's when asked)."""
     losses = validate(run.model, accelerator, config, run.valid_sets, specs)
+    record_validation(run, losses)
     reference = run.reference
     run.sampler.update_losses({k: v / max(reference[k], 1e-8) for k, v in losses.items()} if reference else losses)
     accelerator.log({f"valid_vrmse/{k}": v for k, v in losses.items()}, step=run.step)
@@ -319,10 +326,15 @@ def validate_and_steer(accelerator: Accelerator, config: PretrainConfig, run: Ru
                       f"sampling {_rounded(run.sampler.probabilities(), 3)}")
 
 
+def record_validation(run: RunState, losses: dict[str, float]) -> None:
+    run.curve.append({"step": run.step, "seconds": run.schedule.elapsed, "valid_vrmse": losses})
+
+
 def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: RunState) -> None:
     save_checkpoint(accelerator, config.output_dir, run.step, model=run.model, optimizer=run.optimizer,
                     trainer_state={"nonfinite_total": run.nonfinite_total, "schedule": run.schedule.state_dict(),
-                                   "sampler": run.sampler.state_dict(), "settings": run.settings},
+                                   "sampler": run.sampler.state_dict(), "settings": run.settings,
+                                   "curve": run.curve},
                     rank_state={"batches": run.batches.state_dict()}, keep=config.keep_checkpoints)
 
 

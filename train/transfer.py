@@ -1,0 +1,252 @@
+"""Transfer study: does a pretrained PDE-FM learn a held-out system faster than the same network from scratch?
+
+    pdefm transfer --held-out shear_flow MHD_64 --base-minutes 60 [--series-minutes 10 25] \\
+        [--sizes 1 2 4 all] [--seeds 0 1 2] [--finetune-steps 300] [--out outputs/transfer] [--doc docs/transfer.md]
+
+For each held-out dataset, a base is pretrained on the suite's other datasets for `--base-minutes` of wall-clock
+(cached in `<out>/bases/`; a rerun reuses it, an interrupted one resumes from its checkpoints). Then, on the first
+1, 2, 4 and all training trajectories of the held-out dataset, each strategy trains for the same number of steps:
+
+- `zero_shot`: the base with the new dataset's adapters started from the fields it shares with the base's datasets
+  (`PDEFMModel.add_dataset(adapter_init="fields")`), no training at all;
+- `adapters`: those adapters train, every pretrained weight frozen;
+- `lora`: LoRA on the backbone, tokenizer and decoder layers plus the adapters (PEFT);
+- `spectral_lora`: LoRA plus frequency-band adapters on the decoder's Fourier layers (`adapters/spectral.py`);
+- `full`: every weight of the base trains;
+- `scratch`: the base's architecture, freshly initialised, trained on the held-out data alone.
+
+Sizes in `--seeded-sizes` run every seed of `--seeds`, the others the first seed only. Every run is evaluated on
+the held-out test split (one-step and rollout VRMSE, persistence beside them) and keeps its validation curve
+(VRMSE against step and training seconds), so strategies are compared at equal steps and at equal wall-clock.
+`--series-minutes` adds smaller bases, finetuned at the smallest size only: the gap to scratch against the base
+budget. Each finished run leaves `evaluation.json` in its folder and is skipped on a rerun, so the study can be
+spread over several invocations (also in parallel, one per held-out dataset); `--doc` is written from whatever is
+finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.layout import dataset_folders
+from pdefm.data.threads import configure_threads
+
+from .adapters.loading import load_pdefm
+from .evaluate import evaluate_model
+from .evaluation.forecasters import PDEFMForecaster
+from .evaluation.report import write_evaluation
+from .training.batches import model_specs
+from .training.config import load_config
+
+STRATEGIES = ("zero_shot", "adapters", "lora", "spectral_lora", "full", "scratch")
+TRAINED_FROM_BASE = ("adapters", "lora", "spectral_lora", "full")
+
+
+def base_folder(out: str, held_out: str, minutes: float) -> str:
+    return os.path.join(out, "bases", f"without_{held_out}_{minutes:g}min")
+
+
+def run_folder(out: str, held_out: str, minutes: float | None, size: str, seed: int, strategy: str) -> str:
+    """`<out>/<held_out>/base<M>min/n<size>/seed<k>/<strategy>`; scratch does not depend on a base budget."""
+    base = "no_base" if minutes is None else f"base{minutes:g}min"
+    return os.path.join(out, held_out, base, f"n{size}", f"seed{seed}", strategy)
+
+
+def finished(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "evaluation.json"))
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> str:
+    """The base pretrained without `held_out` for `minutes`, trained (or resumed) when it is not finished."""
+    from .pretrain import train
+
+    folder = base_folder(args.out, held_out, minutes)
+    if os.path.isfile(os.path.join(folder, "model.safetensors")) and os.path.isfile(os.path.join(folder, "report.json")):
+        return folder
+    cli = ["--config", args.config, "--data_dir", args.data, "--datasets", ",".join(n for n in names if n != held_out),
+           "--output_dir", folder, "--seed", str(args.base_seed), "--time_budget_minutes", f"{minutes:g}",
+           "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none"]
+    log(f"base without {held_out}: pretraining for {minutes:g} min (pdefm pretrain {' '.join(cli)})")
+    config = load_config(cli).config
+    _reset_accelerate()
+    train(config, resume=os.path.isdir(os.path.join(folder, "checkpoints")))
+    return folder
+
+
+def evaluate_into(args, model, held_out: str, folder: str, info: dict) -> None:
+    with torch.inference_mode():
+        results = evaluate_model(PDEFMForecaster(model), args.data, [held_out], "test", args.rollout_steps,
+                                 show_progress=False, n_batches=args.eval_batches)
+    write_evaluation(folder, results, {"data": args.data, "split": "test", "dataset": held_out, **info,
+                                       "command": "pdefm transfer"}, figures=False)
+
+
+def run_zero_shot(args, base: str, held_out: str, folder: str) -> None:
+    from .finetune import new_dataset_modules
+
+    model = load_pdefm(base)
+    spec = model_specs(args.data, [held_out])[held_out]
+    new_dataset_modules(model, held_out, spec, base)
+    info = model.adapters[held_out].initialised_from
+    evaluate_into(args, model, held_out, folder, {"model": "zero-shot", "strategy": "zero_shot", "steps": 0,
+                                                  "train_seconds": 0.0, "initialised_from": info})
+
+
+def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strategy: str, folder: str) -> None:
+    from .finetune import finetune, finetune_arguments
+
+    adapter = f"{held_out}_{strategy}"
+    mode = strategy
+    ft_args, _ = finetune_arguments(["--base", base, "--data", os.path.join(args.data, held_out), "--adapter-name",
+                                     adapter, "--mode", mode, "--lora-r", str(args.lora_r), "--spectral-rank",
+                                     str(args.lora_r)])
+    cli = ["--config", args.config, "--data_dir", args.data, "--datasets", held_out, "--output_dir", folder,
+           "--seed", str(seed), "--max_steps", str(args.finetune_steps), "--warmup_steps", str(args.warmup_steps),
+           "--learning_rate", str(args.learning_rate), "--eval_every", str(args.eval_every),
+           "--checkpoint_every", "100000000", "--log_with", "none"]
+    if size != "all":
+        cli += ["--train_trajectories", size]
+    loaded = load_config(cli)
+    _reset_accelerate()
+    result = finetune(ft_args, loaded.config, explicit_keys=loaded.explicit_keys)
+    saved = os.path.join(folder, adapter)
+    model = load_pdefm(base, adapter=saved) if mode == "lora" else load_pdefm(saved)
+    details = json.load(open(os.path.join(folder, "finetune.json")))
+    evaluate_into(args, model, held_out, folder, {
+        "model": strategy, "strategy": strategy, "size": size, "seed": seed, "base": base,
+        "trainable_parameters": result["trainable_parameters"], "steps": details["steps"],
+        "train_seconds": details["train_seconds"]})
+
+
+def planned_runs(args, held_out: str) -> list[tuple[float | None, str, int, str]]:
+    """`(base minutes or None, size, seed, strategy)` in the order they run: the main base's grid, smallest size
+    first, then the smaller bases at the smallest size."""
+    runs = []
+    for size in args.sizes:
+        seeds = args.seeds if size in args.seeded_sizes else args.seeds[:1]
+        for seed in seeds:
+            for strategy in args.strategies:
+                if strategy == "zero_shot":
+                    continue
+                runs.append((None if strategy == "scratch" else args.base_minutes, size, seed, strategy))
+    for minutes in args.series_minutes:
+        size = args.sizes[0]
+        for seed in (args.seeds if size in args.seeded_sizes else args.seeds[:1]):
+            for strategy in args.strategies:
+                if strategy in TRAINED_FROM_BASE:
+                    runs.append((minutes, size, seed, strategy))
+    return runs
+
+
+def run_study(args, held_out: str, names: list[str], log) -> None:
+    base = ensure_base(args, held_out, args.base_minutes, names, log)
+    if "zero_shot" in args.strategies:
+        for minutes in [args.base_minutes, *args.series_minutes]:
+            folder = os.path.join(args.out, held_out, f"base{minutes:g}min", "zero_shot")
+            if not finished(folder):
+                run_zero_shot(args, ensure_base(args, held_out, minutes, names, log), held_out, folder)
+                log(f"{held_out}: zero-shot from the {minutes:g}-min base done")
+    for minutes, size, seed, strategy in planned_runs(args, held_out):
+        folder = run_folder(args.out, held_out, minutes, size, seed, strategy)
+        if finished(folder):
+            continue
+        started = time.perf_counter()
+        this_base = base if minutes is None else ensure_base(args, held_out, minutes, names, log)
+        run_finetuning(args, this_base, held_out, size, seed, strategy, folder)
+        log(f"{held_out}: {strategy}, {size} trajectories, seed {seed}"
+            f"{'' if minutes is None else f', {minutes:g}-min base'} done in {time.perf_counter() - started:.0f} s")
+
+
+def small_preset_shares(data: str, held_out: str, lora_r: int) -> str:
+    """Trainable share of each PEFT strategy on the `small` preset (the paper's size), counted without training."""
+    from modeling_pdefm import PDEFMConfig, PDEFMModel
+
+    from .adapters.lora import trainable_parameters
+    from .evaluation.transfer_report import LABELS
+    from .finetune import build_model, finetune_arguments
+
+    names = dataset_folders(data)
+    specs = model_specs(data, names)
+    lines = ["| strategy | trainable parameters (`small`) |", "|---|---|"]
+    for strategy in ("adapters", "lora", "spectral_lora"):
+        torch.manual_seed(0)
+        model = PDEFMModel(PDEFMConfig.from_preset("small", datasets={n: s for n, s in specs.items() if n != held_out}))
+        args, _ = finetune_arguments(["--base", "small", "--data", held_out, "--adapter-name", "x", "--mode", strategy,
+                                      "--lora-r", str(lora_r), "--spectral-rank", str(lora_r)])
+        wrapped, _ = build_model(args, model, held_out, specs[held_out])
+        t = trainable_parameters(wrapped)
+        lines.append(f"| {LABELS[strategy]} | {t['trainable']:,} of {t['total']:,} ({100 * t['fraction']:.2f}%) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pdefm transfer", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--held-out", nargs="+", default=["shear_flow", "MHD_64"], help="datasets kept out of the bases")
+    parser.add_argument("--base-minutes", type=float, default=60.0, help="pretraining wall-clock of each base")
+    parser.add_argument("--series-minutes", type=float, nargs="*", default=[],
+                        help="smaller bases, finetuned at the smallest size (gap against base budget)")
+    parser.add_argument("--base-seed", type=int, default=0, help="seed of the bases' pretraining")
+    parser.add_argument("--sizes", nargs="+", default=["1", "2", "4", "all"], help="training trajectories ('all': every one)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="finetuning seeds")
+    parser.add_argument("--seeded-sizes", nargs="*", default=["1", "2"], help="sizes that run every seed")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--finetune-steps", type=int, default=300, help="steps of every finetuning run")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of every finetuning run")
+    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=25, help="validation points of the learning curves")
+    parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank (and the spectral adapters' lowest-band rank)")
+    parser.add_argument("--config", default="mini_well", help="training config of the bases and the runs")
+    parser.add_argument("--data", default="data/mini_well", help="the suite's folder (generated when missing)")
+    parser.add_argument("--out", default="outputs/transfer", help="runs go here; finished ones are skipped")
+    parser.add_argument("--doc", default="docs/transfer.md", help="the report written from the runs")
+    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
+    parser.add_argument("--eval-batches", type=int, default=8, help="one-step test windows: this many batches of 8")
+    parser.add_argument("--report-only", action="store_true", help="write --doc from the finished runs, train nothing")
+    args = parser.parse_args(argv)
+    for size in [*args.sizes, *args.seeded_sizes]:
+        if size != "all" and not (size.isdigit() and int(size) > 0):
+            parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")
+    if args.base_minutes <= 0 or any(m <= 0 for m in args.series_minutes):
+        parser.error("--base-minutes and --series-minutes must be > 0")
+    configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
+    from pdefm.data.generate import complete_suite
+
+    if not args.report_only:
+        complete_suite(args.data)  # generates once, or finishes an interrupted generation
+    names = dataset_folders(args.data)
+    unknown = [h for h in args.held_out if h not in names]
+    if unknown:
+        parser.error(f"--held-out {unknown}: not among the datasets in {args.data}: {names}")
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(f"[transfer {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    if not args.report_only:
+        for held_out in args.held_out:
+            run_study(args, held_out, names, log)
+    from .evaluation.transfer_report import write_transfer_doc
+
+    command = " ".join(["pdefm transfer", *(argv if argv is not None else sys.argv[1:])])
+    shares = {h: small_preset_shares(args.data, h, args.lora_r) for h in args.held_out}
+    log(f"wrote {write_transfer_doc(args, command, shares)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
