@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
 from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss  # noqa: E402
+from pdefm.train.baselines.forecaster import matched_sizes  # noqa: E402
 from pdefm.train.baselines.models import WellBaseline, unet_convnext_class  # noqa: E402
 
 CASES = {"tiny": 64, "small": 128}
@@ -33,18 +34,10 @@ def build(kind: str, preset: str):
     if kind == "pdefm":
         return PDEFMModel(PDEFMConfig.from_preset(preset, datasets={"shear_flow": {"n_fields": FIELDS, "n_spatial_dims": 2}}))
     target = PDEFMModel(PDEFMConfig.from_preset(preset, datasets={"shear_flow": {"n_fields": FIELDS, "n_spatial_dims": 2}})).num_parameters()
-    unet = unet_convnext_class()
     size = CASES[preset]
-    best = None
-    for features in range(4, 129, 2):  # the width whose parameter count is closest to PDE-FM's
-        model = unet(dim_in=T_IN * FIELDS, dim_out=FIELDS, n_spatial_dims=2, spatial_resolution=(size, size), init_features=features)
-        gap = abs(sum(p.numel() for p in model.parameters()) - target)
-        if best is None or gap < best[0]:
-            best = (gap, features)
-        elif gap > best[0]:
-            break
-    return WellBaseline(unet(dim_in=T_IN * FIELDS, dim_out=FIELDS, n_spatial_dims=2, spatial_resolution=(size, size),
-                             init_features=best[1]))
+    sizes = matched_sizes("cnextunet", target, T_IN * FIELDS, FIELDS, 2, (size, size))
+    return WellBaseline(unet_convnext_class()(dim_in=T_IN * FIELDS, dim_out=FIELDS, n_spatial_dims=2,
+                                              spatial_resolution=(size, size), **sizes))
 
 
 def run(kind: str, preset: str, repeats: int) -> dict:

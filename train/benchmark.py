@@ -58,13 +58,13 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None) -> 
     from .pretrain import train
 
     cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
-           "--time_budget_minutes", str(args.budget_minutes), "--max_steps", "100000000", "--checkpoint_every", "100000000",
-           "--eval_every", "100", "--log_with", "none"]
+           "--time_budget_minutes", str(args.budget_minutes), "--max_steps", "100000000", "--checkpoint_every", "500",
+           "--eval_every", str(args.valid_every), "--log_with", "none"]
     if overrides:
         cli += ["--model_overrides", json.dumps(overrides)]
     config = load_config(cli).config
     _reset_accelerate()
-    train(config)
+    train(config, resume=os.path.isdir(os.path.join(out, "checkpoints")))  # an interrupted run continues
     return out
 
 
@@ -86,22 +86,56 @@ def run_main(args, seed: int, names: list[str], root: str, log) -> None:
     if not done(out):
         started = time.perf_counter()
         pretrain_pdefm(args, seed, out)
-        report = json.load(open(os.path.join(out, "report.json")))
+        with open(os.path.join(out, "report.json")) as f:
+            report = json.load(f)
+        with open(os.path.join(out, "validation_curve.json")) as f:
+            curve = json.load(f)
         evaluate_run(args, load_forecaster(out), names, out, "PDE-FM",
-                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed})
+                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
+                      "curve": curve})
         log(f"seed {seed}: PDE-FM done in {time.perf_counter() - started:.0f} s")
     for kind in args.baselines:
-        out = os.path.join(root, kind)
-        if done(out):
-            continue
-        started, runs = time.perf_counter(), {}
-        for name in names:
-            _, runs[name] = train_baseline(kind, args.data, name, args.budget_minutes * 60 / len(names), seed=seed,
-                                           out_dir=os.path.join(out, name))
-        forecaster = load_forecaster(out)
-        evaluate_run(args, forecaster, names, out, forecaster.label,
-                     {"train_seconds": sum(r["seconds"] for r in runs.values()), "runs": runs, "seed": seed})
-        log(f"seed {seed}: {kind} done in {time.perf_counter() - started:.0f} s")
+        for sizing in args.baseline_sizes:
+            run_baseline(args, seed, names, root, kind, sizing, log)
+
+
+def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
+    """None (The Well's constructor defaults) or the width that gives PDE-FM's parameter count on this dataset."""
+    if sizing == "default":
+        return None
+    from modeling_pdefm import PDEFMConfig, PDEFMModel
+    from pdefm.data import open_well_split
+
+    from .baselines.forecaster import matched_sizes
+    from .training.batches import model_specs
+
+    spec = model_specs(args.data, [name])[name]
+    config = load_config(["--config", SUITES[args.suite]["config"]]).config
+    target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec})).num_parameters()
+    reader = open_well_split(os.path.join(args.data, name), "train", n_steps_input=1, n_steps_output=1)
+    resolution = tuple(reader.meta.resolution)
+    reader.close()
+    return matched_sizes(kind, target, 4 * spec["n_fields"] + spec["n_constant_fields"], spec["n_fields"],
+                         spec["n_spatial_dims"], resolution)
+
+
+def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing: str, log) -> None:
+    """One baseline per dataset (each resumes from its own state), then their evaluation on the test splits."""
+    out = os.path.join(root, kind if sizing == "default" else f"{kind}_matched")
+    if done(out):
+        return
+    started, runs = time.perf_counter(), {}
+    minutes = args.baseline_minutes or args.budget_minutes / len(names)
+    for name in names:
+        _, runs[name] = train_baseline(kind, args.data, name, minutes * 60, seed=seed,
+                                       sizes=baseline_sizes(args, kind, name, sizing), out_dir=os.path.join(out, name),
+                                       valid_every=args.valid_every)
+    forecaster = load_forecaster(out)
+    label = forecaster.label + ("" if sizing == "default" else " (PDE-FM's size)")
+    evaluate_run(args, forecaster, names, out, label,
+                 {"train_seconds": sum(r["seconds"] for r in runs.values()), "runs": runs, "seed": seed,
+                  "sizing": sizing})
+    log(f"seed {seed}: {label} done in {time.perf_counter() - started:.0f} s")
 
 
 def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
@@ -126,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to run")
     parser.add_argument("--part-seeds", type=int, default=1, help="ablations run on the first N seeds")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
+    parser.add_argument("--baseline-sizes", nargs="+", default=["default", "matched"], choices=["default", "matched"],
+                        help="The Well's constructor sizes, and/or the width that gives PDE-FM's parameter count")
+    parser.add_argument("--baseline-minutes", type=float, default=None,
+                        help="training budget of each baseline on each dataset (default: --budget-minutes split "
+                             "evenly over the datasets, equal total compute)")
+    parser.add_argument("--valid-every", type=int, default=100, help="steps between the learning curves' points")
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
     parser.add_argument("--out", default="outputs/benchmark", help="runs go here; finished ones are skipped when rerun")
     parser.add_argument("--doc", default="docs/benchmark.md", help="the report written from the runs")

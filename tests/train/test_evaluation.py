@@ -146,6 +146,33 @@ def test_baselines_train_save_load_and_predict_in_physical_units(kind, sizes, da
     assert torch.allclose(model.predict_next(batch), expected, atol=1e-4)
 
 
+def test_an_interrupted_baseline_resumes_exactly_and_a_finished_one_is_loaded(data_dir, tmp_path):
+    settings = dict(budget_seconds=1e9, max_steps=6, sizes={"init_features": 4, "stages": 2}, valid_every=2,
+                    valid_batches=1)
+    whole, whole_info = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "whole"), **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), stop_after=3, **settings)
+    assert os.path.isfile(tmp_path / "cut" / "training_state.pt")
+    resumed, info = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), **settings)
+    assert not os.path.exists(tmp_path / "cut" / "training_state.pt")
+    assert [p["step"] for p in info["curve"]] == [0, 2, 4, 6] and info["steps"] == 6
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert [p["valid_vrmse"] for p in info["curve"]] == pytest.approx([p["valid_vrmse"] for p in whole_info["curve"]])
+    _, again = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), **settings)
+    assert again == info  # loaded, not retrained
+
+
+def test_matched_sizes_come_closest_to_the_target_parameter_count():
+    from pdefm.train.baselines.forecaster import build_baseline_network, matched_sizes
+
+    sizes = matched_sizes("unet_classic", 50_000, 16, 4, 2, (32, 32))
+    count = lambda width: sum(p.numel() for p in build_baseline_network("unet_classic", 16, 4, 2, (32, 32),
+                                                                       init_features=width).parameters())
+    width = sizes["init_features"]
+    assert abs(count(width) - 50_000) <= min(abs(count(width - 2) - 50_000), abs(count(width + 2) - 50_000))
+
+
 def test_budget_schedule_decays_over_time_and_stops():
     schedule = WarmupCosine(warmup_steps=2, max_steps=10**9, min_ratio=0.0, budget_seconds=10.0)
     assert schedule(0) == pytest.approx(0.5) and not schedule.done(5)
@@ -200,11 +227,17 @@ def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
             "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2"]
     assert benchmark_main(argv) == 0
     runs = sorted(os.listdir(out / "seed0"))
-    assert runs == sorted(["pdefm", "cnextunet", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
+    assert runs == sorted(["pdefm", "cnextunet", "cnextunet_matched", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
                                                  "no_cross_attention", "attention_backbone", "conv_decoder")]])
     text = doc.read_text()
-    for heading in ("## One-step VRMSE", "## Rollout VRMSE", "## Ablations"):
-        assert heading in text
+    for heading in ("## One-step VRMSE", "## Rollout VRMSE, steps 1:1", "## Rollout VRMSE, steps 2:5", "## Ablations",
+                    "## Targets", "## Learning curves", "**beats persistence on**", "CNextU-Net (PDE-FM's size)"):
+        assert heading in text, heading
+    assert (tmp_path / "docs" / "benchmark_curves_waves.png").exists()
+    matched = json.load(open(out / "seed0" / "cnextunet_matched" / "evaluation.json"))
+    default = json.load(open(out / "seed0" / "cnextunet" / "evaluation.json"))
+    assert matched["runs"]["waves"]["sizes"] and not default["runs"]["waves"]["sizes"]
+    assert matched["runs"]["waves"]["curve"][0]["step"] == 0 and "valid_persistence_vrmse" in matched["runs"]["waves"]
     stamp = os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json")
     assert benchmark_main(argv) == 0  # finished runs are kept, not redone
     assert os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json") == stamp

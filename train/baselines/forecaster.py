@@ -37,6 +37,25 @@ def build_baseline_network(kind: str, dim_in: int, dim_out: int, n_spatial_dims:
     raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINE_KINDS}")
 
 
+# The constructor argument that sets each baseline's width (everything else keeps The Well's default).
+WIDTH_ARGUMENT = {"cnextunet": "init_features", "unet_classic": "init_features", "fno": "hidden_channels"}
+
+
+def matched_sizes(kind: str, target_parameters: int, dim_in: int, dim_out: int, n_spatial_dims: int,
+                  resolution: tuple[int, ...]) -> dict:
+    """The constructor sizes (`{width argument: value}`) whose parameter count is closest to `target_parameters`:
+    the baseline at PDE-FM's capacity, its depth and the rest of its recipe unchanged."""
+    key = WIDTH_ARGUMENT[kind]
+    best = None
+    for width in range(2, 257, 2):  # parameters grow with the width: stop once past the best
+        network = build_baseline_network(kind, dim_in, dim_out, n_spatial_dims, resolution, **{key: width})
+        gap = abs(sum(p.numel() for p in network.parameters()) - target_parameters)
+        if best is not None and gap > best[0]:
+            break
+        best = (gap, width)
+    return {key: best[1]}
+
+
 class BaselineForecaster(nn.Module):
     """A baseline network for one dataset together with its z-score normalisation (from the dataset's stats.yaml),
     so it takes and returns physical fields while training on normalised ones, as in The Well's recipe."""

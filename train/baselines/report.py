@@ -12,8 +12,11 @@ import numpy as np
 
 from ..evaluation.report import mean_sd_cell, plot_rollout_curves
 
-MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"))
+MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
+             ("cnextunet_matched", "CNextU-Net (PDE-FM's size)"), ("unet_classic_matched", "U-Net (PDE-FM's size)"),
+             ("fno_matched", "FNO (PDE-FM's size)"))
 HEADLINE_WINDOW = "6:12"
+ROLLOUT_WINDOWS = ("1:1", "2:5", "6:12", "13:30")
 
 
 def load_runs(out: str) -> dict[str, dict[int, dict]]:
@@ -30,35 +33,122 @@ def one_step(doc: dict, name: str) -> float:
     return doc["datasets"][name]["one_step"]["vrmse"]
 
 
+def one_step_persistence(doc: dict, name: str) -> float:
+    return doc["datasets"][name]["one_step"]["persistence_vrmse"]
+
+
 def rollout_window(doc: dict, name: str, window: str = HEADLINE_WINDOW) -> float:
     return doc["datasets"][name]["rollout"]["vrmse_windows"].get(window, float("nan"))
 
 
-def comparison_table(runs: dict, names: list[str], metric, with_persistence: bool) -> tuple[str, dict[str, dict[str, float]]]:
-    """Rows: datasets and their mean; columns: the main runs (mean ± sample std over seeds)."""
+def rollout_metric(window: str):
+    return lambda doc, name: rollout_window(doc, name, window)
+
+
+def rollout_persistence(window: str):
+    return lambda doc, name: doc["datasets"][name]["rollout"].get("persistence_vrmse_windows", {}).get(window, float("nan"))
+
+
+def comparison_table(runs: dict, names: list[str], metric, persistence=None) -> tuple[str, dict[str, dict[str, float]]]:
+    """Rows: datasets, their mean, and how many datasets each model beats persistence on; columns: the main runs
+    (mean ± sample std over seeds) and persistence (`persistence(doc, name)`, read from the first run)."""
     present = [(key, label) for key, label in MAIN_RUNS if key in runs]
-    head = ["dataset", *[label for _, label in present]] + (["persistence"] if with_persistence else [])
+    head = ["dataset", *[label for _, label in present]] + (["persistence"] if persistence else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     means: dict[str, dict[str, float]] = {key: {} for key, _ in present}
+    first = next(iter(runs[present[0][0]].values()))
+    floor = {n: persistence(first, n) for n in names} if persistence else {}
     for name in names:
         cells = [name]
         for key, _ in present:
             values = [metric(doc, name) for doc in runs[key].values() if name in doc["datasets"]]
             means[key][name] = float(np.mean(values)) if values else float("nan")
             cells.append(mean_sd_cell(values))
-        if with_persistence:
-            first = next(iter(runs[present[0][0]].values()))
-            cells.append(f"{first['datasets'][name]['one_step']['persistence_vrmse']:.4f}")
+        if persistence:
+            cells.append(f"{floor[name]:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     mean_cells = ["**mean**"]
     for key, _ in present:
         per_seed = [float(np.mean([metric(doc, n) for n in names])) for doc in runs[key].values()]
         mean_cells.append(mean_sd_cell(per_seed))
-    if with_persistence:
-        first = next(iter(runs[present[0][0]].values()))
-        mean_cells.append(f"{np.mean([first['datasets'][n]['one_step']['persistence_vrmse'] for n in names]):.4f}")
+    if persistence:
+        mean_cells.append(f"{np.mean(list(floor.values())):.4f}")
     lines.append("| " + " | ".join(mean_cells) + " |")
+    if persistence:
+        counts = [f"{sum(means[key][n] < floor[n] for n in names)} of {len(names)}" for key, _ in present]
+        lines.append("| " + " | ".join(["**beats persistence on**", *counts, ""]) + " |")
     return "\n".join(lines), means
+
+
+def persistence_counts(means: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, int]:
+    return {key: sum(values[n] < floor[n] for n in floor) for key, values in means.items()}
+
+
+def targets(one_step_means: dict, rollout_means: dict, floor: dict[str, float], names: list[str]) -> list[str]:
+    """The benchmark's floors, each stated as met or missed from the numbers."""
+    out = []
+    counts = persistence_counts(one_step_means, floor)
+    labels = dict(MAIN_RUNS)
+    baselines = [k for k in one_step_means if k != "pdefm"]
+    enough = [k for k in baselines if counts[k] >= 4]
+    out.append(f"- Baselines beating persistence (one-step) on at least 4 of {len(names)} datasets: "
+               f"{len(enough)} of {len(baselines)} (" + ", ".join(f"{labels[k]} {counts[k]}" for k in baselines) + ")"
+               + ("." if len(enough) == len(baselines) else "; the comparison below is not yet one between converged models."))
+    if "pdefm" not in one_step_means:
+        return out
+    pdefm = np.mean([one_step_means["pdefm"][n] for n in names])
+    for key, bound in (("fno", 0.54), ("cnextunet", 0.8), ("fno_matched", 0.54), ("cnextunet_matched", 0.8)):
+        if key in one_step_means:
+            ratio = pdefm / np.mean([one_step_means[key][n] for n in names])
+            out.append(f"- PDE-FM's mean one-step VRMSE is {ratio:.2f}x {labels[key]}'s (floor: at most {bound}x): "
+                       f"{'met' if ratio <= bound else 'missed'}.")
+    if rollout_means and baselines:
+        wins = sum(all(rollout_means["pdefm"][n] < rollout_means[k][n] for k in baselines) for n in names)
+        out.append(f"- PDE-FM's rollout VRMSE {HEADLINE_WINDOW} is below every baseline's on {wins} of {len(names)} "
+                   f"datasets (floor: 4): {'met' if wins >= 4 else 'missed'}.")
+    return out
+
+
+def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int) -> list[str]:
+    """One figure per dataset: validation one-step VRMSE against training seconds for every main run of `seed`,
+    persistence as a horizontal line. Returns the figure file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for name in names:
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        persistence = None
+        for key, label in MAIN_RUNS:
+            doc = runs.get(key, {}).get(seed)
+            if doc is None:
+                continue
+            if key == "pdefm":
+                curve = doc.get("curve") or {}
+                points = [(p["seconds"], p["valid_vrmse"][name]) for p in curve.get("points", []) if name in p["valid_vrmse"]]
+                label += " (its clock covers every dataset)"
+                persistence = persistence or (curve.get("persistence") or {}).get(name)
+            else:
+                run = doc.get("runs", {}).get(name, {})
+                points = [(p["seconds"], p["valid_vrmse"]) for p in run.get("curve", [])]
+                persistence = persistence or run.get("valid_persistence_vrmse")
+            if points:
+                ax.plot(*zip(*points), marker=".", label=label)
+        if persistence:
+            ax.axhline(persistence, color="k", linestyle="--", label="persistence")
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("validation one-step VRMSE")
+        ax.set_yscale("log")
+        ax.set_title(f"{name} (seed {seed})")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        file = f"benchmark_curves_{name}.png"
+        fig.savefig(os.path.join(doc_dir, file), dpi=100)
+        plt.close(fig)
+        files.append(file)
+    return files
 
 
 def verdicts(means: dict[str, dict[str, float]], names: list[str], what: str) -> list[str]:
@@ -143,13 +233,19 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
     if "pdefm" in runs:
         parts += [
-            f"- Budget: **{settings['budget_minutes']} minutes of training wall-clock per model** and seed. PDE-FM "
-            f"(`tiny` preset, `{settings['suite']}` config) trains on all {len(names)} datasets at once; each baseline "
-            "is trained per dataset (The Well's recipe: 4 input steps, next-step MSE on z-scored fields, AdamW 1e-3, "
-            "warm-up and cosine) with the budget split evenly over the datasets, so every model gets the same total "
-            "compute. Learning-rate schedules decay over the budget.",
-            "- Baselines are the_well 1.2.0's own `UNetConvNext`, `UNetClassic` and `FNO` (neuraloperator 0.3.0) at "
-            "their constructors' default sizes.",
+            f"- Budget: PDE-FM (`tiny` preset, `{settings['suite']}` config) trains on all {len(names)} datasets at "
+            f"once for **{settings['budget_minutes']} minutes of wall-clock** per seed; each baseline is trained per "
+            "dataset (The Well's recipe: 4 input steps, next-step MSE on z-scored fields, AdamW 1e-3, warm-up and "
+            "cosine) for "
+            + (f"**{settings['baseline_minutes']} minutes per dataset**." if settings.get("baseline_minutes") else
+               "the same budget split evenly over the datasets, so every model gets the same total compute.")
+            + " Learning-rate schedules decay over the budget.",
+            "- Baselines are the_well 1.2.0's own `UNetConvNext`, `UNetClassic` and `FNO` (neuraloperator 0.3.0), "
+            + {"default": "at their constructors' default sizes.",
+               "matched": "with the width whose parameter count is closest to PDE-FM's on each dataset."}.get(
+                   " ".join(settings.get("baseline_sizes", ["default"])),
+                   "at their constructors' default sizes and, as \"(PDE-FM's size)\", with the width whose parameter "
+                   "count is closest to PDE-FM's on each dataset (equal compute and equal capacity)."),
         ]
     else:
         parts += [f"- Budget: **{settings['budget_minutes']} minutes of training wall-clock** for each pretraining "
@@ -162,11 +258,19 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         "",
     ]
     if "pdefm" in runs:
-        table, means = comparison_table(runs, names, one_step, with_persistence=True)
-        parts += ["## One-step VRMSE (test split)", "", table, "", *verdicts(means, names, "one-step VRMSE"), ""]
-        table, means = comparison_table(runs, names, rollout_window, with_persistence=False)
-        parts += [f"## Rollout VRMSE, steps {HEADLINE_WINDOW}", "", table, "",
-                  *verdicts(means, names, f"rollout VRMSE {HEADLINE_WINDOW}"), "",
+        table, one_step_means = comparison_table(runs, names, one_step, one_step_persistence)
+        parts += ["## One-step VRMSE (test split)", "", table, "", *verdicts(one_step_means, names, "one-step VRMSE"), ""]
+        rollout_means = {}
+        for window in ROLLOUT_WINDOWS:
+            table, means = comparison_table(runs, names, rollout_metric(window), rollout_persistence(window))
+            parts += [f"## Rollout VRMSE, steps {window}", "", table, "",
+                      *verdicts(means, names, f"rollout VRMSE {window}"), ""]
+            if window == HEADLINE_WINDOW:
+                rollout_means = means
+        first = next(iter(runs["pdefm"].values()))
+        floor = {n: one_step_persistence(first, n) for n in names}
+        parts += ["## Targets", "", *targets(one_step_means, rollout_means, floor, names), ""]
+        parts += [
                   "## What each model did within the budget", "", budget_table(runs), "",
                   "One model for every dataset against one model per dataset at equal total compute: each baseline "
                   "gets a sixth of the budget per dataset, so at a small budget the baselines are far from "
@@ -178,7 +282,10 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         curves = {n: {label: runs[key][seed]["datasets"][n]["rollout"]["vrmse_per_step"]
                       for key, label in MAIN_RUNS if key in runs and seed in runs[key]} for n in names}
         plot_rollout_curves(figure, curves, f"VRMSE against rollout step (test, seed {seed})")
-        parts += ["![VRMSE against rollout step](benchmark_rollout.png)", ""]
+        parts += ["![VRMSE against rollout step](benchmark_rollout.png)", "", "## Learning curves", "",
+                  "Validation one-step VRMSE against training seconds (each baseline's clock is its run on that "
+                  "dataset; PDE-FM's covers all datasets at once), persistence dashed.", ""]
+        parts += [f"![learning curves {f}]({f})" for f in plot_learning_curves(doc_dir, runs, names, seed)] + [""]
     if any(k.startswith("ablation_") for k in runs):
         parts += ["## Ablations (same budget)", "", "Each variant switches one component of PDE-FM off or replaces it "
                   "(config switches of the model); the full model's row is the main run of the same seed. A cheaper "

@@ -1,8 +1,15 @@
 """Train one of The Well's baselines on one dataset with The Well's recipe: 4 input steps, next-step MSE on z-score
-normalised fields, AdamW with warm-up and cosine decay, here under a wall-clock budget."""
+normalised fields, AdamW with warm-up and cosine decay, here under a wall-clock budget.
+
+Every `valid_every` steps the run measures one-step VRMSE (physical units) on a fixed slice of the validation split
+and records it against training seconds and samples seen: the learning curve. Its state (weights, optimizer,
+schedule, data position, curve) is saved atomically to `<out_dir>/training_state.pt` every `checkpoint_seconds`, so
+a killed run continues where it stopped; a finished run is loaded, not retrained.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -10,19 +17,54 @@ import torch
 
 from pdefm.data import load_well_dataset, split_reader
 
+from ..evaluation.metrics import vrmse
+from ..evaluation.windows import evaluation_batches
 from ..training.batches import ShardBatches
 from ..training.schedule import WarmupCosine
 from .forecaster import BaselineForecaster
+
+STATE_FILE = "training_state.pt"
+INFO_FILE = "train_info.json"
+
+
+@torch.no_grad()
+def validation_vrmse(model: BaselineForecaster, dataset, n_spatial_dims: int, n_batches: int, batch_size: int = 8,
+                     persistence: bool = False) -> float:
+    """Mean one-step VRMSE over a fixed, evenly spread slice of `dataset` (physical units); with `persistence`,
+    that of the last input frame held."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in evaluation_batches(dataset, batch_size, n_batches):
+        target = batch["output_fields"][:, :1].float()
+        prediction = batch["input_fields"][:, -1:].float() if persistence else model.predict_next(batch)
+        total += float(vrmse(prediction, target, n_spatial_dims).mean()) * target.shape[0]
+        count += target.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _save_state(path: str, state: dict) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, seed: int = 0, batch_size: int = 8,
                    learning_rate: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 20,
                    n_steps_input: int = 4, max_steps: int = 10**9, sizes: dict | None = None,
-                   out_dir: str | None = None) -> tuple[BaselineForecaster, dict]:
-    """Returns the trained forecaster (physical units in and out) and what the run did; saved to `out_dir`."""
+                   out_dir: str | None = None, valid_every: int = 100, valid_batches: int = 4,
+                   checkpoint_seconds: float = 60.0, stop_after: int | None = None) -> tuple[BaselineForecaster, dict]:
+    """Returns the trained forecaster (physical units in and out) and what the run did (steps, seconds, samples,
+    parameters, learning curve); saved to `out_dir`, where an unfinished run is resumed and a finished one loaded.
+    `stop_after` simulates an interruption after that step, its state saved (tests)."""
+    if out_dir is not None and os.path.isfile(os.path.join(out_dir, INFO_FILE)):
+        with open(os.path.join(out_dir, INFO_FILE)) as f:
+            return BaselineForecaster.load(out_dir), json.load(f)
     torch.manual_seed(seed)
     path = os.path.join(data_dir, name)
     dataset = load_well_dataset(path, split="train", n_steps_input=n_steps_input, n_steps_output=1, use_normalization=True)
+    valid = load_well_dataset(path, split="valid", n_steps_input=n_steps_input, n_steps_output=1)
     reader = split_reader(dataset)
     meta, normalizer = reader.meta, reader.normalizer
     spec = meta.model_spec()
@@ -33,8 +75,34 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     schedule = WarmupCosine(warmup_steps, max_steps, 0.0, budget_seconds)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    state_path = os.path.join(out_dir, STATE_FILE) if out_dir is not None else None
+    step, curve = 0, []
+    if state_path is not None and os.path.isfile(state_path):
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, curve, batches.draws = state["step"], state["curve"], state["draws"]
+        schedule.elapsed = state["elapsed"]
+        torch.set_rng_state(state["rng"])
+    persistence = validation_vrmse(model, valid, meta.n_spatial_dims, valid_batches, persistence=True)
+
+    def record() -> None:
+        curve.append({"step": step, "samples": step * batches.batch_size, "seconds": schedule.elapsed,
+                      "valid_vrmse": validation_vrmse(model, valid, meta.n_spatial_dims, valid_batches)})
+
+    def save_state() -> None:
+        if state_path is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            _save_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
+                                     "draws": batches.draws, "elapsed": schedule.elapsed, "rng": torch.get_rng_state()})
+
+    if not curve:
+        record()
     model.train()
-    step, started, loss = 0, time.perf_counter(), torch.tensor(float("nan"))
+    started, elapsed_before, saved_at = time.perf_counter(), schedule.elapsed, time.perf_counter()
+    loss = torch.tensor(float("nan"))
     while not schedule.done(step):
         batch = batches.next_batch()
         constants = batch.get("constant_fields") if spec["n_constant_fields"] else None
@@ -43,12 +111,26 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.elapsed = time.perf_counter() - started
+        schedule.elapsed = elapsed_before + time.perf_counter() - started
         scheduler.step()
         step += 1
+        if step % valid_every == 0:
+            record()
+        if time.perf_counter() - saved_at > checkpoint_seconds or step == stop_after:
+            save_state()
+            saved_at = time.perf_counter()
+        if step == stop_after:
+            raise KeyboardInterrupt(f"stopped at step {step} (simulated interruption)")
+    if not curve or curve[-1]["step"] != step:
+        record()
     model.eval()
     info = {"kind": kind, "dataset": name, "steps": step, "seconds": schedule.elapsed, "samples": step * batches.batch_size,
-            "final_loss": float(loss.detach()), "parameters": sum(p.numel() for p in model.net.parameters())}
+            "final_loss": float(loss.detach()), "parameters": sum(p.numel() for p in model.net.parameters()),
+            "sizes": dict(sizes or {}), "valid_persistence_vrmse": persistence, "curve": curve}
     if out_dir is not None:
         model.save(out_dir)
+        with open(os.path.join(out_dir, INFO_FILE), "w") as f:
+            json.dump(info, f, indent=2)
+        if os.path.isfile(state_path):
+            os.remove(state_path)  # finished: the saved model and its info replace the training state
     return model, info
