@@ -54,7 +54,7 @@ def _reset_accelerate() -> None:
     PartialState._reset_state()
 
 
-def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None) -> str:
+def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
     from .pretrain import train
 
     cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
@@ -62,6 +62,8 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None) -> 
            "--eval_every", str(args.valid_every), "--log_with", "none"]
     if overrides:
         cli += ["--model_overrides", json.dumps(overrides)]
+    if datasets:
+        cli += ["--datasets", ",".join(datasets)]
     config = load_config(cli).config
     _reset_accelerate()
     train(config, resume=os.path.isdir(os.path.join(out, "checkpoints")))  # an interrupted run continues
@@ -151,14 +153,47 @@ def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
         log(f"seed {seed}: ablation {ablation} done")
 
 
+def run_backbones(args, seed: int, root: str, log) -> None:
+    """The paper's backbone experiment: Mamba against attention on one dataset, same budget; accuracy, training
+    seconds per step and the peak memory of a training step side by side."""
+    from pdefm.data import open_well_split
+
+    from .evaluation.memory import training_step_memory
+    from .training.batches import model_specs
+
+    name = args.backbone_dataset
+    spec = model_specs(args.data, [name])[name]
+    reader = open_well_split(os.path.join(args.data, name), "train", n_steps_input=1, n_steps_output=1)
+    shape = tuple(reader.meta.resolution)
+    reader.close()
+    for backbone in ("mamba", "attention"):
+        out = os.path.join(root, f"backbone_{backbone}")
+        if done(out):
+            continue
+        pretrain_pdefm(args, seed, out, {"backbone": backbone}, datasets=[name])
+        with open(os.path.join(out, "report.json")) as f:
+            report = json.load(f)
+        forecaster = load_forecaster(out)
+        settings = {k: v for k, v in forecaster.model.config.to_dict().items()
+                    if k not in ("datasets", "architectures", "auto_map", "transformers_version", "model_type",
+                                 "_name_or_path")}
+        memory = training_step_memory(settings, name, spec, shape)
+        evaluate_run(args, forecaster, [name], out, f"PDE-FM {backbone}",
+                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
+                      "backbone": backbone, "seconds_per_step": report["train_seconds"] / max(report["steps"], 1),
+                      "memory": memory, "resolution": list(shape)})
+        log(f"seed {seed}: backbone {backbone} on {name} done")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
-    parser.add_argument("--parts", nargs="+", default=["main", "ablations"], choices=["main", "ablations"],
-                        help="what to run")
-    parser.add_argument("--part-seeds", type=int, default=1, help="ablations run on the first N seeds")
+    parser.add_argument("--parts", nargs="+", default=["main", "ablations", "backbones"],
+                        choices=["main", "ablations", "backbones"], help="what to run")
+    parser.add_argument("--part-seeds", type=int, default=1, help="ablations and backbones run on the first N seeds")
+    parser.add_argument("--backbone-dataset", default="rayleigh_benard", help="the dataset of the backbone experiment")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
     parser.add_argument("--baseline-sizes", nargs="+", default=["default", "matched"], choices=["default", "matched"],
                         help="The Well's constructor sizes, and/or the width that gives PDE-FM's parameter count")
@@ -198,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             run_main(args, seed, names, root, log)
         if "ablations" in args.parts and index < args.part_seeds:
             run_ablations(args, seed, names, root, log)
+        if "backbones" in args.parts and index < args.part_seeds:
+            run_backbones(args, seed, root, log)
     from .baselines.report import write_benchmark_doc
 
     path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))

@@ -224,20 +224,23 @@ def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
         compute_stats(os.path.join(data_dir, name))
     out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
     argv = ["--budget-minutes", "0.003", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
-            "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2"]
+            "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2", "--backbone-dataset", "waves"]
     assert benchmark_main(argv) == 0
     runs = sorted(os.listdir(out / "seed0"))
-    assert runs == sorted(["pdefm", "cnextunet", "cnextunet_matched", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
+    assert runs == sorted(["pdefm", "cnextunet", "cnextunet_matched", "backbone_mamba", "backbone_attention", *[f"ablation_{a}" for a in ("no_spectral_token", "no_film",
                                                  "no_cross_attention", "attention_backbone", "conv_decoder")]])
     text = doc.read_text()
     for heading in ("## One-step VRMSE", "## Rollout VRMSE, steps 1:1", "## Rollout VRMSE, steps 2:5", "## Ablations",
-                    "## Targets", "## Learning curves", "**beats persistence on**", "CNextU-Net (PDE-FM's size)"):
+                    "## Targets", "## Learning curves", "**beats persistence on**", "CNextU-Net (PDE-FM's size)",
+                    "## Fine scales over a rollout", "## Mamba against attention on `waves`"):
         assert heading in text, heading
     assert (tmp_path / "docs" / "benchmark_curves_waves.png").exists()
     matched = json.load(open(out / "seed0" / "cnextunet_matched" / "evaluation.json"))
     default = json.load(open(out / "seed0" / "cnextunet" / "evaluation.json"))
     assert matched["runs"]["waves"]["sizes"] and not default["runs"]["waves"]["sizes"]
     assert matched["runs"]["waves"]["curve"][0]["step"] == 0 and "valid_persistence_vrmse" in matched["runs"]["waves"]
+    backbone = json.load(open(out / "seed0" / "backbone_attention" / "evaluation.json"))
+    assert list(backbone["datasets"]) == ["waves"] and backbone["memory"]["peak_rss_mb"] > backbone["memory"]["step_mb"] > 0
     stamp = os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json")
     assert benchmark_main(argv) == 0  # finished runs are kept, not redone
     assert os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json") == stamp

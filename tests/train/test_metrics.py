@@ -76,3 +76,21 @@ def test_shape_mismatch_is_named():
         vrmse(torch.zeros(2, 4, 4, 1), torch.zeros(2, 4, 5, 1), 2)
     with pytest.raises(ValueError, match="n_spatial_dims"):
         rmse(torch.zeros(2, 4, 1), torch.zeros(2, 4, 1), 4)
+
+
+def test_energy_ratio_per_band_sees_a_forecast_that_loses_fine_scales():
+    from pdefm.train.evaluation.metrics import binned_energy_ratio
+
+    torch.manual_seed(0)
+    target = torch.randn(3, 32, 32, 2)
+    same = binned_energy_ratio(target, target, 2)
+    for band in ("low", "mid", "high"):
+        torch.testing.assert_close(same[band], torch.ones(3, 2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(binned_energy_ratio(2 * target, target, 2)["mid"], torch.full((3, 2), 4.0), rtol=1e-5, atol=1e-5)
+    # Keep only the modes below a quarter of the grid's wavenumbers: the high band's energy is gone, the low band's kept.
+    spectrum = torch.fft.fftn(target, dim=(1, 2))
+    k = torch.fft.fftfreq(32).abs()
+    keep = ((k[:, None] < 0.1) & (k[None, :] < 0.1)).to(spectrum.dtype)[None, :, :, None]
+    smooth = torch.fft.ifftn(spectrum * keep, dim=(1, 2)).real
+    ratio = binned_energy_ratio(smooth, target, 2)
+    assert ratio["high"].max() < 1e-6 and ratio["low"].min() > 0.99

@@ -109,6 +109,51 @@ def targets(one_step_means: dict, rollout_means: dict, floor: dict[str, float], 
     return out
 
 
+def backbone_table(runs: dict) -> str:
+    """Mamba against attention on one dataset: accuracy, seconds per training step, peak memory (mean over seeds)."""
+    head = ["backbone", "seeds", "one-step VRMSE", f"rollout VRMSE {HEADLINE_WINDOW}", "training s per step",
+            "peak memory MB", "memory of a step MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for backbone in ("mamba", "attention"):
+        docs = list(runs.get(f"backbone_{backbone}", {}).values())
+        if not docs:
+            continue
+        name = next(iter(docs[0]["datasets"]))
+        lines.append("| " + " | ".join([
+            backbone, ", ".join(str(d["seed"]) for d in docs), mean_sd_cell([one_step(d, name) for d in docs]),
+            mean_sd_cell([rollout_window(d, name) for d in docs]),
+            mean_sd_cell([d["seconds_per_step"] for d in docs], 3),
+            mean_sd_cell([d["memory"]["peak_rss_mb"] for d in docs], 0),
+            mean_sd_cell([d["memory"]["step_mb"] for d in docs], 0)]) + " |")
+    first = docs[0] if docs else None
+    if first is not None:
+        lines.append(f"| persistence | | {first['datasets'][name]['one_step']['persistence_vrmse']:.4f} | "
+                     f"{rollout_persistence(HEADLINE_WINDOW)(first, name):.4f} | | | |")
+    return "\n".join(lines)
+
+
+ENERGY_STEPS = (1, 5, 12, 30)
+
+
+def energy_table(runs: dict, names: list[str], seed: int) -> str:
+    """Per model and wavenumber band: the prediction's energy over the truth's at rollout steps `ENERGY_STEPS`,
+    mean over datasets (1 keeps the scale; below 1 the forecast smooths it away)."""
+    head = ["model", "band", *[f"step {s}" for s in ENERGY_STEPS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label in MAIN_RUNS:
+        doc = runs.get(key, {}).get(seed)
+        if doc is None or "energy_ratio_per_step" not in doc["datasets"][names[0]]["rollout"]:
+            continue
+        for band in ("low", "mid", "high"):
+            cells = []
+            for step in ENERGY_STEPS:
+                values = [doc["datasets"][n]["rollout"]["energy_ratio_per_step"][band][step - 1] for n in names
+                          if len(doc["datasets"][n]["rollout"]["energy_ratio_per_step"][band]) >= step]
+                cells.append(f"{np.mean(values):.3f}" if len(values) == len(names) else "-")
+            lines.append("| " + " | ".join([label if band == "low" else "", band, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int) -> list[str]:
     """One figure per dataset: validation one-step VRMSE against training seconds for every main run of `seed`,
     persistence as a horizontal line. Returns the figure file names."""
@@ -286,10 +331,22 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   "Validation one-step VRMSE against training seconds (each baseline's clock is its run on that "
                   "dataset; PDE-FM's covers all datasets at once), persistence dashed.", ""]
         parts += [f"![learning curves {f}]({f})" for f in plot_learning_curves(doc_dir, runs, names, seed)] + [""]
+        parts += ["## Fine scales over a rollout", "",
+                  "Energy of the forecast over the truth's per wavenumber band (The Well's low/mid/high bins), mean over "
+                  f"datasets and test trajectories, seed {seed}: 1 keeps the scale, below 1 the forecast smooths it "
+                  "away, above 1 it adds energy there.", "", energy_table(runs, names, seed), ""]
     if any(k.startswith("ablation_") for k in runs):
         parts += ["## Ablations (same budget)", "", "Each variant switches one component of PDE-FM off or replaces it "
                   "(config switches of the model); the full model's row is the main run of the same seed. A cheaper "
                   "variant fits more steps into the budget (last column).", "", ablation_table(runs, names), ""]
+    if any(k.startswith("backbone_") for k in runs):
+        doc = next(iter(next(v for k, v in runs.items() if k.startswith("backbone_")).values()))
+        name = next(iter(doc["datasets"]))
+        parts += [f"## Mamba against attention on `{name}`", "",
+                  f"PDE-FM trained on `{name}` alone with each backbone for the same budget (the paper's experiment); "
+                  f"memory: peak resident size of a fresh process training 2 steps of batch 8 on the "
+                  f"{'x'.join(map(str, doc['resolution']))} grid, and the part above what it held before the first step.",
+                  "", backbone_table(runs), ""]
     with open(doc_path, "w") as f:
         f.write("\n".join(parts))
     return doc_path

@@ -71,6 +71,21 @@ def _wavenumber_magnitude(shape: tuple[int, ...], device) -> torch.Tensor:
     return k2.sqrt()
 
 
+def _band_index(shape: tuple[int, ...], device) -> torch.Tensor:
+    """`[*shape]` the band (0 low, 1 mid, 2 high) of each FFT mode; the grid's corner lies on the last edge and
+    counts as high."""
+    band = torch.bucketize(_wavenumber_magnitude(shape, device), wavenumber_band_edges(shape).to(device), right=True) - 1
+    return band.clamp(max=len(SPECTRAL_BANDS) - 1)
+
+
+def _band_energies(fields: torch.Tensor, space: tuple[int, ...], band: torch.Tensor) -> list[torch.Tensor]:
+    """Mean square each band contributes to `fields`, per leading index and field (Plancherel: sum |F|^2 / n^2)."""
+    n = math.prod(band.shape)
+    power = torch.fft.fftn(fields.double(), dim=space).abs().pow(2)
+    return [(power * (band == index).to(power.dtype).unsqueeze(-1)).sum(space) / n**2
+            for index in range(len(SPECTRAL_BANDS))]
+
+
 def binned_spectral_error(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int,
                           eps: float = VRMSE_EPS) -> dict[str, torch.Tensor]:
     """Relative spectral error per wavenumber band: sum_{k in band} |P_k - Y_k|^2 / sum_{k in band} |Y_k|^2 per field.
@@ -81,19 +96,21 @@ def binned_spectral_error(prediction: torch.Tensor, target: torch.Tensor, n_spat
     """
     space = _space(n_spatial_dims)
     _check_pair(prediction, target, n_spatial_dims)
-    shape = tuple(target.shape[a] for a in space)
-    band = torch.bucketize(_wavenumber_magnitude(shape, target.device), wavenumber_band_edges(shape).to(target.device),
-                           right=True) - 1  # 0, 1, 2; the grid's corner lies on the last edge and counts as high
-    band = band.clamp(max=len(SPECTRAL_BANDS) - 1)
-    error = torch.fft.fftn((prediction - target).double(), dim=space).abs().pow(2)
-    energy = torch.fft.fftn(target.double(), dim=space).abs().pow(2)
-    out = {}
-    for index, name in enumerate(SPECTRAL_BANDS):
-        mask = (band == index).to(error.dtype).unsqueeze(-1)  # [*space, 1]
-        n = math.prod(shape)
-        # Plancherel: sum |F|^2 / n^2 is the mean square the band contributes.
-        out[name] = ((error * mask).sum(space) / n**2 / ((energy * mask).sum(space) / n**2 + eps)).to(target.dtype)
-    return out
+    band = _band_index(tuple(target.shape[a] for a in space), target.device)
+    errors, energies = _band_energies(prediction - target, space, band), _band_energies(target, space, band)
+    return {name: (e / (y + eps)).to(target.dtype) for name, e, y in zip(SPECTRAL_BANDS, errors, energies)}
+
+
+def binned_energy_ratio(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int,
+                        eps: float = VRMSE_EPS) -> dict[str, torch.Tensor]:
+    """Energy of the prediction over the truth's per wavenumber band, per field: `{"low" | "mid" | "high": [..., C]}`.
+    1 keeps each scale's energy; below 1 a forecast smooths those scales away, above 1 it adds energy (noise,
+    instability) there."""
+    space = _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    band = _band_index(tuple(target.shape[a] for a in space), target.device)
+    predicted, true = _band_energies(prediction, space, band), _band_energies(target, space, band)
+    return {name: (p / (y + eps)).to(target.dtype) for name, p, y in zip(SPECTRAL_BANDS, predicted, true)}
 
 
 def fields_beaten(result: dict[str, Any]) -> tuple[int, int, list[str]]:

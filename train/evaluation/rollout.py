@@ -15,7 +15,7 @@ import torch
 from pdefm.data import load_well_dataset, open_well_split, split_reader
 
 from .forecasters import PDEFMForecaster
-from .metrics import binned_spectral_error, nrmse, rmse, vrmse
+from .metrics import SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error, nrmse, rmse, vrmse
 from .windows import evaluation_batches
 
 # Rollout windows of The Well's tables, in steps after the last input frame (inclusive).
@@ -117,6 +117,7 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     prediction for figures."""
     dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps)
     sums = {"model": None, "persistence": None}
+    energy = {band: None for band in SPECTRAL_BANDS}  # [steps]: prediction's energy over the truth's, per band
     example = None
     for start in range(0, len(rows), batch_size):
         batch = dataset[rows[start : start + batch_size]]
@@ -126,6 +127,9 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
         for key, forecast in (("model", prediction), ("persistence", persistence)):
             errors = vrmse(forecast, target, n_spatial_dims).double().sum(0)  # [steps, C]
             sums[key] = errors if sums[key] is None else sums[key] + errors
+        for band, ratio in binned_energy_ratio(prediction, target, n_spatial_dims).items():
+            per_step = ratio.double().mean(-1).sum(0)  # mean over fields, summed over trajectories
+            energy[band] = per_step if energy[band] is None else energy[band] + per_step
         if keep_example and example is None:
             grid = batch.get("space_grid")
             coordinates = None
@@ -139,7 +143,9 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     return {"trajectories": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
             "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": rollout_windows(per_step),
             "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),
-            "persistence_vrmse_windows": rollout_windows(persistence_per_step), "example": example}
+            "persistence_vrmse_windows": rollout_windows(persistence_per_step),
+            "energy_ratio_per_step": {band: (values / len(rows)).tolist() for band, values in energy.items()},
+            "example": example}
 
 
 def rollout_windows(per_step: np.ndarray) -> dict[str, float]:
