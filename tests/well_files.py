@@ -66,3 +66,15 @@ def write_base_and_new_system(root) -> None:
     write_dataset(root, "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), time_scalars=False)
     write_dataset(root, "waves", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1), seed=3,
                   tensor_fields=False, time_scalars=False)
+
+
+def write_two_system_suite(root, files_per_split=(1, 1, 1)) -> str:
+    """`flow2d` and `waves` (fields `a`, `v` shared; `flow2d` also has a tensor field) on 16x16 grids with their
+    stats.yaml, as the benchmark and transfer tests use them; returns `root`."""
+    from pdefm.data.the_well import compute_stats
+
+    for name, seed in (("flow2d", 0), ("waves", 5)):
+        write_dataset(root, name, n_dims=2, resolution=(16, 16), n_steps=10, files_per_split=files_per_split,
+                      time_scalars=False, tensor_fields=name == "flow2d", seed=seed)
+        compute_stats(os.path.join(root, name))
+    return root

@@ -31,9 +31,10 @@ from pdefm.data.threads import configure_threads
 
 from .baselines.forecaster import load_forecaster
 from .baselines.training import train_baseline
-from .evaluate import evaluate_model
+from .evaluate import add_evaluation_arguments, evaluate_model
 from .evaluation.report import write_evaluation
 from .training.config import load_config
+from .training.fit import reset_accelerate_state
 
 SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"}}
 BASELINES = ("cnextunet", "unet_classic", "fno")
@@ -44,14 +45,6 @@ ABLATIONS = {
     "attention_backbone": {"backbone": "attention"},
     "conv_decoder": {"decoder": "conv"},
 }
-
-
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
@@ -65,7 +58,7 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, dat
     if datasets:
         cli += ["--datasets", ",".join(datasets)]
     config = load_config(cli).config
-    _reset_accelerate()
+    reset_accelerate_state()
     train(config, resume=os.path.isdir(os.path.join(out, "checkpoints")))  # an interrupted run continues
     return out
 
@@ -204,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
     parser.add_argument("--out", default="outputs/benchmark", help="runs go here; finished ones are skipped when rerun")
     parser.add_argument("--doc", default="docs/benchmark.md", help="the report written from the runs")
-    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
-    parser.add_argument("--eval-batches", type=int, default=8, help="one-step windows: this many batches of 8 per dataset")
+    add_evaluation_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)

@@ -62,6 +62,12 @@ def evaluate_model(forecaster, root: str, names: list[str], split: str = "test",
     return results
 
 
+def add_evaluation_arguments(parser) -> None:
+    """The test-split evaluation options of the commands that train and evaluate many runs (benchmark, transfer)."""
+    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
+    parser.add_argument("--eval-batches", type=int, default=8, help="one-step test windows: this many batches of 8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm evaluate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")

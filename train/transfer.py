@@ -39,11 +39,12 @@ from pdefm.data.layout import dataset_folders
 from pdefm.data.threads import configure_threads
 
 from .adapters.loading import load_pdefm
-from .evaluate import evaluate_model
+from .evaluate import add_evaluation_arguments, evaluate_model
 from .evaluation.forecasters import PDEFMForecaster
 from .evaluation.report import write_evaluation
 from .training.batches import model_specs
 from .training.config import load_config
+from .training.fit import reset_accelerate_state
 
 STRATEGIES = ("zero_shot", "adapters", "lora", "spectral_lora", "full", "scratch")
 TRAINED_FROM_BASE = ("adapters", "lora", "spectral_lora", "full")
@@ -63,14 +64,6 @@ def finished(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, "evaluation.json"))
 
 
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
 def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> str:
     """The base pretrained without `held_out` for `minutes`, trained (or resumed) when it is not finished."""
     from .pretrain import train
@@ -83,7 +76,7 @@ def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> s
            "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none"]
     log(f"base without {held_out}: pretraining for {minutes:g} min (pdefm pretrain {' '.join(cli)})")
     config = load_config(cli).config
-    _reset_accelerate()
+    reset_accelerate_state()
     train(config, resume=os.path.isdir(os.path.join(folder, "checkpoints")))
     return folder
 
@@ -122,7 +115,7 @@ def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strateg
     if size != "all":
         cli += ["--train_trajectories", size]
     loaded = load_config(cli)
-    _reset_accelerate()
+    reset_accelerate_state()
     result = finetune(ft_args, loaded.config, explicit_keys=loaded.explicit_keys)
     saved = os.path.join(folder, adapter)
     model = load_pdefm(base, adapter=saved) if mode == "lora" else load_pdefm(saved)
@@ -214,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/mini_well", help="the suite's folder (generated when missing)")
     parser.add_argument("--out", default="outputs/transfer", help="runs go here; finished ones are skipped")
     parser.add_argument("--doc", default="docs/transfer.md", help="the report written from the runs")
-    parser.add_argument("--rollout-steps", type=int, default=30, help="longest rollout evaluated")
-    parser.add_argument("--eval-batches", type=int, default=8, help="one-step test windows: this many batches of 8")
+    add_evaluation_arguments(parser)
     parser.add_argument("--report-only", action="store_true", help="write --doc from the finished runs, train nothing")
     args = parser.parse_args(argv)
     for size in [*args.sizes, *args.seeded_sizes]:

@@ -18,7 +18,7 @@ from pdefm.train.evaluation.rollout import evaluate_one_step, evaluate_rollout, 
 from pdefm.train.training.batches import model_specs
 from pdefm.train.training.schedule import WarmupCosine
 
-from well_files import write_dataset
+from well_files import write_dataset, write_two_system_suite
 
 pytest.importorskip("the_well")
 
@@ -217,11 +217,7 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
 def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
     from pdefm.train.benchmark import main as benchmark_main
 
-    data_dir = str(tmp_path / "data")
-    for name, seed in (("flow2d", 0), ("waves", 5)):
-        write_dataset(data_dir, name, n_dims=2, resolution=(16, 16), n_steps=10, files_per_split=(1, 1, 1),
-                      time_scalars=False, tensor_fields=name == "flow2d", seed=seed)
-        compute_stats(os.path.join(data_dir, name))
+    data_dir = write_two_system_suite(str(tmp_path / "data"))
     out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
     argv = ["--budget-minutes", "0.003", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
             "--baselines", "cnextunet", "--eval-batches", "1", "--rollout-steps", "2", "--backbone-dataset", "waves"]

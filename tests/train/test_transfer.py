@@ -6,11 +6,10 @@ import os
 import pytest
 from accelerate.state import AcceleratorState
 
-from pdefm.data.the_well import compute_stats
 from pdefm.train.evaluation.transfer_report import budget_series, equal_wallclock, value_at, verdicts
 from pdefm.train.transfer import main as transfer_main
 
-from well_files import write_dataset
+from well_files import write_two_system_suite
 
 
 @pytest.fixture(autouse=True)
@@ -21,11 +20,7 @@ def fresh_accelerator_state():
 
 
 def test_the_study_runs_every_strategy_resumes_and_writes_its_document(tmp_path):
-    data = str(tmp_path / "data")
-    for name, seed in (("flow2d", 0), ("waves", 5)):
-        write_dataset(data, name, n_dims=2, resolution=(16, 16), n_steps=10, files_per_split=(2, 1, 1),
-                      time_scalars=False, tensor_fields=name == "flow2d", seed=seed)
-        compute_stats(os.path.join(data, name))
+    data = write_two_system_suite(str(tmp_path / "data"), files_per_split=(2, 1, 1))
     out, doc = tmp_path / "study", tmp_path / "docs" / "transfer.md"
     argv = ["--held-out", "waves", "--base-minutes", "0.004", "--series-minutes", "0.002", "0.003",
             "--sizes", "1", "all", "--seeds", "0", "1", "--seeded-sizes", "1", "--finetune-steps", "2",

@@ -43,6 +43,15 @@ class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
 
 
+def reset_accelerate_state() -> None:
+    """Forget Accelerate's process-wide singletons, so one process can run several trainings in a row (studies)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
 def make_accelerator(config: PretrainConfig) -> Accelerator:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # `accelerate launch --multi_gpu` on a machine without GPUs: run the ranks on the CPU over gloo instead of
