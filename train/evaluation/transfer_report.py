@@ -212,10 +212,11 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
             "## Setup", "",
             f"- Base: PDE-FM (`{args.config}` config, `tiny` preset) pretrained on the suite's other datasets for "
             f"{args.base_minutes:g} minutes of wall-clock (one base per held-out dataset, seed {args.base_seed}).",
-            f"- Finetuning: {args.finetune_steps} steps per run, peak learning rate {args.learning_rate:g} "
-            f"(warm-up {args.warmup_steps}, cosine), LoRA rank {args.lora_r}; validation every {args.eval_every} "
-            "steps. Sizes: the first N training trajectories of the held-out dataset. Seeds: "
-            f"{', '.join(map(str, args.seeds))} at sizes {', '.join(args.seeded_sizes)}, the first seed otherwise.",
+            f"- Finetuning: the same number of steps for every strategy of a held-out dataset (the tables' `steps`), "
+            f"peak learning rate {args.learning_rate:g} (warm-up {args.warmup_steps}, cosine), LoRA rank "
+            f"{args.lora_r}; validation every {args.eval_every} steps. Sizes: the first N training trajectories of "
+            f"the held-out dataset. Seeds: {', '.join(map(str, args.seeds))} at sizes "
+            f"{', '.join(args.seeded_sizes)}, the first seed otherwise.",
             f"- Evaluation on the held-out test split: one-step VRMSE over {args.eval_batches} batches of 8 windows, "
             f"rollout VRMSE over steps {WINDOW} from the first frames of every test trajectory; table cells are mean "
             "± sample standard deviation over seeds.", ""]
