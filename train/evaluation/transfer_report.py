@@ -49,6 +49,8 @@ def collect(out: str, held_out: str) -> list[dict]:
             "steps": doc.get("steps", 0), "seconds": doc.get("train_seconds", 0.0),
             "trainable": doc.get("trainable_parameters"), "initialised_from": doc.get("initialised_from"),
         }
+        finetune_path = os.path.join(folder, "finetune.json")
+        record["trained_modules"] = _load(finetune_path).get("trained_modules", []) if os.path.isfile(finetune_path) else []
         curve_path = os.path.join(folder, "validation_curve.json")
         if os.path.isfile(curve_path):
             curve = _load(curve_path)
@@ -112,6 +114,11 @@ def size_table(records: list[dict], base_minutes: float, size: str) -> tuple[str
     first = rows[0]
     lines.append(f"| persistence (last input frame) | | | {first['persistence']:.4f} | "
                  f"{first['rollout_persistence']:.4f} | | | {first.get('valid_persistence') or math.nan:.4f} |")
+    spectral = _select(rows, strategy="spectral_lora")
+    if spectral and any(m.startswith("decoders.") for m in spectral[0]["trained_modules"]):
+        lines.append("")
+        lines.append("The base has no decoder of this dataset's dimensionality: the new one trains in full, so "
+                     "`spectral_lora` has no pretrained Fourier layer to adapt and equals `lora` here.")
     note = (f"Equal wall-clock: each strategy's validation VRMSE after the training time of the fastest strategy of "
             f"its seed ({mean_sd_cell(times, 0)} s), read from its learning curve (validation split).") if times else ""
     return "\n".join(lines) + ("\n\n" + note if note else ""), means
