@@ -170,6 +170,7 @@ def plot_learning_curves(path: str, records: list[dict], held_out: str, size: st
         ax.axhline(persistence, color="k", linestyle="--", label="persistence")
     ax.set_xlabel("finetuning step")
     ax.set_ylabel("validation one-step VRMSE")
+    ax.set_yscale("log")  # a poor starting point would otherwise flatten the differences that matter
     ax.set_title(f"{held_out}: {size} training trajectory(ies), base {base_minutes:g} min")
     ax.legend(fontsize=7)
     fig.tight_layout()
