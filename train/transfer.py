@@ -181,9 +181,14 @@ def small_preset_shares(data: str, held_out: str, lora_r: int) -> str:
         model = PDEFMModel(PDEFMConfig.from_preset("small", datasets={n: s for n, s in specs.items() if n != held_out}))
         args, _ = finetune_arguments(["--base", "small", "--data", held_out, "--adapter-name", "x", "--mode", strategy,
                                       "--lora-r", str(lora_r), "--spectral-rank", str(lora_r)])
-        wrapped, _ = build_model(args, model, held_out, specs[held_out])
+        wrapped, trained = build_model(args, model, held_out, specs[held_out])
         t = trainable_parameters(wrapped)
         lines.append(f"| {LABELS[strategy]} | {t['trainable']:,} of {t['total']:,} ({100 * t['fraction']:.2f}%) |")
+    new_modules = [m for m in trained if not m.startswith("adapters.")]
+    if new_modules:
+        lines += ["", f"The base has no {specs[held_out]['n_spatial_dims']}D tokenizer and decoder: "
+                      f"{', '.join(f'`{m}`' for m in new_modules)} are new and train in full in every strategy, which "
+                      "is most of these counts."]
     return "\n".join(lines)
 
 
