@@ -246,6 +246,8 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
             text += ["### Zero-shot", "",
                      "Fields started from the base's: " + ("; ".join(f"`{k}` <- {', '.join(v)}" for k, v in shared.items())
                                                            or "none (fresh adapters: persistence)") + ".", "",
+                     "Zero-shot involves no training, so finetuning seeds do not change it: it is the forecast of "
+                     f"the one base pretrained without `{held_out}` (seed {args.base_seed}).", "",
                      "| | one-step VRMSE | rollout VRMSE 6:12 |", "|---|---|---|",
                      f"| zero-shot | {zero['one_step']:.4f} | {zero['rollout']:.4f} |",
                      f"| persistence | {zero['persistence']:.4f} | {zero['rollout_persistence']:.4f} |", ""]
