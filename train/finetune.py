@@ -138,8 +138,8 @@ def build_model(args, base_model, name: str, spec: dict):
         for key in ("datasets", "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path"):
             settings.pop(key, None)
         return PDEFMModel(PDEFMConfig(**settings, datasets={name: spec})), []
-    trained = new_dataset_modules(base_model, name, spec, args.base, getattr(args, "adapter_init", "fields"),
-                                  parse_field_aliases(getattr(args, "field_alias", None)))
+    trained = new_dataset_modules(base_model, name, spec, args.base, args.adapter_init,
+                                  parse_field_aliases(args.field_alias))
     if args.mode == "full":
         return base_model, trained
     if args.mode == "adapters":
@@ -213,8 +213,8 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     settings = {"finetune": {"base": args.base, "mode": args.mode, "adapter_name": args.adapter_name,
                              "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
                              "target_modules": args.target_modules, "target_regex": args.target_regex,
-                             "adapter_init": getattr(args, "adapter_init", "fields"),
-                             "field_alias": getattr(args, "field_alias", None)}}
+                             "adapter_init": args.adapter_init,
+                             "field_alias": args.field_alias}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
                  run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune")
     return {"report": report, "trainable_parameters": counts}
