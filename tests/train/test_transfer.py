@@ -76,8 +76,8 @@ def test_verdicts_and_budget_gap_come_from_the_numbers():
     means = {"1": {"lora": {"one_step": 0.08, "rollout": 0.5}, "scratch": {"one_step": 0.1, "rollout": 0.5}}}
     lines = verdicts("shear_flow", means, {"one_step": 0.2, "persistence": 0.25})
     assert "beats persistence (-20.0%)" in lines[0]
-    assert "`lora` 0.0800 against scratch 0.1000, +20.0% (meets the 10% floor)" in lines[1]
-    assert "+0.0% (misses the 10% floor)" in lines[2]
+    assert "`lora` 0.0800 against scratch 0.1000, 20.0% below scratch (meets the floor of 10% below)" in lines[1]
+    assert "0.0% below scratch (misses the floor" in lines[2]
     records = [{"strategy": "scratch", "size": "1", "base": None, "one_step": 0.1}]
     for minutes, value in ((10, 0.12), (20, 0.11), (40, 0.10)):
         records.append({"strategy": "lora", "size": "1", "base": minutes, "one_step": value})

@@ -142,9 +142,10 @@ def verdicts(held_out: str, means_by_size: dict[str, dict[str, dict[str, float]]
             best = min(pretrained, key=lambda s: pretrained[s][metric])
             gain = 1 - pretrained[best][metric] / means["scratch"][metric]
             met = "meets" if gain >= TARGET_GAIN else "misses"
-            lines.append(f"- {held_out}, {size} training trajector{'y' if size == '1' else 'ies'}, {label}: best pretrained strategy `{best}` "
-                         f"{pretrained[best][metric]:.4f} against scratch {means['scratch'][metric]:.4f}, "
-                         f"{100 * gain:+.1f}% ({met} the 10% floor).")
+            relation = f"{100 * gain:.1f}% below" if gain >= 0 else f"{-100 * gain:.1f}% above"
+            lines.append(f"- {held_out}, {size} training trajector{'y' if size == '1' else 'ies'}, {label}: best "
+                         f"pretrained strategy `{best}` {pretrained[best][metric]:.4f} against scratch "
+                         f"{means['scratch'][metric]:.4f}, {relation} scratch ({met} the floor of 10% below).")
     return lines
 
 
@@ -227,7 +228,9 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
             f"{', '.join(args.seeded_sizes)}, the first seed otherwise.",
             f"- Evaluation on the held-out test split: one-step VRMSE over {args.eval_batches} batches of 8 windows, "
             f"rollout VRMSE over steps {WINDOW} from the first frames of every test trajectory; table cells are mean "
-            "± sample standard deviation over seeds.", ""]
+            "± sample standard deviation over seeds.",
+            "- Only finished runs are reported (a table's `seeds` column says which); rerunning the command "
+            "completes the grid, skipping what is done.", ""]
     for held_out in args.held_out:
         records = collect(args.out, held_out)
         text += [f"## Held out: `{held_out}`", ""]
