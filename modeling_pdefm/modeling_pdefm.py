@@ -351,7 +351,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         adapter = self.adapters[name]
         adapter.initialised_from = {}
         if matches:
-            self._init_adapter_from_fields(adapter, spec, matches)
+            self._init_adapter_from_fields(adapter, matches)
             adapter.initialised_from = {field_names[i]: [f"{d}/{self.config.datasets[d]['field_names'][j]}" for d, j in m]
                                         for i, m in matches.items()}
         elif adapter_init == "fields":
@@ -363,8 +363,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return adapter
 
     @torch.no_grad()
-    def _init_adapter_from_fields(self, adapter: DatasetAdapter, spec: dict[str, Any],
-                                  matches: dict[int, list[tuple[str, int]]]) -> None:
+    def _init_adapter_from_fields(self, adapter: DatasetAdapter, matches: dict[int, list[tuple[str, int]]]) -> None:
         adapter.in_proj.weight.zero_()
         shares: dict[str, int] = {}
         for i, sources in matches.items():

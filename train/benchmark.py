@@ -29,6 +29,7 @@ from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
 from pdefm.data.threads import configure_threads
 
+from .adapters.loading import architecture_settings
 from .baselines.forecaster import load_forecaster
 from .baselines.training import train_baseline
 from .evaluate import add_evaluation_arguments, evaluate_model
@@ -167,10 +168,7 @@ def run_backbones(args, seed: int, root: str, log) -> None:
         with open(os.path.join(out, "report.json")) as f:
             report = json.load(f)
         forecaster = load_forecaster(out)
-        settings = {k: v for k, v in forecaster.model.config.to_dict().items()
-                    if k not in ("datasets", "architectures", "auto_map", "transformers_version", "model_type",
-                                 "_name_or_path")}
-        memory = training_step_memory(settings, name, spec, shape)
+        memory = training_step_memory(architecture_settings(forecaster.model.config), name, spec, shape)
         evaluate_run(args, forecaster, [name], out, f"PDE-FM {backbone}",
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
                       "backbone": backbone, "seconds_per_step": report["train_seconds"] / max(report["steps"], 1),

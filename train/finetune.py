@@ -33,7 +33,7 @@ from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
 from pdefm.data.threads import configure_threads
 
-from .adapters.loading import load_pdefm
+from .adapters.loading import architecture_settings, load_pdefm
 from .adapters.lora import (
     base_fingerprint,
     default_target_modules,
@@ -134,10 +134,7 @@ def build_model(args, base_model, name: str, spec: dict):
     if args.mode == "scratch":
         from modeling_pdefm import PDEFMConfig, PDEFMModel
 
-        settings = base_model.config.to_dict()
-        for key in ("datasets", "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path"):
-            settings.pop(key, None)
-        return PDEFMModel(PDEFMConfig(**settings, datasets={name: spec})), []
+        return PDEFMModel(PDEFMConfig(**architecture_settings(base_model.config), datasets={name: spec})), []
     trained = new_dataset_modules(base_model, name, spec, args.base, args.adapter_init,
                                   parse_field_aliases(args.field_alias))
     if args.mode == "full":

@@ -104,9 +104,8 @@ def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strateg
     from .finetune import finetune, finetune_arguments
 
     adapter = f"{held_out}_{strategy}"
-    mode = strategy
     ft_args, _ = finetune_arguments(["--base", base, "--data", os.path.join(args.data, held_out), "--adapter-name",
-                                     adapter, "--mode", mode, "--lora-r", str(args.lora_r), "--spectral-rank",
+                                     adapter, "--mode", strategy, "--lora-r", str(args.lora_r), "--spectral-rank",
                                      str(args.lora_r)])
     cli = ["--config", args.config, "--data_dir", args.data, "--datasets", held_out, "--output_dir", folder,
            "--seed", str(seed), "--max_steps", str(args.finetune_steps), "--warmup_steps", str(args.warmup_steps),
@@ -118,7 +117,7 @@ def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strateg
     reset_accelerate_state()
     result = finetune(ft_args, loaded.config, explicit_keys=loaded.explicit_keys)
     saved = os.path.join(folder, adapter)
-    model = load_pdefm(base, adapter=saved) if mode == "lora" else load_pdefm(saved)
+    model = load_pdefm(base, adapter=saved) if strategy == "lora" else load_pdefm(saved)
     details = json.load(open(os.path.join(folder, "finetune.json")))
     evaluate_into(args, model, held_out, folder, {
         "model": strategy, "strategy": strategy, "size": size, "seed": seed, "base": base,

@@ -10,6 +10,16 @@ from .hub import ModelResolutionError, resolve_folder
 from .lora import load_domain_adapters
 
 
+# Config keys that describe the saved model's datasets and provenance, not its architecture.
+NON_ARCHITECTURE_KEYS = ("datasets", "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path")
+
+
+def architecture_settings(config) -> dict:
+    """A `PDEFMConfig`'s keyword arguments without its datasets and provenance: the same architecture, to be given
+    other datasets (`PDEFMConfig(**architecture_settings(c), datasets=...)`)."""
+    return {k: v for k, v in config.to_dict().items() if k not in NON_ARCHITECTURE_KEYS}
+
+
 def load_pdefm(path_or_id: str, adapter: str | list[str] | None = None, merge: bool = True, revision: str | None = None):
     """A `PDEFMModel` from a folder or Hub id, optionally with LoRA domain adapter(s) (folders or Hub ids).
 

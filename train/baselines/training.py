@@ -10,6 +10,7 @@ a killed run continues where it stopped; a finished run is loaded, not retrained
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -17,8 +18,7 @@ import torch
 
 from pdefm.data import load_well_dataset, split_reader
 
-from ..evaluation.metrics import vrmse
-from ..evaluation.windows import evaluation_batches
+from ..evaluation.rollout import evaluate_one_step
 from ..training.batches import ShardBatches
 from ..training.schedule import WarmupCosine
 from .forecaster import BaselineForecaster
@@ -27,21 +27,14 @@ STATE_FILE = "training_state.pt"
 INFO_FILE = "train_info.json"
 
 
-@torch.no_grad()
-def validation_vrmse(model: BaselineForecaster, dataset, n_spatial_dims: int, n_batches: int, batch_size: int = 8,
-                     persistence: bool = False) -> float:
-    """Mean one-step VRMSE over a fixed, evenly spread slice of `dataset` (physical units); with `persistence`,
-    that of the last input frame held."""
+def validation_vrmse(model: BaselineForecaster, dataset, n_spatial_dims: int, n_batches: int) -> tuple[float, float]:
+    """Mean one-step VRMSE (physical units) of the model and of persistence over a fixed, evenly spread slice of
+    `dataset`, the model in eval mode (U-Net's batch norm)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
-    for batch in evaluation_batches(dataset, batch_size, n_batches):
-        target = batch["output_fields"][:, :1].float()
-        prediction = batch["input_fields"][:, -1:].float() if persistence else model.predict_next(batch)
-        total += float(vrmse(prediction, target, n_spatial_dims).mean()) * target.shape[0]
-        count += target.shape[0]
+    result = evaluate_one_step(model, dataset, n_spatial_dims, n_batches=n_batches)
     model.train(was_training)
-    return total / max(count, 1)
+    return result["vrmse"], result["persistence_vrmse"]
 
 
 def _save_state(path: str, state: dict) -> None:
@@ -76,7 +69,7 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     schedule = WarmupCosine(warmup_steps, max_steps, 0.0, budget_seconds)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir is not None else None
-    step, curve = 0, []
+    step, curve, persistence = 0, [], math.nan  # persistence: measured beside every curve point
     if state_path is not None and os.path.isfile(state_path):
         state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
@@ -85,18 +78,21 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
         step, curve, batches.draws = state["step"], state["curve"], state["draws"]
         schedule.elapsed = state["elapsed"]
         torch.set_rng_state(state["rng"])
-    persistence = validation_vrmse(model, valid, meta.n_spatial_dims, valid_batches, persistence=True)
+        persistence = state["persistence"]
 
     def record() -> None:
+        nonlocal persistence
+        value, persistence = validation_vrmse(model, valid, meta.n_spatial_dims, valid_batches)
         curve.append({"step": step, "samples": step * batches.batch_size, "seconds": schedule.elapsed,
-                      "valid_vrmse": validation_vrmse(model, valid, meta.n_spatial_dims, valid_batches)})
+                      "valid_vrmse": value})
 
     def save_state() -> None:
         if state_path is not None:
             os.makedirs(out_dir, exist_ok=True)
             _save_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
-                                     "draws": batches.draws, "elapsed": schedule.elapsed, "rng": torch.get_rng_state()})
+                                     "draws": batches.draws, "elapsed": schedule.elapsed, "rng": torch.get_rng_state(),
+                                     "persistence": persistence})
 
     if not curve:
         record()
