@@ -56,6 +56,19 @@ class WellNormalizer:
             # float32 arithmetic, as The Well's loader normalises in float32.
             self.shift[kind] = np.concatenate(shifts).astype(np.float32) if shifts else np.zeros(0, np.float32)
             self.scale[kind] = np.concatenate(scales).astype(np.float32) if scales else np.ones(0, np.float32)
+        # The same for the change of the variable fields over one step (`*_delta` keys), the target of The Well's
+        # `DeltaWellDataset`; None when stats.yaml has no such keys.
+        self.delta_shift = self.delta_scale = None
+        delta_keys = ("mean_delta", "std_delta") if normalization == "zscore" else ("rms_delta",)
+        if all(key in stats and all(info.name in stats[key] for info in variable) for key in delta_keys):
+            if normalization == "zscore":
+                shifts = [self._per_channel(stats, "mean_delta", info) for info in variable]
+                scales = [np.maximum(self._per_channel(stats, "std_delta", info), min_std) for info in variable]
+            else:
+                shifts = [np.zeros(len(info.channels)) for info in variable]
+                scales = [np.maximum(self._per_channel(stats, "rms_delta", info), min_std) for info in variable]
+            self.delta_shift = np.concatenate(shifts).astype(np.float32) if shifts else np.zeros(0, np.float32)
+            self.delta_scale = np.concatenate(scales).astype(np.float32) if scales else np.ones(0, np.float32)
 
     def _per_channel(self, stats: dict, key: str, info: FieldInfo) -> np.ndarray:
         try:

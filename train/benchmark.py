@@ -30,7 +30,7 @@ from pdefm.data.layout import dataset_folders
 from pdefm.data.threads import configure_threads
 
 from .adapters.loading import architecture_settings
-from .baselines.forecaster import load_forecaster
+from .baselines.forecaster import BASELINE_TARGETS, load_forecaster
 from .baselines.training import train_baseline
 from .evaluate import add_evaluation_arguments, evaluate_model
 from .evaluation.report import write_evaluation
@@ -77,7 +77,7 @@ def done(out: str) -> bool:
     return os.path.isfile(os.path.join(out, "evaluation.json"))
 
 
-def run_main(args, seed: int, names: list[str], root: str, log) -> None:
+def run_pdefm(args, seed: int, names: list[str], root: str, log) -> None:
     out = os.path.join(root, "pdefm")
     if not done(out):
         started = time.perf_counter()
@@ -90,6 +90,9 @@ def run_main(args, seed: int, names: list[str], root: str, log) -> None:
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
                       "curve": curve})
         log(f"seed {seed}: PDE-FM done in {time.perf_counter() - started:.0f} s")
+
+
+def run_baselines(args, seed: int, names: list[str], root: str, log) -> None:
     for kind in args.baselines:
         for sizing in args.baseline_sizes:
             run_baseline(args, seed, names, root, kind, sizing, log)
@@ -125,12 +128,12 @@ def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing
     for name in names:
         _, runs[name] = train_baseline(kind, args.data, name, minutes * 60, seed=seed,
                                        sizes=baseline_sizes(args, kind, name, sizing), out_dir=os.path.join(out, name),
-                                       valid_every=args.valid_every)
+                                       valid_every=args.valid_every, target=args.baseline_target)
     forecaster = load_forecaster(out)
     label = forecaster.label + ("" if sizing == "default" else " (PDE-FM's size)")
     evaluate_run(args, forecaster, names, out, label,
                  {"train_seconds": sum(r["seconds"] for r in runs.values()), "runs": runs, "seed": seed,
-                  "sizing": sizing})
+                  "sizing": sizing, "target": args.baseline_target})
     log(f"seed {seed}: {label} done in {time.perf_counter() - started:.0f} s")
 
 
@@ -182,12 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
     parser.add_argument("--parts", nargs="+", default=["main", "ablations", "backbones"],
-                        choices=["main", "ablations", "backbones"], help="what to run")
+                        choices=["main", "pdefm", "baselines", "ablations", "backbones"],
+                        help="what to run; main = pdefm + baselines (two processes can share a benchmark by "
+                             "taking different parts, or different --baselines, into one --out)")
     parser.add_argument("--part-seeds", type=int, default=1, help="ablations and backbones run on the first N seeds")
     parser.add_argument("--backbone-dataset", default="rayleigh_benard", help="the dataset of the backbone experiment")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
     parser.add_argument("--baseline-sizes", nargs="+", default=["default", "matched"], choices=["default", "matched"],
                         help="The Well's constructor sizes, and/or the width that gives PDE-FM's parameter count")
+    parser.add_argument("--baseline-target", default="next", choices=BASELINE_TARGETS,
+                        help="what the baselines predict: the next frame (The Well's published baselines) or its "
+                             "change over the step scaled by the stats' `*_delta` (The Well's DeltaWellDataset; "
+                             "PDE-FM predicts a change too)")
     parser.add_argument("--baseline-minutes", type=float, default=None,
                         help="training budget of each baseline on each dataset (default: --budget-minutes split "
                              "evenly over the datasets, equal total compute)")
@@ -219,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for index, seed in enumerate(args.seeds):
         root = os.path.join(args.out, f"seed{seed}")
-        if "main" in args.parts:
-            run_main(args, seed, names, root, log)
+        if {"main", "pdefm"} & set(args.parts):
+            run_pdefm(args, seed, names, root, log)
+        if {"main", "baselines"} & set(args.parts):
+            run_baselines(args, seed, names, root, log)
         if "ablations" in args.parts and index < args.part_seeds:
             run_ablations(args, seed, names, root, log)
         if "backbones" in args.parts and index < args.part_seeds:

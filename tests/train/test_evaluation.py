@@ -146,6 +146,32 @@ def test_baselines_train_save_load_and_predict_in_physical_units(kind, sizes, da
     assert torch.allclose(model.predict_next(batch), expected, atol=1e-4)
 
 
+def test_a_delta_baseline_learns_the_change_and_adds_it_to_the_last_frame(data_dir, tmp_path):
+    from pdefm.data import split_reader
+
+    model, info = train_baseline("unet_classic", data_dir, "flow2d", budget_seconds=60, max_steps=2,
+                                 sizes={"init_features": 4}, out_dir=str(tmp_path / "flow2d"), target="delta")
+    assert info["target"] == "delta"
+    normalizer = split_reader(load_well_dataset(os.path.join(data_dir, "flow2d"), split="train", n_steps_input=4,
+                                                n_steps_output=1, use_normalization=True)).normalizer
+    assert torch.allclose(model.delta_scale, torch.as_tensor(normalizer.delta_scale))
+    assert not torch.allclose(model.delta_scale, model.field_scale)  # the change's spread, not the field's
+    loaded = load_forecaster(str(tmp_path))
+    test = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1)
+    batch = test[[0, 1]]
+    assert torch.allclose(loaded.predict_next(batch), model.predict_next(batch), atol=1e-6)
+    # A network that returns exactly its training target forecasts the true next frame in physical units.
+    normalized = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1,
+                                   use_normalization=True)[[0, 1]]
+    target = model.training_target(normalized["input_fields"], normalized["output_fields"][:, :1])
+    model.forward = lambda *args: target
+    torch.testing.assert_close(model.predict_next(batch), batch["output_fields"][:, :1].float(), atol=1e-4, rtol=1e-4)
+    # Without the change's statistics in stats.yaml the delta target is refused, naming the file and the keys.
+    normalizer.delta_scale = None
+    with pytest.raises(ValueError, match="stats.yaml.*mean_delta"):
+        model.set_normalization(normalizer)
+
+
 def test_an_interrupted_baseline_resumes_exactly_and_a_finished_one_is_loaded(data_dir, tmp_path):
     settings = dict(budget_seconds=1e9, max_steps=6, sizes={"init_features": 4, "stages": 2}, valid_every=2,
                     valid_batches=1)
@@ -240,3 +266,21 @@ def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
     stamp = os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json")
     assert benchmark_main(argv) == 0  # finished runs are kept, not redone
     assert os.path.getmtime(out / "seed0" / "pdefm" / "evaluation.json") == stamp
+
+
+def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path):
+    from pdefm.train.benchmark import main as benchmark_main
+
+    data_dir = write_two_system_suite(str(tmp_path / "data"))
+    out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
+    common = ["--budget-minutes", "0.003", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
+              "--baselines", "fno", "--baseline-sizes", "matched", "--baseline-target", "delta", "--eval-batches", "1",
+              "--rollout-steps", "2"]
+    assert benchmark_main([*common, "--parts", "baselines"]) == 0
+    assert os.listdir(out / "seed0") == ["fno_matched"]  # no PDE-FM run from the baselines' share
+    assert benchmark_main([*common, "--parts", "pdefm"]) == 0
+    assert sorted(os.listdir(out / "seed0")) == ["fno_matched", "pdefm"]
+    text = doc.read_text()
+    assert "FNO (PDE-FM's size)" in text and "## One-step VRMSE" in text and "`DeltaWellDataset` target" in text
+    assert "waves 16x16" in text  # the grids of the data it ran on
+    assert json.load(open(out / "seed0" / "fno_matched" / "evaluation.json"))["target"] == "delta"

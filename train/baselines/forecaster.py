@@ -18,6 +18,9 @@ from .models import WellBaseline, fno_class, unet_classic_class, unet_convnext_c
 BASELINE_CONFIG = "baseline_config.json"
 BASELINE_WEIGHTS = "baseline.safetensors"
 BASELINE_KINDS = ("cnextunet", "unet_classic", "fno")
+# What the network predicts (both are The Well's): the next frame z-scored ("next", its published baselines), or the
+# change over the step scaled by the `*_delta` statistics ("delta", its `DeltaWellDataset`).
+BASELINE_TARGETS = ("next", "delta")
 
 
 def build_baseline_network(kind: str, dim_in: int, dim_out: int, n_spatial_dims: int, resolution: tuple[int, ...],
@@ -61,12 +64,14 @@ class BaselineForecaster(nn.Module):
     so it takes and returns physical fields while training on normalised ones, as in The Well's recipe."""
 
     def __init__(self, kind: str, dataset: str, n_steps_input: int, n_fields: int, n_constant_fields: int,
-                 n_spatial_dims: int, resolution: tuple[int, ...], sizes: dict | None = None):
+                 n_spatial_dims: int, resolution: tuple[int, ...], sizes: dict | None = None, target: str = "next"):
         super().__init__()
-        self.kind, self.dataset, self.n_steps_input = kind, dataset, n_steps_input
+        if target not in BASELINE_TARGETS:
+            raise ValueError(f"baseline target must be one of {BASELINE_TARGETS}, got {target!r}")
+        self.kind, self.dataset, self.n_steps_input, self.target = kind, dataset, n_steps_input, target
         self.settings = {"kind": kind, "dataset": dataset, "n_steps_input": n_steps_input, "n_fields": n_fields,
                          "n_constant_fields": n_constant_fields, "n_spatial_dims": n_spatial_dims,
-                         "resolution": list(resolution), "sizes": dict(sizes or {})}
+                         "resolution": list(resolution), "sizes": dict(sizes or {}), "target": target}
         self.label = {"cnextunet": "CNextU-Net", "unet_classic": "U-Net", "fno": "FNO"}.get(kind, kind)
         network = build_baseline_network(kind, n_steps_input * n_fields + n_constant_fields, n_fields, n_spatial_dims,
                                          tuple(resolution), **dict(sizes or {}))
@@ -75,11 +80,20 @@ class BaselineForecaster(nn.Module):
         self.register_buffer("field_scale", torch.ones(n_fields))
         self.register_buffer("constant_shift", torch.zeros(n_constant_fields))
         self.register_buffer("constant_scale", torch.ones(n_constant_fields))
+        self.register_buffer("delta_shift", torch.zeros(n_fields))
+        self.register_buffer("delta_scale", torch.ones(n_fields))
 
     def set_normalization(self, normalizer) -> None:
-        """Take the shift and scale of a `pdefm.data.WellNormalizer`."""
+        """Take the shift and scale of a `pdefm.data.WellNormalizer` (and of the one-step change, for `target="delta"`)."""
         self.field_shift.copy_(torch.as_tensor(normalizer.shift["fields"]))
         self.field_scale.copy_(torch.as_tensor(normalizer.scale["fields"]))
+        if self.target == "delta":
+            if normalizer.delta_scale is None:
+                raise ValueError(f"{normalizer.source}: the delta target needs the one-step change's statistics "
+                                 "(`mean_delta`/`std_delta`, or `rms_delta`); recompute them with "
+                                 "`python -m pdefm.data.the_well stats DATASET_DIR`")
+            self.delta_shift.copy_(torch.as_tensor(normalizer.delta_shift))
+            self.delta_scale.copy_(torch.as_tensor(normalizer.delta_scale))
         if self.constant_shift.numel():
             self.constant_shift.copy_(torch.as_tensor(normalizer.shift["constant_fields"]))
             self.constant_scale.copy_(torch.as_tensor(normalizer.scale["constant_fields"]))
@@ -88,8 +102,16 @@ class BaselineForecaster(nn.Module):
         return dataset == self.dataset
 
     def forward(self, input_fields: torch.Tensor, constant_fields: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised in, normalised out: `[B, T_in, *space, C]` (+ `[B, *space, C_const]`) -> `[B, 1, *space, C]`."""
+        """Normalised in, normalised target out: `[B, T_in, *space, C]` (+ `[B, *space, C_const]`) -> `[B, 1, *space, C]`,
+        the next frame or its change over the step (`target`)."""
         return self.net(input_fields[:, -self.n_steps_input :], constant_fields)
+
+    def training_target(self, input_fields: torch.Tensor, output_fields: torch.Tensor) -> torch.Tensor:
+        """What `forward` should return, from z-scored inputs `[B, T_in, *space, C]` and next frames `[B, 1, *space, C]`."""
+        if self.target == "next":
+            return output_fields
+        change = (output_fields - input_fields[:, -1:]) * self.field_scale
+        return (change - self.delta_shift) / self.delta_scale
 
     @torch.no_grad()
     def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -100,7 +122,11 @@ class BaselineForecaster(nn.Module):
             constants = (constants.to(device) - self.constant_shift) / self.constant_scale
         else:
             constants = None
-        return (self(x, constants) * self.field_scale + self.field_shift).float()
+        out = self(x, constants)
+        if self.target == "delta":
+            last = batch["input_fields"][:, -1:].to(device)
+            return (last + out * self.delta_scale + self.delta_shift).float()
+        return (out * self.field_scale + self.field_shift).float()
 
     def save(self, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
@@ -114,7 +140,7 @@ class BaselineForecaster(nn.Module):
             settings = json.load(f)
         model = cls(**{k: settings[k] for k in ("kind", "dataset", "n_steps_input", "n_fields", "n_constant_fields",
                                                 "n_spatial_dims")}, resolution=tuple(settings["resolution"]),
-                    sizes=settings["sizes"])
+                    sizes=settings["sizes"], target=settings.get("target", "next"))
         model.load_state_dict(load_file(os.path.join(folder, BASELINE_WEIGHTS)))
         return model.to(device).eval()
 

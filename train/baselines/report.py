@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from pdefm.data import open_well_split
+
 from ..evaluation.report import mean_sd_cell, plot_rollout_curves
 
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
@@ -246,6 +248,18 @@ def ablation_table(runs: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def data_grids(data: str | None, names: list[str]) -> str | None:
+    """"name 32x32, ..." from the test splits' metadata; None when the data is not at hand."""
+    if not data or not all(os.path.isdir(os.path.join(data, n)) for n in names):
+        return None
+    grids = []
+    for name in names:
+        reader = open_well_split(os.path.join(data, name), "test", n_steps_input=1, n_steps_output=1)
+        grids.append(f"{name} {'x'.join(str(n) for n in reader.meta.resolution)}")
+        reader.close()
+    return ", ".join(grids)
+
+
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     with open(os.path.join(out, "benchmark_settings.json")) as f:
         settings = json.load(f)
@@ -280,8 +294,11 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         parts += [
             f"- Budget: PDE-FM (`tiny` preset, `{settings['suite']}` config) trains on all {len(names)} datasets at "
             f"once for **{settings['budget_minutes']} minutes of wall-clock** per seed; each baseline is trained per "
-            "dataset (The Well's recipe: 4 input steps, next-step MSE on z-scored fields, AdamW 1e-3, warm-up and "
-            "cosine) for "
+            "dataset (The Well's recipe: 4 input steps, "
+            + ("MSE on the change over the step scaled by its statistics (The Well's `DeltaWellDataset` target; "
+               "PDE-FM predicts a change too)" if settings.get("baseline_target") == "delta" else
+               "next-step MSE on z-scored fields")
+            + ", AdamW 1e-3, warm-up and cosine) for "
             + (f"**{settings['baseline_minutes']} minutes per dataset**." if settings.get("baseline_minutes") else
                "the same budget split evenly over the datasets, so every model gets the same total compute.")
             + " Learning-rate schedules decay over the budget.",
@@ -295,6 +312,9 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     else:
         parts += [f"- Budget: **{settings['budget_minutes']} minutes of training wall-clock** for each pretraining "
                   f"(`tiny` preset, `{settings['suite']}` config). Only the parts listed below were run."]
+    grids = data_grids(settings.get("data"), names)
+    if grids:
+        parts += [f"- Data: `{settings['data']}`; grids: {grids}."]
     parts += [
         f"- Seeds: {', '.join(str(s) for s in seeds)} (table cells: mean ± sample standard deviation over seeds).",
         f"- Evaluation on the test splits, on denormalised fields: one-step VRMSE over {settings['eval_batches']} batches "

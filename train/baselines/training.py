@@ -47,7 +47,8 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
                    learning_rate: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 20,
                    n_steps_input: int = 4, max_steps: int = 10**9, sizes: dict | None = None,
                    out_dir: str | None = None, valid_every: int = 100, valid_batches: int = 4,
-                   checkpoint_seconds: float = 60.0, stop_after: int | None = None) -> tuple[BaselineForecaster, dict]:
+                   checkpoint_seconds: float = 60.0, stop_after: int | None = None,
+                   target: str = "next") -> tuple[BaselineForecaster, dict]:
     """Returns the trained forecaster (physical units in and out) and what the run did (steps, seconds, samples,
     parameters, learning curve); saved to `out_dir`, where an unfinished run is resumed and a finished one loaded.
     `stop_after` simulates an interruption after that step, its state saved (tests)."""
@@ -62,7 +63,7 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     meta, normalizer = reader.meta, reader.normalizer
     spec = meta.model_spec()
     model = BaselineForecaster(kind, name, n_steps_input, spec["n_fields"], spec["n_constant_fields"],
-                               meta.n_spatial_dims, tuple(meta.resolution), sizes)
+                               meta.n_spatial_dims, tuple(meta.resolution), sizes, target)
     model.set_normalization(normalizer)
     batches = ShardBatches(name, dataset, batch_size, seed, rank=0)
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -103,7 +104,7 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
         batch = batches.next_batch()
         constants = batch.get("constant_fields") if spec["n_constant_fields"] else None
         prediction = model(batch["input_fields"], constants)
-        loss = torch.nn.functional.mse_loss(prediction, batch["output_fields"][:, :1])
+        loss = torch.nn.functional.mse_loss(prediction, model.training_target(batch["input_fields"], batch["output_fields"][:, :1]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,7 +123,7 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     model.eval()
     info = {"kind": kind, "dataset": name, "steps": step, "seconds": schedule.elapsed, "samples": step * batches.batch_size,
             "final_loss": float(loss.detach()), "parameters": sum(p.numel() for p in model.net.parameters()),
-            "sizes": dict(sizes or {}), "valid_persistence_vrmse": persistence, "curve": curve}
+            "sizes": dict(sizes or {}), "target": target, "valid_persistence_vrmse": persistence, "curve": curve}
     if out_dir is not None:
         model.save(out_dir)
         with open(os.path.join(out_dir, INFO_FILE), "w") as f:
