@@ -101,6 +101,9 @@ class PDEFMConfig(PretrainedConfig):
         patch_size / patch_size_3d: patch edge for 2D / 3D grids.
         ssm_state_size, ssm_head_dim, ssm_expand, ssm_conv_kernel, ssm_chunk_size: Mamba-2 mixer sizes.
         ssm_segment_size: on a CPU, longer sequences are scanned in segments of this many tokens (0: never).
+        compile_mamba: run each Mamba-2 mixer's PyTorch path under `torch.compile` (one compiled graph shared by the
+            mixers; the first step of each new input shape pays the compile time, tens of seconds on a CPU). Ignored
+            where mamba-ssm's CUDA kernels run. A runtime switch: the weights do not depend on it.
         spectral_token_modes / spectral_token_modes_3d: lowest Fourier modes kept per axis by the spectral tokenizer.
         num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
         decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
@@ -139,6 +142,7 @@ class PDEFMConfig(PretrainedConfig):
         ssm_conv_kernel: int = 4,
         ssm_chunk_size: int = 64,
         ssm_segment_size: int = 2048,
+        compile_mamba: bool = False,
         spectral_token_modes: int = 8,
         spectral_token_modes_3d: int = 4,
         num_attention_heads: int = 8,
@@ -178,6 +182,7 @@ class PDEFMConfig(PretrainedConfig):
         self.ssm_conv_kernel = ssm_conv_kernel
         self.ssm_chunk_size = ssm_chunk_size
         self.ssm_segment_size = ssm_segment_size
+        self.compile_mamba = compile_mamba
         self.spectral_token_modes = spectral_token_modes
         self.spectral_token_modes_3d = spectral_token_modes_3d
         self.num_attention_heads = num_attention_heads

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ssd_scan import ssd_scan
+from .ssd_scan import mamba_kernels_available, ssd_scan
 
 
 class RMSNorm(nn.Module):
@@ -55,6 +56,7 @@ class Mamba2Mixer(nn.Module):
         conv_kernel: int = 4,
         chunk_size: int = 128,
         segment_size: int = 2048,
+        compile: bool = False,
         n_groups: int = 1,
         eps: float = 1e-5,
         dt_min: float = 1e-3,
@@ -71,6 +73,7 @@ class Mamba2Mixer(nn.Module):
         self.n_groups = n_groups
         self.chunk_size = chunk_size
         self.segment_size = segment_size
+        self.compile = compile
         self.conv_kernel = conv_kernel
         self.dt_min, self.dt_max, self.dt_floor = dt_min, dt_max, dt_floor
         conv_channels = self.inner_size + 2 * n_groups * state_size
@@ -101,11 +104,14 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         length = hidden.shape[1]
+        run = self._forward_segment
+        if self.compile and not mamba_kernels_available(hidden):
+            run = functools.partial(compiled_mixer_segment(), self)
         if hidden.is_cuda or self.segment_size <= 0 or length <= self.segment_size:
-            return self._forward_segment(hidden, None, None)[0]
+            return run(hidden, None, None)[0]
         outputs, ssm_state, conv_tail = [], None, None
         for segment in hidden.split(self.segment_size, dim=1):
-            out, ssm_state, conv_tail = self._forward_segment(segment, ssm_state, conv_tail)
+            out, ssm_state, conv_tail = run(segment, ssm_state, conv_tail)
             outputs.append(out)
         return torch.cat(outputs, dim=1)
 
@@ -139,6 +145,14 @@ class Mamba2Mixer(nn.Module):
         y = y + x * self.D[:, None]
         y = self.norm(y.reshape(batch, length, self.inner_size), gate=z)
         return self.out_proj(y), ssm_state, conv_tail
+
+
+@functools.cache
+def compiled_mixer_segment():
+    """`Mamba2Mixer._forward_segment` under `torch.compile`, built once per process: the mixer is an argument whose
+    parameters are graph inputs, so every mixer of one shape runs the same compiled graph (one compile, not one
+    per layer and direction)."""
+    return torch.compile(Mamba2Mixer._forward_segment, dynamic=False)
 
 
 class BidirectionalMamba(nn.Module):

@@ -122,6 +122,7 @@ class BackboneLayer(GradientCheckpointingLayer):
                 conv_kernel=config.ssm_conv_kernel,
                 chunk_size=config.ssm_chunk_size,
                 segment_size=config.ssm_segment_size,
+                compile=config.compile_mamba,
                 eps=config.layer_norm_eps,
             )
         else:

@@ -286,3 +286,27 @@ def test_gradient_checkpointing_state_is_read_without_a_deprecation_warning(tiny
         assert not tiny_model.is_gradient_checkpointing
         tiny_model.activation_checkpointing_enable()
         assert tiny_model.is_gradient_checkpointing
+
+
+def test_compiled_mamba_gives_the_eager_result_with_one_graph_for_every_mixer():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    eager = PDEFMModel(tiny_config(num_layers=2))
+    compiled = PDEFMModel(tiny_config(num_layers=2, compile_mamba=True))
+    compiled.load_state_dict(eager.state_dict())
+    batch = make_batch("shear_flow", space=(16, 16))
+    losses = []
+    for model in (eager, compiled):
+        out = model(**batch)
+        out.loss.backward()
+        losses.append(out)
+    torch.testing.assert_close(losses[1].prediction, losses[0].prediction, atol=1e-5, rtol=1e-4)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-3, msg=name)
+    mixers = sum(isinstance(m, Mamba2Mixer) for m in compiled.modules())
+    assert mixers == 4 and counters["stats"]["unique_graphs"] == 1  # four mixers, one compiled graph
+    assert not eager.config.compile_mamba and compiled.config.compile_mamba

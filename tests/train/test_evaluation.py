@@ -226,8 +226,12 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
             datasets = {n: {"one_step": {"vrmse": v + 0.01 * seed, "persistence_vrmse": 1.0},
                             "rollout": {"vrmse_windows": {"6:12": 2 * v}, "vrmse_per_step": [v, 2 * v]}}
                         for n, v in zip(names, (va, vb))}
+            reach = 24 if run == "cnextunet" else 8  # FNO's budget ends before 16 samples
+            curve = [{"samples": k, "seconds": k, "valid_vrmse": 2.0 / (1 + k)} for k in range(0, reach + 1, 8)]
             doc = {"datasets": datasets, "train_seconds": 60.0, "train_steps": 10,
-                   "runs": {n: {"steps": 7} for n in names}}
+                   "runs": {n: {"steps": 7, "curve": curve} for n in names},
+                   "curve": {"persistence": {"a": 0.25, "b": 0.5},
+                             "points": [{"step": 3, "seconds": 5, "samples": {"a": 16, "b": 8}, "valid_vrmse": {"a": 0.3, "b": 0.4}}]}}
             (folder / "evaluation.json").write_text(json.dumps(doc))
     path = write_benchmark_doc(str(out), str(tmp_path / "docs" / "benchmark.md"), "python -m pdefm.train.benchmark --x")
     text = open(path).read()
@@ -238,6 +242,9 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
     assert "is 93.8% higher than CNextU-Net's" in text and "lower on 0 of 2 datasets" in text
     assert (tmp_path / "docs" / "benchmark_rollout.png").exists()
     assert (tmp_path / "docs" / "benchmark_runs" / "seed1" / "fno" / "evaluation.json").exists()
+    # At equal samples: each baseline read where it had seen PDE-FM's 16 (a) and 8 (b) samples: 2/17 and 2/9; FNO's
+    # curve stopped at 8 samples, so it has no value for a.
+    assert "| a | 16 | 0.3000 | 0.1176 | - | 0.2500 |" in text and "| b | 8 | 0.4000 | 0.2222 | 0.2222 | 0.5000 |" in text
 
 
 def test_benchmark_command_runs_every_part_and_resumes(tmp_path):

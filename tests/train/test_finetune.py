@@ -259,6 +259,7 @@ def test_new_dataset_adapters_start_from_the_base_fields_unless_asked_otherwise(
     assert "adapters start from the base's fields" not in capsys.readouterr().out
     curve = json.load(open(tmp_path / "random" / "validation_curve.json"))
     assert [p["step"] for p in curve["points"]] == [0, 2, 4] and set(curve["persistence"]) == {"waves"}
+    assert [p["samples"] for p in curve["points"]] == [{"waves": 0}, {"waves": 4}, {"waves": 8}]  # batch 2
     # A fresh adapter predicts no change: its first validation point is persistence's.
     assert curve["points"][0]["valid_vrmse"]["waves"] == pytest.approx(curve["persistence"]["waves"], rel=1e-5)
 

@@ -198,6 +198,38 @@ def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int) 
     return files
 
 
+def value_at_samples(points: list[tuple[int, float]], samples: int) -> float | None:
+    """The learning curve's value at the last point that had seen at most `samples` training samples, or None when
+    the curve never got that far (it stopped earlier in its budget)."""
+    if not points or points[-1][0] < samples:
+        return None
+    return [value for seen, value in points if seen <= samples][-1]
+
+
+def equal_samples_table(runs: dict, names: list[str], seed: int) -> str | None:
+    """Validation one-step VRMSE per dataset with every model read at the number of that dataset's training samples
+    PDE-FM had drawn by the end of its budget (from the learning curves; "-" where a baseline's budget ended before it
+    saw that many)."""
+    curve = (runs.get("pdefm", {}).get(seed) or {}).get("curve") or {}
+    last = (curve.get("points") or [{}])[-1]
+    if "samples" not in last:
+        return None
+    present = [(key, label) for key, label in MAIN_RUNS[1:] if seed in runs.get(key, {})]
+    head = ["dataset", "samples", "PDE-FM", *[label for _, label in present], "persistence"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        samples = last["samples"][name]
+        cells = [name, str(samples), f"{last['valid_vrmse'][name]:.4f}"]
+        persistence = (curve.get("persistence") or {}).get(name)
+        for key, _ in present:
+            run = runs[key][seed].get("runs", {}).get(name, {})
+            value = value_at_samples([(p["samples"], p["valid_vrmse"]) for p in run.get("curve", [])], samples)
+            cells.append("-" if value is None else f"{value:.4f}")
+        cells.append(f"{persistence:.4f}" if persistence is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def verdicts(means: dict[str, dict[str, float]], names: list[str], what: str) -> list[str]:
     out = []
     if "pdefm" not in means:
@@ -351,6 +383,13 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   "Validation one-step VRMSE against training seconds (each baseline's clock is its run on that "
                   "dataset; PDE-FM's covers all datasets at once), persistence dashed.", ""]
         parts += [f"![learning curves {f}]({f})" for f in plot_learning_curves(doc_dir, runs, names, seed)] + [""]
+        table = equal_samples_table(runs, names, seed)
+        if table:
+            parts += ["## At equal samples", "",
+                      "Validation one-step VRMSE of every model after the same number of training samples of each "
+                      "dataset: as many as PDE-FM drew from it within its budget (second column), read from the "
+                      f"learning curves (seed {seed}; a baseline's value is its last curve point at or below that "
+                      "count, \"-\" where its budget ended first).", "", table, ""]
         parts += ["## Fine scales over a rollout", "",
                   "Energy of the forecast over the truth's per wavenumber band (The Well's low/mid/high bins), mean over "
                   f"datasets and test trajectories, seed {seed}: 1 keeps the scale, below 1 the forecast smooths it "
