@@ -244,6 +244,7 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
     assert (tmp_path / "docs" / "benchmark_runs" / "seed1" / "fno" / "evaluation.json").exists()
     # At equal samples: each baseline read where it had seen PDE-FM's 16 (a) and 8 (b) samples: 2/17 and 2/9; FNO's
     # curve stopped at 8 samples, so it has no value for a.
+    assert "each baseline 0.5 minutes per dataset, 1 in all (the same total compute)" in text
     assert "| a | 16 | 0.3000 | 0.1176 | - | 0.2500 |" in text and "| b | 8 | 0.4000 | 0.2222 | 0.2222 | 0.5000 |" in text
 
 

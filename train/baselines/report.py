@@ -292,6 +292,17 @@ def data_grids(data: str | None, names: list[str]) -> str | None:
     return ", ".join(grids)
 
 
+def compute_sentence(settings: dict, n_datasets: int) -> str:
+    """PDE-FM's budget against the baselines' total, from the settings."""
+    per_dataset = settings.get("baseline_minutes") or settings["budget_minutes"] / n_datasets
+    total = per_dataset * n_datasets
+    relation = ("the same total compute" if abs(total - settings["budget_minutes"]) < 1e-9 else
+                f"{total / settings['budget_minutes']:.2f}x PDE-FM's compute")
+    return (f"One model for every dataset against one model per dataset: PDE-FM trains {settings['budget_minutes']:g} "
+            f"minutes on all {n_datasets} datasets, each baseline {per_dataset:g} minutes per dataset, {total:g} in all "
+            f"({relation}).")
+
+
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     with open(os.path.join(out, "benchmark_settings.json")) as f:
         settings = json.load(f)
@@ -369,11 +380,10 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         parts += ["## Targets", "", *targets(one_step_means, rollout_means, floor, names), ""]
         parts += [
                   "## What each model did within the budget", "", budget_table(runs), "",
-                  "One model for every dataset against one model per dataset at equal total compute: each baseline "
-                  "gets a sixth of the budget per dataset, so at a small budget the baselines are far from "
-                  "converged (the step counts above), and the comparison says how far each approach gets for the "
-                  "same compute, not how good each architecture can be. A larger `--budget-minutes` moves it towards "
-                  "the latter. Persistence (the last input frame) is the floor any useful model must beat.", ""]
+                  compute_sentence(settings, len(names)) + " The comparison says how far each approach gets for "
+                  "this compute, not how good each architecture can be once converged (the learning curves below "
+                  "show whether a model was still improving). Persistence (the last input frame) is the floor any "
+                  "useful model must beat.", ""]
         figure = os.path.join(os.path.dirname(doc_path) or ".", "benchmark_rollout.png")
         seed = main_seeds[0]
         curves = {n: {label: runs[key][seed]["datasets"][n]["rollout"]["vrmse_per_step"]
