@@ -2,6 +2,8 @@ import json
 import os
 import re
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -115,11 +117,14 @@ def test_the_readme_regime_table_is_what_the_generators_say():
     assert table.group(1) == regime_table(), "README's regime table is stale: python -m pdefm.data.regimes"
 
 
-def test_the_readme_transfer_summary_is_quoted_from_the_generated_document():
+@pytest.mark.parametrize("marker,document_name", [("transfer-summary", "transfer.md"),
+                                                  ("benchmark-summary", "benchmark.md")])
+def test_the_readme_summaries_are_quoted_from_the_generated_documents(marker, document_name):
     text = open(os.path.join(ROOT, "README.md")).read()
-    summary = re.search(r"<!-- transfer-summary:start -->\n(.*?)<!-- transfer-summary:end -->", text, re.S)
-    assert summary, "README.md lost its transfer-summary markers"
-    document = open(os.path.join(ROOT, "docs", "transfer.md")).read()
-    for line in summary.group(1).splitlines():
-        if line.startswith("- "):
-            assert line in document, f"README quotes a verdict that docs/transfer.md does not have: {line}"
+    summary = re.search(rf"<!-- {marker}:start -->\n(.*?)<!-- {marker}:end -->", text, re.S)
+    assert summary, f"README.md lost its {marker} markers"
+    document = open(os.path.join(ROOT, "docs", document_name)).read()
+    quoted = [line for line in summary.group(1).splitlines() if line.startswith("- ")]
+    assert quoted, f"the {marker} block quotes nothing"
+    for line in quoted:
+        assert line in document, f"README quotes a verdict that docs/{document_name} does not have: {line}"
