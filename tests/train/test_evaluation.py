@@ -124,6 +124,16 @@ def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_pat
     assert "unknown_system" in capsys.readouterr().err
 
 
+def saved_baseline_predicts_as_trained(model, data_dir, folder):
+    """The baseline saved under `folder` loads and forecasts like `model`; returns two flow2d test windows, physical and
+    z-scored."""
+    path = os.path.join(data_dir, "flow2d")
+    batch = load_well_dataset(path, split="test", n_steps_input=4, n_steps_output=1)[[0, 1]]
+    assert torch.allclose(load_forecaster(str(folder)).predict_next(batch), model.predict_next(batch), atol=1e-6)
+    normalized = load_well_dataset(path, split="test", n_steps_input=4, n_steps_output=1, use_normalization=True)[[0, 1]]
+    return batch, normalized
+
+
 @pytest.mark.parametrize("kind,sizes", [("cnextunet", {"init_features": 4, "stages": 2}),
                                         ("unet_classic", {"init_features": 4}),
                                         ("fno", {"modes": 4, "hidden_channels": 8})])
@@ -133,13 +143,8 @@ def test_baselines_train_save_load_and_predict_in_physical_units(kind, sizes, da
     model, info = train_baseline(kind, data_dir, "flow2d", budget_seconds=60, max_steps=3, sizes=sizes,
                                  out_dir=str(tmp_path / "flow2d"))
     assert info["steps"] == 3 and np.isfinite(info["final_loss"])
-    loaded = load_forecaster(str(tmp_path))
-    dataset = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1)
-    batch = dataset[[0, 1]]
-    assert torch.allclose(loaded.predict_next(batch), model.predict_next(batch), atol=1e-6)
+    batch, normalized = saved_baseline_predicts_as_trained(model, data_dir, tmp_path)
     # Trained on z-scored fields, it takes and returns physical ones: scale and shift come from stats.yaml.
-    normalized = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1,
-                                   use_normalization=True)[[0, 1]]
     assert torch.allclose((batch["input_fields"] - model.field_shift) / model.field_scale, normalized["input_fields"], atol=1e-5)
     with torch.no_grad():
         expected = model(normalized["input_fields"], normalized.get("constant_fields")) * model.field_scale + model.field_shift
@@ -156,13 +161,8 @@ def test_a_delta_baseline_learns_the_change_and_adds_it_to_the_last_frame(data_d
                                                 n_steps_output=1, use_normalization=True)).normalizer
     assert torch.allclose(model.delta_scale, torch.as_tensor(normalizer.delta_scale))
     assert not torch.allclose(model.delta_scale, model.field_scale)  # the change's spread, not the field's
-    loaded = load_forecaster(str(tmp_path))
-    test = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1)
-    batch = test[[0, 1]]
-    assert torch.allclose(loaded.predict_next(batch), model.predict_next(batch), atol=1e-6)
+    batch, normalized = saved_baseline_predicts_as_trained(model, data_dir, tmp_path)
     # A network that returns exactly its training target forecasts the true next frame in physical units.
-    normalized = load_well_dataset(os.path.join(data_dir, "flow2d"), split="test", n_steps_input=4, n_steps_output=1,
-                                   use_normalization=True)[[0, 1]]
     target = model.training_target(normalized["input_fields"], normalized["output_fields"][:, :1])
     model.forward = lambda *args: target
     torch.testing.assert_close(model.predict_next(batch), batch["output_fields"][:, :1].float(), atol=1e-4, rtol=1e-4)
