@@ -141,7 +141,10 @@ class BaselineForecaster(nn.Module):
         model = cls(**{k: settings[k] for k in ("kind", "dataset", "n_steps_input", "n_fields", "n_constant_fields",
                                                 "n_spatial_dims")}, resolution=tuple(settings["resolution"]),
                     sizes=settings["sizes"], target=settings.get("target", "next"))
-        model.load_state_dict(load_file(os.path.join(folder, BASELINE_WEIGHTS)))
+        weights = load_file(os.path.join(folder, BASELINE_WEIGHTS))
+        for key in ("delta_shift", "delta_scale"):  # saved before baselines could predict the change: never used
+            weights.setdefault(key, getattr(model, key))
+        model.load_state_dict(weights)
         return model.to(device).eval()
 
 
