@@ -8,7 +8,7 @@
 - `python -m pdefm.data.the_well check|info|stats PATH`: the command line.
 """
 
-from .hf_datasets import collate_window_samples, load_well_dataset, open_well_split, split_reader
+from .hf_datasets import collate_window_samples, load_well_dataset, open_well_split, split_reader, split_resolution
 from .normalization import StatsError, WellNormalizer
 from .registry import WELL_DATASETS, WellDatasetInfo, well_dataset_info
 from .well_format import BC_CODES, WellFileMetadata, WellFormatError, read_file_metadata
@@ -18,5 +18,5 @@ from .window import WINDOW_KEYS, WellWindow
 __all__ = [
     "BC_CODES", "NonFiniteWindowError", "WINDOW_KEYS", "WellWindow", "StatsError", "WELL_DATASETS", "WellDatasetInfo", "WellFileMetadata",
     "WellFormatError", "WellNormalizer", "WellSplitReader", "collate_window_samples", "load_well_dataset",
-    "open_well_split", "read_file_metadata", "split_reader", "well_dataset_info",
+    "open_well_split", "read_file_metadata", "split_reader", "split_resolution", "well_dataset_info",
 ]

@@ -95,6 +95,15 @@ def open_well_split(path_or_name: str, split: str | None = "train", n_steps_inpu
     return reader
 
 
+def split_resolution(path_or_name: str, split: str = "train") -> tuple[int, ...]:
+    """The spatial grid of a split's fields, e.g. `(32, 32)`, from its files' metadata (no field is read)."""
+    reader = open_well_split(path_or_name, split, n_steps_input=1, n_steps_output=1)
+    try:
+        return tuple(reader.meta.resolution)
+    finally:
+        reader.close()
+
+
 def collate_window_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples of one dataset into a batch (tensors stacked, names kept as lists)."""
     batch: dict[str, Any] = {}

@@ -42,33 +42,31 @@ class WellNormalizer:
         self.shift: dict[str, np.ndarray] = {}
         self.scale: dict[str, np.ndarray] = {}
         for kind, infos in (("fields", variable), ("constant_fields", constant)):
-            shifts, scales = [], []
-            for info in infos:
-                for key in keys:
-                    if info.name not in stats[key]:
-                        raise StatsError(f"{source}: '{key}' has no entry for field '{info.name}'")
-                if normalization == "zscore":
-                    shifts.append(self._per_channel(stats, "mean", info))
-                    scales.append(np.maximum(self._per_channel(stats, "std", info), min_std))
-                else:
-                    shifts.append(np.zeros(len(info.channels)))
-                    scales.append(np.maximum(self._per_channel(stats, "rms", info), min_std))
-            # float32 arithmetic, as The Well's loader normalises in float32.
-            self.shift[kind] = np.concatenate(shifts).astype(np.float32) if shifts else np.zeros(0, np.float32)
-            self.scale[kind] = np.concatenate(scales).astype(np.float32) if scales else np.ones(0, np.float32)
+            self.shift[kind], self.scale[kind] = self._shift_and_scale(stats, infos, "")
         # The same for the change of the variable fields over one step (`*_delta` keys), the target of The Well's
         # `DeltaWellDataset`; None when stats.yaml has no such keys.
         self.delta_shift = self.delta_scale = None
-        delta_keys = ("mean_delta", "std_delta") if normalization == "zscore" else ("rms_delta",)
-        if all(key in stats and all(info.name in stats[key] for info in variable) for key in delta_keys):
-            if normalization == "zscore":
-                shifts = [self._per_channel(stats, "mean_delta", info) for info in variable]
-                scales = [np.maximum(self._per_channel(stats, "std_delta", info), min_std) for info in variable]
+        if all(key + "_delta" in stats and all(info.name in stats[key + "_delta"] for info in variable) for key in keys):
+            self.delta_shift, self.delta_scale = self._shift_and_scale(stats, variable, "_delta")
+
+    def _shift_and_scale(self, stats: dict, infos: list[FieldInfo], suffix: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel shift and scale of `infos` from the keys `mean`/`std` (z-score) or `rms` with `suffix`; the
+        scale floored at `min_std`, float32 arithmetic as The Well's loader normalises in float32."""
+        keys = ("mean", "std") if self.normalization == "zscore" else ("rms",)
+        shifts, scales = [], []
+        for info in infos:
+            for key in keys:
+                if info.name not in stats[key + suffix]:
+                    raise StatsError(f"{self.source}: '{key + suffix}' has no entry for field '{info.name}'")
+            if self.normalization == "zscore":
+                shifts.append(self._per_channel(stats, "mean" + suffix, info))
+                scales.append(np.maximum(self._per_channel(stats, "std" + suffix, info), self.min_std))
             else:
-                shifts = [np.zeros(len(info.channels)) for info in variable]
-                scales = [np.maximum(self._per_channel(stats, "rms_delta", info), min_std) for info in variable]
-            self.delta_shift = np.concatenate(shifts).astype(np.float32) if shifts else np.zeros(0, np.float32)
-            self.delta_scale = np.concatenate(scales).astype(np.float32) if scales else np.ones(0, np.float32)
+                shifts.append(np.zeros(len(info.channels)))
+                scales.append(np.maximum(self._per_channel(stats, "rms" + suffix, info), self.min_std))
+        if not shifts:
+            return np.zeros(0, np.float32), np.ones(0, np.float32)
+        return np.concatenate(shifts).astype(np.float32), np.concatenate(scales).astype(np.float32)
 
     def _per_channel(self, stats: dict, key: str, info: FieldInfo) -> np.ndarray:
         try:

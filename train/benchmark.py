@@ -31,6 +31,7 @@ from pdefm.data.threads import configure_threads
 
 from .adapters.loading import architecture_settings
 from .baselines.forecaster import BASELINE_TARGETS, load_forecaster
+from .baselines.report import baseline_minutes_per_dataset, write_benchmark_doc
 from .baselines.training import train_baseline
 from .evaluate import add_evaluation_arguments, evaluate_model
 from .evaluation.report import write_evaluation
@@ -103,7 +104,7 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
     if sizing == "default":
         return None
     from modeling_pdefm import PDEFMConfig, PDEFMModel
-    from pdefm.data import open_well_split
+    from pdefm.data import split_resolution
 
     from .baselines.forecaster import matched_sizes
     from .training.batches import model_specs
@@ -111,11 +112,8 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
     spec = model_specs(args.data, [name])[name]
     config = load_config(["--config", SUITES[args.suite]["config"]]).config
     target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec})).num_parameters()
-    reader = open_well_split(os.path.join(args.data, name), "train", n_steps_input=1, n_steps_output=1)
-    resolution = tuple(reader.meta.resolution)
-    reader.close()
     return matched_sizes(kind, target, 4 * spec["n_fields"] + spec["n_constant_fields"], spec["n_fields"],
-                         spec["n_spatial_dims"], resolution)
+                         spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
 
 
 def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing: str, log) -> None:
@@ -124,7 +122,7 @@ def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing
     if done(out):
         return
     started, runs = time.perf_counter(), {}
-    minutes = args.baseline_minutes or args.budget_minutes / len(names)
+    minutes = baseline_minutes_per_dataset(args.baseline_minutes, args.budget_minutes, len(names))
     for name in names:
         _, runs[name] = train_baseline(kind, args.data, name, minutes * 60, seed=seed,
                                        sizes=baseline_sizes(args, kind, name, sizing), out_dir=os.path.join(out, name),
@@ -153,16 +151,14 @@ def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
 def run_backbones(args, seed: int, root: str, log) -> None:
     """The paper's backbone experiment: Mamba against attention on one dataset, same budget; accuracy, training
     seconds per step and the peak memory of a training step side by side."""
-    from pdefm.data import open_well_split
+    from pdefm.data import split_resolution
 
     from .evaluation.memory import training_step_memory
     from .training.batches import model_specs
 
     name = args.backbone_dataset
     spec = model_specs(args.data, [name])[name]
-    reader = open_well_split(os.path.join(args.data, name), "train", n_steps_input=1, n_steps_output=1)
-    shape = tuple(reader.meta.resolution)
-    reader.close()
+    shape = split_resolution(os.path.join(args.data, name))
     for backbone in ("mamba", "attention"):
         out = os.path.join(root, f"backbone_{backbone}")
         if done(out):
@@ -236,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
             run_ablations(args, seed, names, root, log)
         if "backbones" in args.parts and index < args.part_seeds:
             run_backbones(args, seed, root, log)
-    from .baselines.report import write_benchmark_doc
-
     path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
     log(f"wrote {path}")
     return 0

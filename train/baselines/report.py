@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from pdefm.data import open_well_split
+from pdefm.data import split_resolution
 
 from ..evaluation.report import mean_sd_cell, plot_rollout_curves
 
@@ -284,17 +284,18 @@ def data_grids(data: str | None, names: list[str]) -> str | None:
     """"name 32x32, ..." from the test splits' metadata; None when the data is not at hand."""
     if not data or not all(os.path.isdir(os.path.join(data, n)) for n in names):
         return None
-    grids = []
-    for name in names:
-        reader = open_well_split(os.path.join(data, name), "test", n_steps_input=1, n_steps_output=1)
-        grids.append(f"{name} {'x'.join(str(n) for n in reader.meta.resolution)}")
-        reader.close()
-    return ", ".join(grids)
+    grids = {name: split_resolution(os.path.join(data, name), "test") for name in names}
+    return ", ".join(f"{name} {'x'.join(map(str, grid))}" for name, grid in grids.items())
+
+
+def baseline_minutes_per_dataset(baseline_minutes: float | None, budget_minutes: float, n_datasets: int) -> float:
+    """Each baseline's training minutes on each dataset: as asked, or PDE-FM's budget split evenly (equal compute)."""
+    return baseline_minutes or budget_minutes / n_datasets
 
 
 def compute_sentence(settings: dict, n_datasets: int) -> str:
     """PDE-FM's budget against the baselines' total, from the settings."""
-    per_dataset = settings.get("baseline_minutes") or settings["budget_minutes"] / n_datasets
+    per_dataset = baseline_minutes_per_dataset(settings.get("baseline_minutes"), settings["budget_minutes"], n_datasets)
     total = per_dataset * n_datasets
     relation = ("the same total compute" if abs(total - settings["budget_minutes"]) < 1e-9 else
                 f"{total / settings['budget_minutes']:.2f}x PDE-FM's compute")

@@ -104,7 +104,8 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
         batch = batches.next_batch()
         constants = batch.get("constant_fields") if spec["n_constant_fields"] else None
         prediction = model(batch["input_fields"], constants)
-        loss = torch.nn.functional.mse_loss(prediction, model.training_target(batch["input_fields"], batch["output_fields"][:, :1]))
+        wanted = model.training_target(batch["input_fields"], batch["output_fields"][:, :1])
+        loss = torch.nn.functional.mse_loss(prediction, wanted)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
