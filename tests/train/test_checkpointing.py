@@ -14,7 +14,7 @@ from accelerate.state import AcceleratorState
 import pdefm.train.pretrain as pretrain
 from pdefm.train.training import checkpointing, fit
 from pdefm.train.training.checkpointing import CheckpointError, latest_checkpoint
-from pdefm.train.training.config import load_config
+from pdefm.train.training.config import load_config, resume_conflicts
 from pdefm.train.training.run_lock import LOCK_FILE, RunLockError, acquire, release
 
 from test_pretrain import make_config
@@ -106,13 +106,21 @@ def test_extending_max_steps_on_a_finished_run_continues_on_the_new_schedule(dat
 
 
 @pytest.mark.parametrize("change", [{"batch_size": 1}, {"seed": 1}, {"learning_rate": 1e-3}, {"model_preset": "small"},
-                                    {"datasets": ["flow2d"]}])
+                                    {"datasets": ["flow2d"]}, {"gradient_balance": True}])
 def test_resume_refuses_settings_that_change_the_run(data_dir, tmp_path, change):
     out = tmp_path / "run"
     run(data_dir, out, max_steps=3)
     key = next(iter(change))
     with pytest.raises(fit.ResumeConfigError, match=rf"{key}: .* in the checkpoint, .* now.*--allow_config_change"):
         run(data_dir, out, resume=True, max_steps=6, **change)
+
+
+def test_a_checkpoint_from_before_a_key_existed_reads_as_trained_without_it():
+    # Checkpoints written before `gradient_balance` existed were trained without it: resuming one with balance on
+    # is a change of the run, resuming it with balance off is not.
+    saved = {"seed": 0}
+    assert resume_conflicts(saved, {"seed": 0, "gradient_balance": True}) == {"gradient_balance": (False, True)}
+    assert resume_conflicts(saved, {"seed": 0, "gradient_balance": False}) == {}
 
 
 def test_allow_config_change_continues_with_the_new_settings(data_dir, tmp_path, capsys):

@@ -157,15 +157,22 @@ def final_weights(folder):
     return {k: v.clone() for k, v in PDEFMModel.from_pretrained(folder).state_dict().items()}
 
 
-def test_interrupted_then_resumed_run_ends_with_the_same_weights(data_dir, tmp_path):
-    pretrain.train(make_config(data_dir, tmp_path / "straight"))
+@pytest.mark.parametrize("balance", [False, True], ids=["plain", "gradient_balance"])
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(data_dir, tmp_path, balance):
+    pretrain.train(make_config(data_dir, tmp_path / "straight", gradient_balance=balance))
     expected = final_weights(tmp_path / "straight")
     AcceleratorState._reset_state(True)
     with pytest.raises(KeyboardInterrupt):
-        pretrain.train(make_config(data_dir, tmp_path / "broken"), stop_after=4)
-    assert latest_checkpoint(str(tmp_path / "broken")).endswith("step_00000003")
+        pretrain.train(make_config(data_dir, tmp_path / "broken", gradient_balance=balance), stop_after=4)
+    checkpoint = latest_checkpoint(str(tmp_path / "broken"))
+    assert checkpoint.endswith("step_00000003")
+    balancer = json.load(open(os.path.join(checkpoint, "trainer_state.json")))["balancer"]
+    if balance:  # the running norms travel with the checkpoint (a resume that lost them would scale differently)
+        assert balancer["norms"] and all(v > 0 for v in balancer["norms"].values())
+    else:
+        assert balancer is None
     AcceleratorState._reset_state(True)
-    pretrain.train(make_config(data_dir, tmp_path / "broken"), resume=True)
+    pretrain.train(make_config(data_dir, tmp_path / "broken", gradient_balance=balance), resume=True)
     got = final_weights(tmp_path / "broken")
     for key, value in expected.items():
         assert torch.equal(got[key], value), key

@@ -53,6 +53,7 @@ class PretrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     mixed_precision: str = "auto"  # auto (bf16 where the hardware has it), bf16 or no
     spectral_loss_weight: float = 0.1  # weight of the wavenumber-weighted spectral loss next to VRMSE
+    gradient_balance: bool = False  # divide each step's trunk gradient by its dataset's running norm of it
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
     temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
     difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
@@ -139,9 +140,14 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
+# Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
+SETTINGS_BEFORE_THE_KEY = {"gradient_balance": False}
+
+
 def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Settings of the run in a checkpoint (`saved`) that differ from this run's, other than those a resume may
     change: {key: (checkpoint's value, this run's value)}."""
+    saved = {**SETTINGS_BEFORE_THE_KEY, **saved}
     keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 

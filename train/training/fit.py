@@ -28,6 +28,7 @@ from ..evaluation.forecasters import model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.windows import evaluation_batches
+from .balance import GradientBalancer, gradient_norm, scale_gradients, shared_parameters
 from .batches import MultiDatasetBatches, load_shard
 from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
 from .config import CHANGEABLE_ON_RESUME, PretrainConfig, resume_conflicts
@@ -105,6 +106,8 @@ class RunState:
     nonfinite_in_a_row: int = 0
     reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
     curve: list = field(default_factory=list)  # validation VRMSE against step and training seconds
+    balancer: GradientBalancer | None = None  # per-dataset gradient scale (config key gradient_balance)
+    shared: list = field(default_factory=list)  # trainable parameters every dataset trains (all but the adapters)
 
 
 @dataclass
@@ -193,7 +196,8 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
                    "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes,
                    "trainable_parameters": sum(p.numel() for p in trainable)}, f)
     return RunState(model, optimizer, scheduler, lr_schedule, schedule, sampler, batches, valid_sets, trainable,
-                    settings, budget)
+                    settings, budget, balancer=GradientBalancer() if config.gradient_balance else None,
+                    shared=shared_parameters(model))
 
 
 def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, allow_config_change: bool) -> None:
@@ -208,6 +212,8 @@ def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     run.step, run.nonfinite_total = checkpoint.step, state.get("nonfinite_total", 0)
     run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
+    if run.balancer is not None:
+        run.balancer.load_state_dict(state.get("balancer", {}))
     run.curve = list(state.get("curve", []))
     run.batches.load_state_dict(checkpoint.rank_state["batches"])
     # The schedule follows this run's horizon and learning rate (the same numbers when they did not change).
@@ -259,8 +265,10 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
     non-finite loss (on any process) skips the step; too many in a row stop the run."""
     run.optimizer.zero_grad(set_to_none=True)
     result = StepResult(name="")
+    drawn = []
     for micro in range(config.gradient_accumulation_steps):
         result.name = run.sampler.draw()
+        drawn.append(result.name)
         batch = run.batches.next_batch(result.name)
         target = batch["output_fields"].to(accelerator.device)
         sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(run.model)
@@ -289,6 +297,11 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
             )
         return result
     run.nonfinite_in_a_row = 0
+    if run.balancer is not None:
+        # The norm of the gradients as every process holds them after the backward pass (DDP averaged them).
+        # Micro-batches from several datasets share one running norm under their joint name.
+        key = "+".join(sorted(set(drawn)))
+        scale_gradients(run.shared, run.balancer.scale(key, float(gradient_norm(run.shared))))
     result.grad_norm = float(accelerator.clip_grad_norm_(run.trainable, config.grad_clip))
     run.optimizer.step()
     return result
@@ -349,7 +362,8 @@ def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: R
     save_checkpoint(accelerator, config.output_dir, run.step, model=run.model, optimizer=run.optimizer,
                     trainer_state={"nonfinite_total": run.nonfinite_total, "schedule": run.schedule.state_dict(),
                                    "sampler": run.sampler.state_dict(), "settings": run.settings,
-                                   "curve": run.curve},
+                                   "curve": run.curve,
+                                   "balancer": run.balancer.state_dict() if run.balancer is not None else None},
                     rank_state={"batches": run.batches.state_dict()}, keep=config.keep_checkpoints)
 
 
