@@ -298,3 +298,28 @@ def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path)
     assert "FNO (PDE-FM's size)" in text and "## One-step VRMSE" in text and "`DeltaWellDataset` target" in text
     assert "waves 16x16" in text  # the grids of the data it ran on
     assert json.load(open(out / "seed0" / "fno_matched" / "evaluation.json"))["target"] == "delta"
+
+
+def test_ablation_and_backbone_sentences_come_from_the_runs():
+    from pdefm.train.baselines.report import ablation_verdicts, backbone_verdict
+
+    def doc(one, roll, **extra):
+        return {"datasets": {"a": {"one_step": {"vrmse": one, "persistence_vrmse": 1.0},
+                                   "rollout": {"vrmse_windows": {"6:12": roll}}}}, **extra}
+
+    runs = {"pdefm": {0: doc(0.10, 0.50), 1: doc(0.12, 0.50)},
+            "ablation_no_film": {0: doc(0.20, 0.40), 1: doc(0.22, 0.40)},
+            "ablation_no_x": {0: doc(0.105, 0.5)}}
+    film, x = ablation_verdicts(runs, ["a"])
+    # 0.21 against 0.11: 90.9% higher; rollout 0.40 against 0.50: 20.0% lower; the gap (0.1) exceeds sd 0.0141.
+    assert film.startswith("- no film: mean one-step VRMSE 0.2100, 90.9% higher than the full model's 0.1100")
+    assert "(20.0% lower); seeds 0, 1: the difference is larger than the seed spread (largest sample sd 0.0141)." in film
+    assert x.endswith("seed 0: one seed, so no spread to weigh the difference against.") and "5.0% higher" in x
+
+    memory = {"peak_rss_mb": 600, "step_mb": 100}
+    runs = {"backbone_mamba": {0: doc(0.08, 0.4, seconds_per_step=0.1, memory=memory)},
+            "backbone_attention": {0: doc(0.06, 0.5, seconds_per_step=0.05, memory={**memory, "step_mb": 120})}}
+    assert backbone_verdict(runs) == ("- On `a` attention's one-step VRMSE (0.0600) is 25.0% lower than Mamba's "
+                                      "(0.0800), at 0.50x Mamba's seconds per training step and 1.20x its step memory "
+                                      "(seed 0).")
+    assert backbone_verdict({"backbone_mamba": runs["backbone_mamba"]}) is None

@@ -280,6 +280,62 @@ def ablation_table(runs: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _change(value: float, reference: float) -> str:
+    """"4.9% lower" / "12.0% higher" of `value` against `reference`."""
+    change = 100 * (value / reference - 1)
+    return f"{abs(change):.1f}% {'lower' if change < 0 else 'higher'}"
+
+
+def ablation_verdicts(runs: dict, names: list[str]) -> list[str]:
+    """One sentence per ablation: its mean one-step and rollout VRMSE against the full model's on the same seeds, and
+    whether the difference exceeds the seed spread (with one seed there is no spread to compare it with)."""
+    out = []
+    full = runs.get("pdefm", {})
+    for key in sorted(k for k in runs if k.startswith("ablation_")):
+        seeds = sorted(s for s in runs[key] if s in full)
+        if not seeds:
+            continue
+
+        def means(metric, run):
+            return [float(np.mean([metric(run[s], n) for n in names])) for s in seeds]
+
+        variant, reference = means(one_step, runs[key]), means(one_step, full)
+        roll, roll_reference = means(rollout_window, runs[key]), means(rollout_window, full)
+        sentence = (f"- {key.replace('ablation_', '').replace('_', ' ')}: mean one-step VRMSE {np.mean(variant):.4f}, "
+                    f"{_change(np.mean(variant), np.mean(reference))} than the full model's {np.mean(reference):.4f}; "
+                    f"rollout {HEADLINE_WINDOW} {np.mean(roll):.4f} against {np.mean(roll_reference):.4f} "
+                    f"({_change(np.mean(roll), np.mean(roll_reference))}); seed{'s' if len(seeds) > 1 else ''} "
+                    f"{', '.join(map(str, seeds))}")
+        if len(seeds) == 1:
+            sentence += ": one seed, so no spread to weigh the difference against."
+        else:
+            spread = max(float(np.std(variant, ddof=1)), float(np.std(reference, ddof=1)))
+            bigger = abs(np.mean(variant) - np.mean(reference)) > spread
+            sentence += (f": the difference is {'larger' if bigger else 'smaller'} than the seed spread "
+                         f"(largest sample sd {spread:.4f}).")
+        out.append(sentence)
+    return out
+
+
+def backbone_verdict(runs: dict) -> str | None:
+    """Attention against Mamba on the backbone dataset: accuracy, seconds per step and step memory, as ratios."""
+    mamba, attention = runs.get("backbone_mamba", {}), runs.get("backbone_attention", {})
+    seeds = sorted(set(mamba) & set(attention))
+    if not seeds:
+        return None
+    name = next(iter(mamba[seeds[0]]["datasets"]))
+
+    def mean(run, value):
+        return float(np.mean([value(run[s]) for s in seeds]))
+
+    error_m, error_a = mean(mamba, lambda d: one_step(d, name)), mean(attention, lambda d: one_step(d, name))
+    speed = mean(attention, lambda d: d["seconds_per_step"]) / mean(mamba, lambda d: d["seconds_per_step"])
+    memory = mean(attention, lambda d: d["memory"]["step_mb"]) / mean(mamba, lambda d: d["memory"]["step_mb"])
+    return (f"- On `{name}` attention's one-step VRMSE ({error_a:.4f}) is {_change(error_a, error_m)} than Mamba's "
+            f"({error_m:.4f}), at {speed:.2f}x Mamba's seconds per training step and {memory:.2f}x its step memory "
+            f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}).")
+
+
 def data_grids(data: str | None, names: list[str]) -> str | None:
     """"name 32x32, ..." from the test splits' metadata; None when the data is not at hand."""
     if not data or not all(os.path.isdir(os.path.join(data, n)) for n in names):
@@ -408,7 +464,8 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     if any(k.startswith("ablation_") for k in runs):
         parts += ["## Ablations (same budget)", "", "Each variant switches one component of PDE-FM off or replaces it "
                   "(config switches of the model); the full model's row is the main run of the same seed. A cheaper "
-                  "variant fits more steps into the budget (last column).", "", ablation_table(runs, names), ""]
+                  "variant fits more steps into the budget (last column).", "", ablation_table(runs, names), "",
+                  *ablation_verdicts(runs, names), ""]
     if any(k.startswith("backbone_") for k in runs):
         doc = next(iter(next(v for k, v in runs.items() if k.startswith("backbone_")).values()))
         name = next(iter(doc["datasets"]))
@@ -417,6 +474,9 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   f"memory: peak resident size of a fresh process training 2 steps of batch 8 on the "
                   f"{'x'.join(map(str, doc['resolution']))} grid, and the part above what it held before the first step.",
                   "", backbone_table(runs), ""]
+        verdict = backbone_verdict(runs)
+        if verdict:
+            parts += [verdict, ""]
     with open(doc_path, "w") as f:
         f.write("\n".join(parts))
     return doc_path
