@@ -166,6 +166,9 @@ def _rounded(values: dict[str, float], digits: int) -> str:
 def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], run_settings: dict) -> RunState:
     """Data streams, curriculum, optimizer and schedule, prepared by Accelerate; the model's config records the
     training keys; `run_info/rank<k>.json` says what this process reads."""
+    if config.gradient_balance and accelerator.distributed_type == DistributedType.FSDP:
+        # Under FSDP each rank holds a shard of every gradient, so a rank's norm is not the dataset's.
+        raise ValueError("config key 'gradient_balance' is not supported with FSDP (sharded gradients); set it to false")
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories)
