@@ -230,6 +230,12 @@ def equal_samples_table(runs: dict, names: list[str], seed: int) -> str | None:
     return "\n".join(lines)
 
 
+def _change(value: float, reference: float) -> str:
+    """"4.9% lower" / "12.0% higher" of `value` against `reference` (equal reads as "0.0% lower")."""
+    change = 100 * (value / reference - 1)
+    return f"{abs(change):.1f}% {'lower' if change <= 0 else 'higher'}"
+
+
 def verdicts(means: dict[str, dict[str, float]], names: list[str], what: str) -> list[str]:
     out = []
     if "pdefm" not in means:
@@ -240,9 +246,7 @@ def verdicts(means: dict[str, dict[str, float]], names: list[str], what: str) ->
             continue
         other = np.mean([means[key][n] for n in names])
         wins = sum(means["pdefm"][n] < means[key][n] for n in names)
-        change = 100 * (1 - pdefm / other)
-        relation = f"{change:.1f}% lower than" if change >= 0 else f"{-change:.1f}% higher than"
-        out.append(f"- {what}: PDE-FM's mean ({pdefm:.4f}) is {relation} {label}'s ({other:.4f}); PDE-FM is lower on "
+        out.append(f"- {what}: PDE-FM's mean ({pdefm:.4f}) is {_change(pdefm, other)} than {label}'s ({other:.4f}); PDE-FM is lower on "
                    f"{wins} of {len(names)} datasets.")
     return out
 
@@ -278,12 +282,6 @@ def ablation_table(runs: dict, names: list[str]) -> str:
                      f"{mean_sd_cell([float(np.mean([rollout_window(d, n) for n in names])) for d in docs])} | "
                      f"{mean_sd_cell([float(d.get('train_steps', float('nan'))) for d in docs], 0)} |")
     return "\n".join(lines)
-
-
-def _change(value: float, reference: float) -> str:
-    """"4.9% lower" / "12.0% higher" of `value` against `reference`."""
-    change = 100 * (value / reference - 1)
-    return f"{abs(change):.1f}% {'lower' if change < 0 else 'higher'}"
 
 
 def ablation_verdicts(runs: dict, names: list[str]) -> list[str]:
