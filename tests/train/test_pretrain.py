@@ -256,3 +256,13 @@ def test_the_shipped_one_process_accelerate_config_launches_without_default_warn
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: pdefm pretrain" in result.stdout
     assert "were not passed to `accelerate launch`" not in result.stdout + result.stderr
+
+
+def test_gradient_balance_is_refused_under_fsdp_by_name(data_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)  # FSDP runs on GPUs only: its accelerator's answer
+    with pytest.raises(ValueError, match=r"config key 'gradient_balance' is not supported with FSDP .*set it to false"):
+        fit.prepare_run(fsdp, make_config(data_dir, tmp_path, gradient_balance=True), None, [], {})

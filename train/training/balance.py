@@ -16,14 +16,20 @@ import torch
 
 
 class GradientBalancer:
-    """Running gradient norm per dataset (`ema` weight on the past); `scale(name, norm)` is the factor for this step's
-    gradients. Its state is checkpointed with the run, so a resumed run scales exactly as an uninterrupted one."""
+    """Running gradient norm per dataset (`ema` weight on the past) over `parameters` (the shared ones, see
+    `shared_parameters`); `scale(name, norm)` is the factor for this step's gradients, `balance(name)` applies it to
+    them. Its state is checkpointed with the run, so a resumed run scales exactly as an uninterrupted one."""
 
-    def __init__(self, ema: float = 0.9):
+    def __init__(self, parameters=(), ema: float = 0.9):
         if not 0 <= ema < 1:
             raise ValueError(f"gradient balance ema must be in [0, 1), got {ema!r}")
+        self.parameters = list(parameters)
         self.ema = ema
         self.norms: dict[str, float] = {}
+
+    def balance(self, name: str) -> None:
+        """Divide the gradients of `parameters` by `name`'s running norm of them, updated with this step's."""
+        scale_gradients(self.parameters, self.scale(name, float(gradient_norm(self.parameters))))
 
     def scale(self, name: str, norm: float) -> float:
         """Update `name`'s running norm with this step's `norm` and return 1 / running norm (1.0 when the norm is
@@ -50,8 +56,7 @@ def shared_parameters(model) -> list:
 
 def gradient_norm(parameters) -> torch.Tensor:
     """Euclidean norm of all gradients of `parameters` (those that have one)."""
-    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    return torch.nn.utils.get_total_norm([p.grad.detach() for p in parameters if p.grad is not None])
 
 
 def scale_gradients(parameters, factor: float) -> None:

@@ -28,7 +28,7 @@ from ..evaluation.forecasters import model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.windows import evaluation_batches
-from .balance import GradientBalancer, gradient_norm, scale_gradients, shared_parameters
+from .balance import GradientBalancer, shared_parameters
 from .batches import MultiDatasetBatches, load_shard
 from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
 from .config import CHANGEABLE_ON_RESUME, PretrainConfig, resume_conflicts
@@ -107,7 +107,6 @@ class RunState:
     reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
     curve: list = field(default_factory=list)  # validation VRMSE against step and training seconds
     balancer: GradientBalancer | None = None  # per-dataset gradient scale (config key gradient_balance)
-    shared: list = field(default_factory=list)  # trainable parameters every dataset trains (all but the adapters)
 
 
 @dataclass
@@ -199,8 +198,8 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
                    "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes,
                    "trainable_parameters": sum(p.numel() for p in trainable)}, f)
     return RunState(model, optimizer, scheduler, lr_schedule, schedule, sampler, batches, valid_sets, trainable,
-                    settings, budget, balancer=GradientBalancer() if config.gradient_balance else None,
-                    shared=shared_parameters(model))
+                    settings, budget,
+                    balancer=GradientBalancer(shared_parameters(model)) if config.gradient_balance else None)
 
 
 def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, allow_config_change: bool) -> None:
@@ -303,8 +302,7 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
     if run.balancer is not None:
         # The norm of the gradients as every process holds them after the backward pass (DDP averaged them).
         # Micro-batches from several datasets share one running norm under their joint name.
-        key = "+".join(sorted(set(drawn)))
-        scale_gradients(run.shared, run.balancer.scale(key, float(gradient_norm(run.shared))))
+        run.balancer.balance("+".join(sorted(set(drawn))))
     result.grad_norm = float(accelerator.clip_grad_norm_(run.trainable, config.grad_clip))
     run.optimizer.step()
     return result
