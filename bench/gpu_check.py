@@ -107,18 +107,22 @@ def train_step_rate(preset: str, grid: int, device: torch.device, use_kernel: bo
 
 def short_pretraining(data: str | None, minutes: float, preset: str, device: torch.device, workdir: str) -> dict:
     """`pdefm.train.pretrain` for `minutes` on `data` (a reduced Mini-Well suite generated on `device` when None)."""
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if data is None:
+    # The installed package, run from the work folder: the checkout's `pdefm/` holds neither `data` nor `train` (they
+    # install from `dataset_scripts/` and `train/`), so a checkout first on the path would hide an installed wheel's.
+    env = dict(os.environ)
+    if data is not None:
+        data = os.path.abspath(data)  # the commands run in the work folder
+    else:
         data = os.path.join(workdir, "mini_well_32")
         subprocess.run([sys.executable, "-m", "pdefm.data.generate", "--suite", "mini_well", "--out", data,
                         "--resolution", "32", "--n-trajectories", "8", "--n-steps", "30", "--device", str(device)],
-                       check=True, env=env, cwd=ROOT)
+                       check=True, env=env, cwd=workdir)
     out = os.path.join(workdir, "pretrain")
     command = [sys.executable, "-m", "pdefm.train.pretrain", "--data_dir", data, "--output_dir", out, "--model_preset", preset,
                "--time_budget_minutes", str(minutes), "--max_steps", "100000", "--log_with", "none",
                "--eval_every", "100000", "--checkpoint_every", "100000", "--report_split", "valid"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if done.returncode != 0:
         return {"failed": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     report = json.load(open(os.path.join(out, "report.json")))
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__} on {name}; mamba-ssm {'installed' if scan.mamba_chunk_scan_combined else 'not installed'}\n")
+    kernels = "installed" if scan.mamba_chunk_scan_combined is not None else "not installed"
+    print(f"torch {torch.__version__} on {name}; mamba-ssm {kernels}\n")
 
     print("| check | setting | result |")
     print("|---|---|---|")
