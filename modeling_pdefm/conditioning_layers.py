@@ -43,6 +43,12 @@ class PhysicsContextEncoder(nn.Module):
         return self.mlp(self.bc_proj(bc) + self.dt_proj(dt_features) + extra)
 
 
+class ModulationProjection(nn.Linear):
+    """FiLM's map from the context to scale and shift. Its own class so that the model's weight init can find it
+    and start it at zero: transformers initialises only modules that hold parameters themselves, so an init
+    written for `FiLM` would never run."""
+
+
 class FiLM(nn.Module):
     """Feature-wise linear modulation: `x * (1 + scale(c)) + shift(c)`; starts as the identity.
 
@@ -51,7 +57,7 @@ class FiLM(nn.Module):
 
     def __init__(self, hidden_size: int, cond_size: int):
         super().__init__()
-        self.proj = nn.Linear(cond_size, 2 * hidden_size)
+        self.proj = ModulationProjection(cond_size, 2 * hidden_size)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         scale, shift = self.proj(context).chunk(2, dim=-1)

@@ -108,6 +108,9 @@ class PDEFMConfig(PretrainedConfig):
         num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
         decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
         use_spectral_tokens, use_film, use_cross_attention: ablation switches.
+        film_every_layer: with `use_film`, the physics context also modulates the input of every backbone layer's
+            mixer and the decoder's lifted field (each FiLM starts as the identity), not only the tokens entering
+            the backbone: every dataset gets its own scaling of the shared layers' features.
         backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
         decoder: `"fno"` (spectral convolutions) or `"conv"` (3x3 convolutions).
         alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
@@ -153,6 +156,7 @@ class PDEFMConfig(PretrainedConfig):
         use_spectral_tokens: bool = True,
         use_film: bool = True,
         use_cross_attention: bool = True,
+        film_every_layer: bool = False,
         backbone: str = "mamba",
         decoder: str = "fno",
         alternate_scan_axes: bool = True,
@@ -193,6 +197,7 @@ class PDEFMConfig(PretrainedConfig):
         self.use_spectral_tokens = use_spectral_tokens
         self.use_film = use_film
         self.use_cross_attention = use_cross_attention
+        self.film_every_layer = film_every_layer
         self.backbone = backbone
         self.decoder = decoder
         self.alternate_scan_axes = alternate_scan_axes
@@ -234,6 +239,9 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if self.film_every_layer and not self.use_film:
+            raise ValueError("film_every_layer=True needs use_film=True (it modulates with the physics context that "
+                             "use_film switches on)")
         for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

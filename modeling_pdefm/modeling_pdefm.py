@@ -23,6 +23,7 @@ from .conditioning_layers import (
     BC_PERIODIC,
     CrossAttentionFusion,
     FiLM,
+    ModulationProjection,
     PhysicsContextEncoder,
     SpectralSummaryFusion,
     signed_log,
@@ -106,12 +107,14 @@ class BackboneLayer(GradientCheckpointingLayer):
     """One pre-norm residual layer of the backbone over the token grid `[b, T, *grid, hidden]`.
 
     For Mamba, the grid is flattened time-major with the spatial axes rotated by `axis_shift`, so successive layers
-    scan rows, then columns (then depth): locality along every axis, not just the fastest one.
+    scan rows, then columns (then depth): locality along every axis, not just the fastest one. With
+    `film_every_layer`, the mixer's input is modulated by the physics `context [b, hidden]`.
     """
 
     def __init__(self, config: PDEFMConfig, axis_shift: int):
         super().__init__()
         self.axis_shift = axis_shift
+        self.film = FiLM(config.hidden_size, config.hidden_size) if config.film_every_layer else None
         if config.backbone == "mamba":
             self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
             self.mixer = BidirectionalMamba(
@@ -129,17 +132,23 @@ class BackboneLayer(GradientCheckpointingLayer):
             self.norm = None
             self.mixer = TransformerBlock(config.hidden_size, config.num_attention_heads, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         batch, hidden = tokens.shape[0], tokens.shape[-1]
         if self.norm is None:  # attention is order-free: no scan order to choose
-            return self.mixer(tokens.reshape(batch, -1, hidden)).reshape(tokens.shape)
+            sequence = tokens.reshape(batch, -1, hidden)
+            if self.film is not None:  # the block norms its own input: modulate what enters it
+                sequence = self.film(sequence, context)
+            return self.mixer(sequence).reshape(tokens.shape)
         n_space = tokens.ndim - 3
         shift = self.axis_shift % n_space
         spatial = [2 + (i + shift) % n_space for i in range(n_space)]
         order = [0, 1, *spatial, tokens.ndim - 1]
         permuted = tokens.permute(order)
         sequence = permuted.reshape(batch, -1, hidden)
-        sequence = sequence + self.mixer(self.norm(sequence))
+        mixer_input = self.norm(sequence)
+        if self.film is not None:
+            mixer_input = self.film(mixer_input, context)
+        sequence = sequence + self.mixer(mixer_input)
         return sequence.reshape(permuted.shape).permute(torch.argsort(torch.tensor(order)).tolist())
 
 
@@ -154,9 +163,10 @@ class PDEFMBackbone(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """`context [b, hidden]`: the physics context, used by layers built with `film_every_layer`."""
         for layer in self.layers:
-            tokens = layer(tokens)
+            tokens = layer(tokens, context)
         return self.final_norm(tokens)
 
 
@@ -198,13 +208,16 @@ class FNODecoder(nn.Module):
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
         )
         self.project = FieldLinear(config.decoder_width, channels)
+        self.film = FiLM(config.decoder_width, config.hidden_size) if config.film_every_layer else None
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
-                wall_pad: tuple[int, ...] | None = None) -> torch.Tensor:
+                wall_pad: tuple[int, ...] | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """`wall_pad`: points of zero padding on both sides of each spatial axis for the Fourier blocks (0 for a
-        periodic axis; see `wall_padding`)."""
+        periodic axis; see `wall_padding`). `context [n, hidden]`: modulates the lifted field (`film_every_layer`)."""
         space = tuple(skip.shape[1:-1])
         x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=-1))
+        if self.film is not None:
+            x = self.film(x, context)
         padded = bool(wall_pad) and any(wall_pad)
         if padded:
             x = F.pad(x, [0, 0] + [p for pad in reversed(wall_pad) for p in (pad, pad)])
@@ -228,6 +241,8 @@ class PDEFMPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Transformers' generic init would reset Mamba's A, D and dt bias; every module type is handled here.
+        # Transformers calls this only for modules that hold parameters themselves (children first), so an init
+        # must name the module that owns the tensor (`ModulationProjection`, not `FiLM`).
         std = self.config.initializer_range
         if isinstance(module, Mamba2Mixer):
             for param, value in zip((module.A_log, module.D, module.dt_bias), module.ssm_initial_values()):
@@ -235,16 +250,13 @@ class PDEFMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SpectralConv):
             scale = 1.0 / (module.in_channels * module.out_channels)
             init.uniform_(module.weight, -scale, scale)
-        elif isinstance(module, FiLM):
-            init.zeros_(module.proj.weight)  # identity modulation at the start
-            init.zeros_(module.proj.bias)
+        elif isinstance(module, ModulationProjection):
+            init.zeros_(module.weight)  # FiLM starts as the identity modulation
+            init.zeros_(module.bias)
         elif isinstance(module, DatasetAdapter):
             init.normal_(module.dataset_embedding, std=std)
             init.zeros_(module.out_proj.weight)  # a new dataset starts by predicting "no change"
             init.zeros_(module.out_proj.bias)
-        elif isinstance(module, PatchUnembedding):
-            init.normal_(module.proj.weight, std=module.proj.in_features**-0.5)
-            init.zeros_(module.proj.bias)
         elif isinstance(module, (FieldLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             # Fan-in scaling: field maps often see few channels (an adapter from 2 fields, a decoder of width 16),
             # where a fixed std of 0.02 would shrink the signal tenfold per layer.
@@ -517,9 +529,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
         offsets = torch.arange(frames - 1, -1, -1, device=tokens.device)[:, None]
         frame_code = self.frame_proj(sinusoidal_encoding(offsets, hidden).to(tokens.dtype))  # [T, H]
         tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
-        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden))
+        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden), context)
         last_latent = latent.view(batch, frames, *latent.shape[1:])[:, -1]
-        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, last_latent, wall_pad)
+        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, last_latent, wall_pad, context)
         delta = adapter.decode(decoded)
         return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
 

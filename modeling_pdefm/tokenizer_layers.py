@@ -89,7 +89,9 @@ class PatchUnembedding(nn.Module):
     def __init__(self, hidden_size: int, out_channels: int, patch_size: int, n_spatial_dims: int):
         super().__init__()
         self.patch_size, self.n_spatial_dims, self.out_channels = patch_size, n_spatial_dims, out_channels
-        self.proj = nn.Linear(hidden_size, out_channels * patch_size**n_spatial_dims)
+        # A FieldLinear (pointwise over the tokens) for its fan-in init: with transformers' fixed std of 0.02 the
+        # decoder would receive the backbone's features shrunk several-fold.
+        self.proj = FieldLinear(hidden_size, out_channels * patch_size**n_spatial_dims)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], space: tuple[int, ...]) -> torch.Tensor:
         n, d, p = tokens.shape[0], self.n_spatial_dims, self.patch_size

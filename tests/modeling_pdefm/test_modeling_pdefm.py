@@ -37,6 +37,8 @@ ABLATIONS = [
     dict(predict_increment=False),
     dict(normalize_inputs=False),
     dict(alternate_scan_axes=False),
+    dict(film_every_layer=True),
+    dict(film_every_layer=True, backbone="attention"),
 ]
 
 
@@ -85,6 +87,41 @@ def test_fresh_model_keeps_mamba_initialisation(tiny_model):
         dt = torch.nn.functional.softplus(mixer.dt_bias)
         assert (dt >= mixer.dt_floor * 0.999).all() and (dt <= mixer.dt_max * 1.001).all()
         assert dt.std() > 0  # drawn, not a constant fill
+
+
+def test_fresh_model_has_the_documented_initialisation():
+    # transformers initialises only modules that own parameters: an init written for a container never runs.
+    model = PDEFMModel(tiny_config(film_every_layer=True))
+    films = [m for m in model.modules() if type(m).__name__ == "FiLM"]
+    assert len(films) == 1 + model.config.num_layers + len(model.decoders)  # input, every layer, every decoder
+    for film in films:  # identity modulation at the start
+        assert not film.proj.weight.any() and not film.proj.bias.any()
+    for decoder in model.decoders.values():  # fan-in init, not transformers' std of 0.02
+        weight = decoder.unpatch.proj.weight
+        assert weight.std().item() == pytest.approx(weight.shape[1] ** -0.5, rel=0.2)
+
+
+def test_film_every_layer_starts_as_the_model_without_it_and_learns_per_dataset():
+    torch.manual_seed(0)
+    plain = PDEFMModel(tiny_config())
+    torch.nn.init.normal_(plain.adapters["shear_flow"].out_proj.weight, std=0.1)
+    every = PDEFMModel(tiny_config(film_every_layer=True))
+    missing = every.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(".film." in key for key in missing)
+    batch = make_batch("shear_flow")
+    torch.testing.assert_close(every(**batch).prediction, plain(**batch).prediction, rtol=0, atol=0)
+    every(**batch).loss.backward()
+    for layer in every.backbone.layers:  # the layers' modulations receive gradient from the first step
+        assert layer.film.proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # once trained, the modulation depends on the dataset's context
+        for layer in every.backbone.layers:
+            layer.film.proj.weight.normal_(std=0.1)
+    assert not torch.allclose(every(**batch).prediction, plain(**batch).prediction)
+
+
+def test_film_every_layer_needs_film():
+    with pytest.raises(ValueError, match="film_every_layer=True needs use_film=True"):
+        tiny_config(film_every_layer=True, use_film=False)
 
 
 def test_new_dataset_adapter_starts_from_persistence(tiny_model):
