@@ -114,6 +114,9 @@ def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path, ca
     assert (out / "README.md").read_text().startswith("---\nlibrary_name: transformers")
     saved = json.loads((out / "report.json").read_text())
     assert saved["steps"] == 6 and "persistence_vrmse" in saved["datasets"]["flow2d"]
+    ratios = [r["vrmse"] / r["persistence_vrmse"] for r in saved["datasets"].values()]
+    assert saved["mean_vrmse_over_persistence"] == pytest.approx(sum(ratios) / 2)
+    assert f"persistence VRMSE: {sum(ratios) / 2:.3f} (1 is no" in (out / "report.md").read_text()
     assert glob.glob(str(out / "pretrain" / "events.out.tfevents.*"))
     assert sorted(os.listdir(out / "checkpoints")) == ["step_00000003", "step_00000006"]
     # The model records how it was trained; evaluation and prediction default to its input window.

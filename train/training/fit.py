@@ -416,14 +416,19 @@ def print_outputs(config: PretrainConfig, run_name: str, model_folder: str) -> N
 
 
 def write_report(config: PretrainConfig, report: dict, seconds: float, steps: int, title: str = "Pretraining report") -> None:
+    # One number per run that weighs every dataset alike (raw VRMSE means are dominated by the hardest dataset).
+    ratios = [r["vrmse"] / r["persistence_vrmse"] for r in report.values() if r["persistence_vrmse"] > 0]
+    ratio = sum(ratios) / len(ratios) if ratios else None  # None: no dataset changes over a step
     with open(os.path.join(config.output_dir, "report.json"), "w") as f:
-        json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split, "datasets": report}, f, indent=2)
+        json.dump({"steps": steps, "train_seconds": seconds, "split": config.report_split,
+                   "mean_vrmse_over_persistence": ratio, "datasets": report}, f, indent=2)
     beaten = sum(r["vrmse"] < r["persistence_vrmse"] for r in report.values())
     every_field = sum(not fields_beaten(r)[2] for r in report.values())
     text = [f"# {title}", "", f"{steps} steps in {seconds:.0f} s, preset `{config.model_preset}`, data `{config.data_dir}`.",
             "", f"One-step VRMSE on the {config.report_split} split (model against persistence, i.e. the last input frame):",
             "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets, and on every "
-            f"field of {every_field} of them.", ""]
+            f"field of {every_field} of them." + (f" Mean over the datasets of VRMSE / persistence VRMSE: {ratio:.3f} (1 "
+            "is no better than persistence)." if ratio is not None else ""), ""]
     with open(os.path.join(config.output_dir, "report.md"), "w") as f:
         f.write("\n".join(text))
     print("\n".join(text))
