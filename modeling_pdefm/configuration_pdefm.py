@@ -38,7 +38,7 @@ DATASET_KEYS = ("n_fields", "n_constant_fields", "n_spatial_dims", "n_constant_s
 OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
-DECODERS = ("fno", "conv")
+DECODERS = ("fno", "conv", "fno_conv")
 
 
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,8 @@ class PDEFMConfig(PretrainedConfig):
             mixer and the decoder's lifted field (each FiLM starts as the identity), not only the tokens entering
             the backbone: every dataset gets its own scaling of the shared layers' features.
         backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
-        decoder: `"fno"` (spectral convolutions) or `"conv"` (3x3 convolutions).
+        decoder: `"fno"` (spectral convolutions), `"conv"` (3x3 convolutions) or `"fno_conv"` (both, summed in
+            every block: the global spectral path plus a local one for what the few kept modes cannot express).
         alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
         predict_increment: predict the change over the last input frame instead of the next frame.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window

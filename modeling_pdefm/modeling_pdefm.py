@@ -171,20 +171,25 @@ class PDEFMBackbone(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO) or a 3x3
-    convolution (ablation) and W pointwise; the residual keeps signal and gradient alive through the stack.
-    `[n, *space, width]` in and out (channels last)."""
+    """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO, `"fno"`), a 3x3
+    convolution (`"conv"`, ablation) or their sum (`"fno_conv"`), and W pointwise; the residual keeps signal and
+    gradient alive through the stack. `[n, *space, width]` in and out (channels last)."""
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
-        self.kernel = SpectralConv(width, width, modes, n_spatial_dims) if kind == "fno" else conv_class(n_spatial_dims)(width, width, 3, padding=1)
+        # `kernel` keeps its name in every kind: saved models' state dicts and LoRA targets refer to it.
+        conv = conv_class(n_spatial_dims)
+        self.kernel = conv(width, width, 3, padding=1) if kind == "conv" else SpectralConv(width, width, modes, n_spatial_dims)
+        self.local = conv(width, width, 3, padding=1) if kind == "fno_conv" else None
         self.pointwise = FieldLinear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.kernel, SpectralConv):
             kernel = self.kernel(x)
-        else:  # the 3x3 convolution of the ablation reads channels first
+        else:  # a 3x3 convolution reads channels first
             kernel = self.kernel(x.movedim(-1, 1)).movedim(1, -1)
+        if self.local is not None:
+            kernel = kernel + self.local(x.movedim(-1, 1)).movedim(1, -1)
         return x + F.gelu(kernel + self.pointwise(x))
 
 

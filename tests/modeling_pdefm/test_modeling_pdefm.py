@@ -34,6 +34,7 @@ ABLATIONS = [
     dict(use_cross_attention=False),
     dict(backbone="attention"),
     dict(decoder="conv"),
+    dict(decoder="fno_conv"),
     dict(predict_increment=False),
     dict(normalize_inputs=False),
     dict(alternate_scan_axes=False),
@@ -61,6 +62,9 @@ def test_ablations_remove_their_modules():
     assert not any(isinstance(m, Mamba2Mixer) for m in attention.modules())
     conv = PDEFMModel(tiny_config(decoder="conv"))
     assert not any(type(m).__name__ == "SpectralConv" for m in conv.modules())
+    both = PDEFMModel(tiny_config(decoder="fno_conv"))
+    for block in both.decoders["2d"].blocks:  # the spectral path keeps its state-dict name beside the local one
+        assert type(block.kernel).__name__ == "SpectralConv" and isinstance(block.local, torch.nn.Conv2d)
 
 
 @pytest.mark.parametrize("backbone", ["mamba", "attention"])
