@@ -109,20 +109,19 @@ def short_pretraining(data: str | None, minutes: float, preset: str, device: tor
     """`pdefm.train.pretrain` for `minutes` on `data` (a reduced Mini-Well suite generated on `device` when None)."""
     # The installed package, run from the work folder: the checkout's `pdefm/` holds neither `data` nor `train` (they
     # install from `dataset_scripts/` and `train/`), so a checkout first on the path would hide an installed wheel's.
-    env = dict(os.environ)
     if data is not None:
         data = os.path.abspath(data)  # the commands run in the work folder
     else:
         data = os.path.join(workdir, "mini_well_32")
         subprocess.run([sys.executable, "-m", "pdefm.data.generate", "--suite", "mini_well", "--out", data,
                         "--resolution", "32", "--n-trajectories", "8", "--n-steps", "30", "--device", str(device)],
-                       check=True, env=env, cwd=workdir)
+                       check=True, cwd=workdir)
     out = os.path.join(workdir, "pretrain")
     command = [sys.executable, "-m", "pdefm.train.pretrain", "--data_dir", data, "--output_dir", out, "--model_preset", preset,
                "--time_budget_minutes", str(minutes), "--max_steps", "100000", "--log_with", "none",
                "--eval_every", "100000", "--checkpoint_every", "100000", "--report_split", "valid"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     if done.returncode != 0:
         return {"failed": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     report = json.load(open(os.path.join(out, "report.json")))
