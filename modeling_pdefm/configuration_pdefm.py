@@ -107,6 +107,10 @@ class PDEFMConfig(PretrainedConfig):
         spectral_token_modes / spectral_token_modes_3d: lowest Fourier modes kept per axis by the spectral tokenizer.
         num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
         decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
+        decoder_skip_frames: the decoder joins the latent fields of this many last input frames at full resolution
+            (oldest first) to the un-patched tokens. With 1 it sees only the last frame in full detail, and every
+            change over time below the patch scale must pass through the tokens; more frames give it that change
+            directly, as the baselines see every input frame. At most the input window's length.
         use_spectral_tokens, use_film, use_cross_attention: ablation switches.
         film_every_layer: with `use_film`, the physics context also modulates the input of every backbone layer's
             mixer and the decoder's lifted field (each FiLM starts as the identity), not only the tokens entering
@@ -160,6 +164,7 @@ class PDEFMConfig(PretrainedConfig):
         film_every_layer: bool = False,
         backbone: str = "mamba",
         decoder: str = "fno",
+        decoder_skip_frames: int = 1,
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
         normalize_inputs: bool = True,
@@ -201,6 +206,7 @@ class PDEFMConfig(PretrainedConfig):
         self.film_every_layer = film_every_layer
         self.backbone = backbone
         self.decoder = decoder
+        self.decoder_skip_frames = decoder_skip_frames
         self.alternate_scan_axes = alternate_scan_axes
         self.predict_increment = predict_increment
         self.normalize_inputs = normalize_inputs
@@ -225,8 +231,8 @@ class PDEFMConfig(PretrainedConfig):
         for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",
                     "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
                     "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",
-                    "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d", "n_steps_input",
-                    "n_steps_output"):
+                    "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d", "decoder_skip_frames",
+                    "n_steps_input", "n_steps_output"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
@@ -240,6 +246,9 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if self.decoder_skip_frames > self.n_steps_input:
+            raise ValueError(f"decoder_skip_frames ({self.decoder_skip_frames}) cannot exceed n_steps_input "
+                             f"({self.n_steps_input}): the decoder joins that many of the input frames")
         if self.film_every_layer and not self.use_film:
             raise ValueError("film_every_layer=True needs use_film=True (it modulates with the physics context that "
                              "use_film switches on)")

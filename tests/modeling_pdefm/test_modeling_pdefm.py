@@ -40,6 +40,7 @@ ABLATIONS = [
     dict(alternate_scan_axes=False),
     dict(film_every_layer=True),
     dict(film_every_layer=True, backbone="attention"),
+    dict(decoder_skip_frames=2),
 ]
 
 
@@ -121,6 +122,32 @@ def test_film_every_layer_starts_as_the_model_without_it_and_learns_per_dataset(
         for layer in every.backbone.layers:
             layer.film.proj.weight.normal_(std=0.1)
     assert not torch.allclose(every(**batch).prediction, plain(**batch).prediction)
+
+
+@pytest.mark.parametrize("skip_frames", [1, 2])
+def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
+    # With the un-patched tokens silenced and no window statistics, the input frames reach the decoder only
+    # through its skip: exactly the last `decoder_skip_frames` of them may move the prediction.
+    torch.manual_seed(0)
+    model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, n_steps_input=3))
+    torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
+    torch.nn.init.zeros_(model.decoders["2d"].unpatch.proj.weight)
+    batch = make_batch("shear_flow", t_in=3)
+    base = model(**batch).prediction
+    moved = []
+    for frame in range(3):
+        changed = batch["input_fields"].clone()
+        changed[:, frame] += torch.randn_like(changed[:, frame])
+        moved.append(not torch.allclose(model(**{**batch, "input_fields": changed}).prediction, base))
+    assert moved == [False] * (3 - skip_frames) + [True] * skip_frames
+
+
+def test_decoder_skip_frames_cannot_exceed_the_input_window(tiny_model):
+    with pytest.raises(ValueError, match=r"decoder_skip_frames \(4\) cannot exceed n_steps_input \(2\)"):
+        tiny_config(decoder_skip_frames=4, n_steps_input=2)
+    model = PDEFMModel(tiny_config(decoder_skip_frames=3))
+    with pytest.raises(ValueError, match="decoder_skip_frames=3 input frames; the window has 2"):
+        model(**make_batch("shear_flow", t_in=2))
 
 
 def test_film_every_layer_needs_film():
