@@ -39,6 +39,7 @@ OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv", "fno_conv")
+INCREMENT_SCALES = ("field", "step")
 
 
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +121,11 @@ class PDEFMConfig(PretrainedConfig):
             every block: the global spectral path plus a local one for what the few kept modes cannot express).
         alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
         predict_increment: predict the change over the last input frame instead of the next frame.
+        increment_scale: the unit of that change. `"field"`: each field's std over the input window (the
+            normalisation's unit). `"step"`: the root-mean-square change of the field from one input frame to the
+            next (with a floor of 1% of the field's std, so a field that stood still can move), which tracks the
+            size of the next change closely; the decoder's output is then of order one for slow and fast systems
+            alike, as The Well's baselines predict a change scaled by its statistics. Needs 2 input frames.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
         norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
@@ -167,6 +173,7 @@ class PDEFMConfig(PretrainedConfig):
         decoder_skip_frames: int = 1,
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
+        increment_scale: str = "field",
         normalize_inputs: bool = True,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
@@ -209,6 +216,7 @@ class PDEFMConfig(PretrainedConfig):
         self.decoder_skip_frames = decoder_skip_frames
         self.alternate_scan_axes = alternate_scan_axes
         self.predict_increment = predict_increment
+        self.increment_scale = increment_scale
         self.normalize_inputs = normalize_inputs
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
@@ -246,6 +254,11 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if self.increment_scale not in INCREMENT_SCALES:
+            raise ValueError(f"increment_scale must be one of {INCREMENT_SCALES}, got {self.increment_scale!r}")
+        if self.increment_scale == "step" and not (self.predict_increment and self.n_steps_input >= 2):
+            raise ValueError("increment_scale='step' needs predict_increment=True and n_steps_input >= 2 (it scales "
+                             "the predicted change by the change between input frames)")
         if self.decoder_skip_frames > self.n_steps_input:
             raise ValueError(f"decoder_skip_frames ({self.decoder_skip_frames}) cannot exceed n_steps_input "
                              f"({self.n_steps_input}): the decoder joins that many of the input frames")

@@ -48,6 +48,9 @@ logger = logging.get_logger(__name__)
 # `model(**batch)` works. A test holds them to the reader's keys.
 IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars", "field_names"})
 NORM_MIN_STD = 1e-6
+# Floor of the step unit (`increment_scale="step"`) in normalised units: the slowest Mini-Well fields change by about
+# 2% of their window std per step, and a field at rest must still be able to start moving.
+STEP_UNIT_FLOOR = 0.01
 
 
 @dataclass
@@ -515,8 +518,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return floor.clamp_min(NORM_MIN_STD).view(shape)
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
-                      wall_pad: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens."""
+                      wall_pad: tuple[int, ...] | None = None, increment_unit: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens.
+        `increment_unit [b, *1, C]`: the predicted change is the decoder's output times it (`increment_scale`)."""
         adapter = self.adapters[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
@@ -544,6 +549,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context)
         delta = adapter.decode(decoded)
+        if increment_unit is not None:
+            delta = delta * increment_unit
         return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
 
     def forward(
@@ -613,6 +620,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
             mean = window.new_zeros(batch, *([1] * (d + 1)), window.shape[-1])
             std = torch.ones_like(mean)
         window = (window - mean) / std
+        increment_unit = None
+        if self.config.increment_scale == "step":
+            if window.shape[1] < 2:
+                raise ValueError("increment_scale='step' measures the change between input frames: input_fields needs "
+                                 f"at least 2 frames, got {window.shape[1]}")
+            # One unit per call from the given frames, like the normalisation's mean and std.
+            step_ms = window.diff(dim=1).pow(2).mean(dim=tuple(range(1, d + 2)))  # [b, C]
+            increment_unit = (step_ms + STEP_UNIT_FLOOR ** 2).sqrt().view(batch, *([1] * d), -1)
         constants = None
         if spec["n_constant_fields"]:
             constants = constant_fields  # [b, *space, C_const]
@@ -631,7 +646,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             context = None
             if self.context_encoder is not None:
                 context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)
-            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad)
+            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad, increment_unit)
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
         prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, *space, C]

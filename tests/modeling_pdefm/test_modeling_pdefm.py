@@ -41,6 +41,7 @@ ABLATIONS = [
     dict(film_every_layer=True),
     dict(film_every_layer=True, backbone="attention"),
     dict(decoder_skip_frames=2),
+    dict(increment_scale="step"),
 ]
 
 

@@ -131,3 +131,28 @@ def test_the_model_trains_under_bf16_autocast_on_cpu():
     before = [p.detach().clone() for p in model.parameters()]
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_step_increment_scale_measures_the_change_in_units_of_the_windows_steps():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.arange(4.0).view(1, 4, 1, 1, 1) * torch.tensor([0.5, 0.0])  # field 0 moves 0.5 per frame, field 1 rests
+    x = torch.randn(1, 1, 16, 16, 2, generator=g) + ramp
+    spec = {"n_fields": 2, "n_spatial_dims": 2}
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec}, increment_scale="step")).eval()
+    with torch.no_grad():
+        model.adapters["f"].out_proj.weight.zero_()
+        model.adapters["f"].out_proj.bias.fill_(1.0)  # +1 unit of change for every field
+    change = (model(input_fields=x).prediction[:, 0] - x[:, -1]).mean(dim=(1, 2))[0]
+    assert change[0].item() == pytest.approx(0.5 * (1 + 1e-4 * x[..., 0].std().item() ** 2 / 0.25) ** 0.5, rel=1e-3)
+    # A field at rest still moves: by the floor, 1% of its std over the window.
+    assert change[1].item() == pytest.approx(0.01 * x[..., 1].std().item(), rel=1e-3)
+
+
+def test_step_increment_scale_is_refused_where_there_is_no_step():
+    with pytest.raises(ValueError, match="increment_scale='step' needs predict_increment=True and n_steps_input >= 2"):
+        tiny_config(increment_scale="step", n_steps_input=1)
+    with pytest.raises(ValueError, match="increment_scale must be one of"):
+        tiny_config(increment_scale="dataset")
+    model = PDEFMModel(tiny_config(increment_scale="step"))
+    with pytest.raises(ValueError, match="input_fields needs at least 2 frames, got 1"):
+        model(**make_batch("shear_flow", t_in=1))
