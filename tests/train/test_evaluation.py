@@ -323,3 +323,19 @@ def test_ablation_and_backbone_sentences_come_from_the_runs():
                                       "(0.0800), at 0.50x Mamba's seconds per training step and 1.20x its step memory "
                                       "(seed 0).")
     assert backbone_verdict({"backbone_mamba": runs["backbone_mamba"]}) is None
+
+
+def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
+    from pdefm.train.baselines.report import ablation_setting_notes
+
+    spec = {"a": {"n_fields": 1, "n_spatial_dims": 2}}
+    for run, overrides in (("pdefm", {"decoder": "conv"}), ("ablation_no_film", {"decoder": "conv", "use_film": False}),
+                           ("ablation_old", {"use_film": False})):
+        os.makedirs(tmp_path / "seed0" / run)
+        PDEFMConfig.from_preset("tiny", datasets=spec, **overrides).to_json_file(str(tmp_path / "seed0" / run / "config.json"))
+    runs = {"pdefm": {0: {}}, "ablation_no_film": {0: {"overrides": {"use_film": False}}},
+            "ablation_old": {0: {"overrides": {"use_film": False}}}}
+    notes = ablation_setting_notes(str(tmp_path), runs)
+    # Only the run whose other settings differ is flagged, with the key and both values.
+    assert len(notes) == 1 and notes[0].startswith("- old (seed 0) was trained before the full model's settings changed")
+    assert "`decoder` ('fno' against the full model's 'conv')" in notes[0]

@@ -284,6 +284,43 @@ def ablation_table(runs: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+# Keys of a saved PDEFMConfig that do not change what is trained.
+NOT_MODEL_SETTINGS = {"datasets", "transformers_version", "_name_or_path", "architectures", "auto_map", "dtype",
+                      "torch_dtype"}
+
+
+def model_settings(out: str, seed: int, run: str) -> dict | None:
+    """The saved model config of a PDE-FM run (keys a run saved before they existed read as their defaults, which
+    reproduce the older behaviour), or None where the run's folder holds no model."""
+    path = os.path.join(out, f"seed{seed}", run, "config.json")
+    if not os.path.isfile(path):
+        return None
+    from modeling_pdefm import PDEFMConfig
+
+    config = PDEFMConfig.from_json_file(path).to_dict()
+    return {k: v for k, v in config.items() if k not in NOT_MODEL_SETTINGS}
+
+
+def ablation_setting_notes(out: str, runs: dict) -> list[str]:
+    """A sentence for every ablation run whose model differs from its seed's full run in more than its switch (the
+    defaults changed after it ran): its row then compares two models that differ in several ways."""
+    notes = []
+    for key in sorted(k for k in runs if k.startswith("ablation_")):
+        for seed, doc in sorted(runs[key].items()):
+            full, variant = model_settings(out, seed, "pdefm"), model_settings(out, seed, key)
+            if full is None or variant is None:
+                continue
+            switched = set(doc.get("overrides", {}))
+            differ = sorted(k for k in set(full) | set(variant) if k not in switched and full.get(k) != variant.get(k))
+            if differ:
+                notes.append(f"- {key.replace('ablation_', '').replace('_', ' ')} (seed {seed}) was trained before the "
+                             f"full model's settings changed: besides its switch it differs in "
+                             + ", ".join(f"`{k}` ({variant.get(k)!r} against the full model's {full.get(k)!r})" for k in differ)
+                             + ". Its row is not a like-for-like comparison until it is rerun (delete its folder and "
+                             "run `--parts ablations`).")
+    return notes
+
+
 def ablation_verdicts(runs: dict, names: list[str]) -> list[str]:
     """One sentence per ablation: its mean one-step and rollout VRMSE against the full model's on the same seeds, and
     whether the difference exceeds the seed spread (with one seed there is no spread to compare it with)."""
@@ -464,6 +501,9 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   "(config switches of the model); the full model's row is the main run of the same seed. A cheaper "
                   "variant fits more steps into the budget (last column).", "", ablation_table(runs, names), "",
                   *ablation_verdicts(runs, names), ""]
+        notes = ablation_setting_notes(out, runs)
+        if notes:
+            parts += [*notes, ""]
     if any(k.startswith("backbone_") for k in runs):
         doc = next(iter(next(v for k, v in runs.items() if k.startswith("backbone_")).values()))
         name = next(iter(doc["datasets"]))
