@@ -200,10 +200,10 @@ class FNODecoder(nn.Module):
     """Decodes the last frame's tokens back to a full-resolution latent field.
 
     Tokens are un-patched to `adapter_channels` features per point, joined with the latent fields of the last
-    `decoder_skip_frames` input frames (a full-resolution skip: patches alone lose sub-patch detail), lifted to
+    `config.skip_frames()` input frames (a full-resolution skip: patches alone lose sub-patch detail), lifted to
     `decoder_width`, passed through `decoder_layers` Fourier blocks and projected back to the shared latent space.
 
-    `tokens [n, n_patches, hidden]`, `skip [n, *space, decoder_skip_frames * adapter_channels]` ->
+    `tokens [n, n_patches, hidden]`, `skip [n, *space, skip_frames * adapter_channels]` ->
     `[n, *space, adapter_channels]`.
     """
 
@@ -212,7 +212,7 @@ class FNODecoder(nn.Module):
         patch, _, modes = config.grid_settings(n_spatial_dims)
         channels = config.adapter_channels
         self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
-        self.lift = FieldLinear((1 + config.decoder_skip_frames) * channels, config.decoder_width)
+        self.lift = FieldLinear((1 + config.skip_frames()) * channels, config.decoder_width)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
         )
@@ -541,10 +541,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
         frame_code = self.frame_proj(sinusoidal_encoding(offsets, hidden).to(tokens.dtype))  # [T, H]
         tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
         tokens = self.backbone(tokens.view(batch, frames, *grid, hidden), context)
-        skip_frames = self.config.decoder_skip_frames
+        skip_frames = self.config.skip_frames()
         if frames < skip_frames:
-            raise ValueError(f"the decoder joins the last decoder_skip_frames={skip_frames} input frames; the window "
-                             f"has {frames}")
+            raise ValueError(f"the decoder joins the last {skip_frames} input frames (decoder_skip_frames, at most "
+                             f"n_steps_input={self.config.n_steps_input}); input_fields has {frames}")
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context)

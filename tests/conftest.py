@@ -22,7 +22,8 @@ DATASETS = {
 
 
 def tiny_config(**overrides) -> PDEFMConfig:
-    return PDEFMConfig.from_preset("tiny", datasets=DATASETS, **overrides)
+    """The `tiny` preset for the 2-frame windows of `make_batch`."""
+    return PDEFMConfig.from_preset("tiny", datasets=DATASETS, **{"n_steps_input": 2, **overrides})
 
 
 def make_batch(name: str, batch: int = 2, t_in: int = 2, t_out: int = 1, space=None, seed: int = 0) -> dict:

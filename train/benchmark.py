@@ -45,7 +45,10 @@ ABLATIONS = {
     "no_film": {"use_film": False},
     "no_cross_attention": {"use_cross_attention": False},
     "attention_backbone": {"backbone": "attention"},
-    "conv_decoder": {"decoder": "conv"},
+    # The `tiny` preset's own choices, each set back to the paper's (or the earlier) setting.
+    "fno_decoder": {"decoder": "fno"},
+    "field_increment": {"increment_scale": "field"},
+    "last_frame_skip": {"decoder_skip_frames": 1},
 }
 
 
@@ -111,7 +114,8 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
 
     spec = model_specs(args.data, [name])[name]
     config = load_config(["--config", SUITES[args.suite]["config"]]).config
-    target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec})).num_parameters()
+    target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec},
+                                                n_steps_input=config.n_steps_input)).num_parameters()
     return matched_sizes(kind, target, 4 * spec["n_fields"] + spec["n_constant_fields"], spec["n_fields"],
                          spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
 

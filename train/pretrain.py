@@ -25,7 +25,7 @@ from .adapters.model_card import write_model_card
 from .training.batches import find_datasets, model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import PretrainConfig, load_config
-from .training.fit import NonFiniteLossError, fit, make_accelerator, print_outputs, write_report
+from .training.fit import TRAINING_KEYS_IN_MODEL, NonFiniteLossError, fit, make_accelerator, print_outputs, write_report
 from .training.run_lock import RunLockError
 
 
@@ -52,7 +52,10 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     maybe_generate(config, accelerator)
     names = find_datasets(config.data_dir, config.datasets)
     specs = model_specs(config.data_dir, names, config.use_normalization)
-    model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs, **config.model_overrides))
+    # The window and objective are known before the model is built: its decoder's skip depends on the window.
+    training_keys = {key: getattr(config, key) for key in TRAINING_KEYS_IN_MODEL}
+    model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs,
+                                               **{**training_keys, **config.model_overrides}))
     if config.gradient_checkpointing:
         # transformers 5 renamed it (the old name warns); older 5.x releases only have the old one
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

@@ -61,7 +61,7 @@ def main() -> None:
     pinned = pin_autotune_configs()
     torch.manual_seed(0)
     config = PDEFMConfig.from_preset("tiny", datasets={"flow": {"n_fields": 2, "n_spatial_dims": 2}},
-                                     num_layers=1, ssm_chunk_size=16)
+                                     num_layers=1, ssm_chunk_size=16, n_steps_input=2)
     model = PDEFMModel(config)
     with torch.no_grad():  # a fresh adapter predicts "no change": give the output map weights so gradients flow
         model.adapters["flow"].out_proj.weight.normal_(std=0.1)

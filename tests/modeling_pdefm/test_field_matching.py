@@ -18,7 +18,7 @@ GAS = {"n_fields": 4, "n_spatial_dims": 2, "field_names": ["density", "pressure"
 def trained_looking_model(datasets=None) -> PDEFMModel:
     """A model whose adapters are not at their initial values (out_proj starts at zero), as after training."""
     torch.manual_seed(0)
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=datasets or {"flow": FLOW, "gas": GAS}))
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=datasets or {"flow": FLOW, "gas": GAS}, n_steps_input=2))
     with torch.no_grad():
         for adapter in model.adapters.values():
             for p in adapter.parameters():

@@ -35,7 +35,7 @@ ABLATIONS = [
     dict(backbone="attention"),
     dict(decoder="conv"),
     dict(decoder="fno_conv"),
-    dict(predict_increment=False),
+    dict(predict_increment=False, increment_scale="field"),
     dict(normalize_inputs=False),
     dict(alternate_scan_axes=False),
     dict(film_every_layer=True),
@@ -127,10 +127,11 @@ def test_film_every_layer_starts_as_the_model_without_it_and_learns_per_dataset(
 
 @pytest.mark.parametrize("skip_frames", [1, 2])
 def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
-    # With the un-patched tokens silenced and no window statistics, the input frames reach the decoder only
+    # With the un-patched tokens silenced and no window statistics (nor step unit), the input frames reach the decoder only
     # through its skip: exactly the last `decoder_skip_frames` of them may move the prediction.
     torch.manual_seed(0)
-    model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, n_steps_input=3))
+    model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, increment_scale="field",
+                                   n_steps_input=3))
     torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
     torch.nn.init.zeros_(model.decoders["2d"].unpatch.proj.weight)
     batch = make_batch("shear_flow", t_in=3)
@@ -143,11 +144,12 @@ def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
     assert moved == [False] * (3 - skip_frames) + [True] * skip_frames
 
 
-def test_decoder_skip_frames_cannot_exceed_the_input_window(tiny_model):
-    with pytest.raises(ValueError, match=r"decoder_skip_frames \(4\) cannot exceed n_steps_input \(2\)"):
-        tiny_config(decoder_skip_frames=4, n_steps_input=2)
-    model = PDEFMModel(tiny_config(decoder_skip_frames=3))
-    with pytest.raises(ValueError, match="decoder_skip_frames=3 input frames; the window has 2"):
+def test_decoder_skip_frames_are_capped_by_the_input_window():
+    config = tiny_config(decoder_skip_frames=4, n_steps_input=2)
+    assert config.skip_frames() == 2
+    assert PDEFMModel(config).decoders["2d"].lift.weight.shape[1] == (1 + 2) * config.adapter_channels
+    model = PDEFMModel(tiny_config(decoder_skip_frames=3, n_steps_input=3))
+    with pytest.raises(ValueError, match=r"the decoder joins the last 3 input frames .*; input_fields has 2"):
         model(**make_batch("shear_flow", t_in=2))
 
 
@@ -175,7 +177,8 @@ def test_add_dataset_gives_a_new_domain(tiny_model):
 
 
 def test_add_3d_dataset_to_a_2d_model():
-    model = PDEFMModel(tiny_config().__class__.from_preset("tiny", datasets={"a": {"n_fields": 2, "n_spatial_dims": 2}}))
+    model = PDEFMModel(tiny_config().__class__.from_preset("tiny", datasets={"a": {"n_fields": 2, "n_spatial_dims": 2}},
+                                                           n_steps_input=2))
     assert "3d" not in model.decoders
     model.add_dataset("cube", n_fields=3, n_spatial_dims=3)
     assert model(input_fields=torch.randn(1, 2, 8, 8, 8, 3), dataset_name="cube").prediction.shape == (1, 1, 8, 8, 8, 3)

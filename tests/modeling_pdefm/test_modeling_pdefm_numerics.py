@@ -16,7 +16,7 @@ def _constant_output_model(field_scales):
     """A model whose decoder adds exactly +1 (in normalised units) to every field: the physical change it makes is
     then the std it divides by."""
     spec = {"n_fields": 2, "n_spatial_dims": 2, "field_scales": field_scales}
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec})).eval()
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec}, increment_scale="field")).eval()
     with torch.no_grad():
         model.adapters["f"].out_proj.weight.zero_()
         model.adapters["f"].out_proj.bias.fill_(1.0)
@@ -83,7 +83,7 @@ def test_decoder_treats_walled_axes_as_bounded_and_periodic_ones_as_periodic():
     """Without padding the Fourier layers are exactly equivariant to circular shifts (the last row is the first
     row's neighbour); padding a walled axis ends that along it, and only along it."""
     torch.manual_seed(0)
-    config = tiny_config(patch_size=4)
+    config = tiny_config(patch_size=4, decoder="fno", decoder_skip_frames=1)
     decoder = FNODecoder(config, 2).eval()
     tokens = torch.zeros(1, 16, config.hidden_size)  # a constant token field: the skip carries the structure
     skip = torch.randn(1, 16, 16, config.adapter_channels)  # channels last
