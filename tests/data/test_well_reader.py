@@ -101,7 +101,7 @@ def test_sample_holds_names_and_batches_for_the_model(toy2d):
     assert sample["dataset_name"] == "toy2d"
     assert sample["field_names"] == ["a", "v_x", "v_y", "C_xx", "C_xy", "C_yx", "C_yy"]
     reader = open_well_split(toy2d, n_steps_input=2)
-    config = PDEFMConfig.from_preset("tiny", datasets={"toy2d": reader.meta.model_spec()})
+    config = PDEFMConfig.from_preset("tiny", datasets={"toy2d": reader.meta.model_spec()}, n_steps_input=2)
     batch = collate_window_samples([ds[i] for i in range(3)])
     out = PDEFMModel(config)(**batch)
     assert out.prediction.shape == batch["output_fields"].shape
