@@ -47,6 +47,9 @@ from .training.config import load_config
 from .training.fit import reset_accelerate_state
 
 STRATEGIES = ("zero_shot", "adapters", "lora", "spectral_lora", "full", "scratch")
+# The bases keep the paper's FNO decoder whatever the preset's: the frequency-band adapters adapt its Fourier layers,
+# and the published study ran with it. Scratch runs copy the base's architecture.
+BASE_MODEL_OVERRIDES = {"decoder": "fno"}
 TRAINED_FROM_BASE = ("adapters", "lora", "spectral_lora", "full")
 
 
@@ -73,7 +76,8 @@ def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> s
         return folder
     cli = ["--config", args.config, "--data_dir", args.data, "--datasets", ",".join(n for n in names if n != held_out),
            "--output_dir", folder, "--seed", str(args.base_seed), "--time_budget_minutes", f"{minutes:g}",
-           "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none"]
+           "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none",
+           "--model_overrides", json.dumps(BASE_MODEL_OVERRIDES)]
     log(f"base without {held_out}: pretraining for {minutes:g} min (pdefm pretrain {' '.join(cli)})")
     config = load_config(cli).config
     reset_accelerate_state()

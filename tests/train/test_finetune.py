@@ -42,7 +42,8 @@ def setup(tmp_path_factory):
     write_dataset(root, "cube3d", n_dims=3, resolution=(8, 8, 8), n_steps=8, files_per_split=(1, 1, 1), seed=4,
                   tensor_fields=False, constant_fields=False, time_scalars=False)
     torch.manual_seed(0)
-    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
+    # The paper's FNO decoder: the spectral adapters need its Fourier layers (`tiny` has 3x3 blocks).
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), decoder="fno"))
     base_dir = str(tmp_path_factory.mktemp("base"))
     base.save_pretrained(base_dir)
     return root, base_dir
