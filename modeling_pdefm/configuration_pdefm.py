@@ -19,7 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
         decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,
         # Measured on the Mini-Well suites (README, "The tiny decoder and the unit of the change"): 3x3 decoder
-        # blocks beat the paper's FNO decoder at this size, one step and over rollouts. `increment_scale="step"` and
+        # blocks beat the paper's FNO decoder one step ahead at this size (rollouts: mixed). `increment_scale="step"` and
         # `decoder_skip_frames=4` win one step further but make rollouts diverge, so they stay off. `small` and
         # `base` keep the paper's decoder until measured.
         decoder="conv",
