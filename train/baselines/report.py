@@ -284,11 +284,6 @@ def ablation_table(runs: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-# Keys of a saved PDEFMConfig that do not change what is trained.
-NOT_MODEL_SETTINGS = {"datasets", "transformers_version", "_name_or_path", "architectures", "auto_map", "dtype",
-                      "torch_dtype"}
-
-
 def model_settings(out: str, seed: int, run: str) -> dict | None:
     """The saved model config of a PDE-FM run (keys a run saved before they existed read as their defaults, which
     reproduce the older behaviour), or None where the run's folder holds no model."""
@@ -297,8 +292,9 @@ def model_settings(out: str, seed: int, run: str) -> dict | None:
         return None
     from modeling_pdefm import PDEFMConfig
 
-    config = PDEFMConfig.from_json_file(path).to_dict()
-    return {k: v for k, v in config.items() if k not in NOT_MODEL_SETTINGS}
+    from ..adapters.loading import architecture_settings
+
+    return architecture_settings(PDEFMConfig.from_json_file(path))
 
 
 def ablation_setting_notes(out: str, runs: dict) -> list[str]:
