@@ -45,6 +45,7 @@ SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv", "fno_conv")
 INCREMENT_SCALES = ("field", "step")
+CONV_PADDINGS = ("zeros", "boundary")
 
 
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +125,10 @@ class PDEFMConfig(PretrainedConfig):
         backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
         decoder: `"fno"` (spectral convolutions), `"conv"` (3x3 convolutions) or `"fno_conv"` (both, summed in
             every block: the global spectral path plus a local one for what the few kept modes cannot express).
+        decoder_conv_padding: how the decoder's 3x3 convolutions (`"conv"`, `"fno_conv"`) see past the grid's edge.
+            `"zeros"`: zero padding on every axis. `"boundary"`: periodic axes wrap around (the field's neighbour
+            across a periodic edge is the other side) and walls are zero-padded; a `"conv"` decoder then needs no
+            `wall_padding` (it has no Fourier layer to decouple) and skips it.
         alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
         predict_increment: predict the change over the last input frame instead of the next frame.
         increment_scale: the unit of that change. `"field"`: each field's std over the input window (the
@@ -176,6 +181,7 @@ class PDEFMConfig(PretrainedConfig):
         backbone: str = "mamba",
         decoder: str = "fno",
         decoder_skip_frames: int = 1,
+        decoder_conv_padding: str = "zeros",
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
         increment_scale: str = "field",
@@ -219,6 +225,7 @@ class PDEFMConfig(PretrainedConfig):
         self.backbone = backbone
         self.decoder = decoder
         self.decoder_skip_frames = decoder_skip_frames
+        self.decoder_conv_padding = decoder_conv_padding
         self.alternate_scan_axes = alternate_scan_axes
         self.predict_increment = predict_increment
         self.increment_scale = increment_scale
@@ -241,6 +248,8 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder_conv_padding not in CONV_PADDINGS:
+            raise ValueError(f"decoder_conv_padding must be one of {CONV_PADDINGS}, got {self.decoder_conv_padding!r}")
         for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",
                     "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
                     "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",

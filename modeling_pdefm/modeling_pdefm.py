@@ -175,8 +175,8 @@ class PDEFMBackbone(nn.Module):
 
 class DecoderBlock(nn.Module):
     """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO, `"fno"`), a 3x3
-    convolution (`"conv"`, ablation) or their sum (`"fno_conv"`), and W pointwise; the residual keeps signal and
-    gradient alive through the stack. `[n, *space, width]` in and out (channels last)."""
+    convolution (`"conv"`) or their sum (`"fno_conv"`), and W pointwise; the residual keeps signal and gradient
+    alive through the stack. `[n, *space, width]` in and out (channels last)."""
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
@@ -186,14 +186,27 @@ class DecoderBlock(nn.Module):
         self.local = conv(width, width, 3, padding=1) if kind == "fno_conv" else None
         self.pointwise = FieldLinear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
+        """`periodic`: per spatial axis, whether the 3x3 convolutions wrap around it (else they zero-pad it)."""
         if isinstance(self.kernel, SpectralConv):
             kernel = self.kernel(x)
-        else:  # a 3x3 convolution reads channels first
-            kernel = self.kernel(x.movedim(-1, 1)).movedim(1, -1)
+        else:
+            kernel = boundary_conv(self.kernel, x, periodic)
         if self.local is not None:
-            kernel = kernel + self.local(x.movedim(-1, 1)).movedim(1, -1)
+            kernel = kernel + boundary_conv(self.local, x, periodic)
         return x + F.gelu(kernel + self.pointwise(x))
+
+
+def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | None) -> torch.Tensor:
+    """A 3x3 convolution (built with `padding=1`) of a channels-last field `[n, *space, c]`, wrapping around the
+    axes flagged in `periodic` and zero-padding the others."""
+    x = x.movedim(-1, 1)  # convolutions read channels first
+    if not periodic or not any(periodic):
+        return conv(x).movedim(1, -1)
+    wrap = [p for axis in reversed(periodic) for p in ((1, 1) if axis else (0, 0))]
+    x = F.pad(x, wrap, mode="circular")
+    zeros = tuple(0 if axis else 1 for axis in periodic)
+    return getattr(F, f"conv{len(periodic)}d")(x, conv.weight, conv.bias, padding=zeros).movedim(1, -1)
 
 
 class FNODecoder(nn.Module):
@@ -218,20 +231,26 @@ class FNODecoder(nn.Module):
         )
         self.project = FieldLinear(config.decoder_width, channels)
         self.film = FiLM(config.decoder_width, config.hidden_size) if config.film_every_layer else None
+        self.wrap_periodic = config.decoder_conv_padding == "boundary"
+        # Wall padding keeps Fourier layers from coupling opposite walls; 3x3 blocks that zero-pad walls need none.
+        self.pads_walls = config.decoder != "conv" or not self.wrap_periodic
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
-                wall_pad: tuple[int, ...] | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+                wall_pad: tuple[int, ...] | None = None, context: torch.Tensor | None = None,
+                periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
         """`wall_pad`: points of zero padding on both sides of each spatial axis for the Fourier blocks (0 for a
-        periodic axis; see `wall_padding`). `context [n, hidden]`: modulates the lifted field (`film_every_layer`)."""
+        periodic axis; see `wall_padding`). `context [n, hidden]`: modulates the lifted field (`film_every_layer`).
+        `periodic`: per spatial axis, whether every sample's boundary on it is periodic (`decoder_conv_padding`)."""
         space = tuple(skip.shape[1:-1])
         x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=-1))
         if self.film is not None:
             x = self.film(x, context)
-        padded = bool(wall_pad) and any(wall_pad)
+        wrap = periodic if self.wrap_periodic else None
+        padded = self.pads_walls and bool(wall_pad) and any(wall_pad)
         if padded:
             x = F.pad(x, [0, 0] + [p for pad in reversed(wall_pad) for p in (pad, pad)])
         for block in self.blocks:
-            x = block(x)
+            x = block(x, wrap)
         if padded:
             x = x[(slice(None), *[slice(pad, pad + n) for pad, n in zip(wall_pad, space)])]
         return self.project(x)
@@ -507,6 +526,11 @@ class PDEFMModel(PDEFMPreTrainedModel):
         walled = (boundary_conditions != BC_PERIODIC).any(dim=2).any(dim=0).tolist()
         return tuple(max(1, round(self.config.wall_padding * n)) if w else 0 for w, n in zip(walled, space))
 
+    @staticmethod
+    def _periodic_axes(boundary_conditions: torch.Tensor) -> tuple[bool, ...]:
+        """Per spatial axis, whether every sample's boundary on both sides of it is periodic."""
+        return tuple((boundary_conditions == BC_PERIODIC).all(dim=2).all(dim=0).tolist())
+
     def _std_floor(self, spec: dict[str, Any], window: torch.Tensor) -> torch.Tensor:
         """Smallest std the per-sample normalisation divides by, `[1, 1, *1, C]`: `norm_std_floor` times the
         dataset's field scales when the dataset entry has them, else an absolute 1e-6."""
@@ -518,8 +542,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return floor.clamp_min(NORM_MIN_STD).view(shape)
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
-                      wall_pad: tuple[int, ...] | None = None, increment_unit: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      wall_pad: tuple[int, ...] | None = None, increment_unit: torch.Tensor | None = None,
+                      periodic: tuple[bool, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens.
         `increment_unit [b, *1, C]`: the predicted change is the decoder's output times it (`increment_scale`)."""
         adapter = self.adapters[name]
@@ -548,7 +572,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                              f"config for this window (e.g. PDEFMConfig.from_preset(..., n_steps_input={frames}))")
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
-        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context)
+        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context, periodic)
         delta = adapter.decode(decoded)
         if increment_unit is not None:
             delta = delta * increment_unit
@@ -639,6 +663,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             boundary_conditions = torch.full((batch, d, 2), BC_PERIODIC, device=input_fields.device, dtype=torch.long)
         scalar_context = self.adapters[name].context(constant_scalars, batch)
         wall_pad = self._wall_pad(boundary_conditions, tuple(input_fields.shape[2:-1]))
+        periodic = self._periodic_axes(boundary_conditions)
         step_dt = self._step_times(batch, n_out, input_time_grid, output_time_grid, input_fields.device)
 
         frames = []
@@ -647,7 +672,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             context = None
             if self.context_encoder is not None:
                 context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)
-            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad, increment_unit)
+            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad, increment_unit, periodic)
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
         prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, *space, C]

@@ -99,6 +99,59 @@ def test_decoder_treats_walled_axes_as_bounded_and_periodic_ones_as_periodic():
     assert shift_gap((2, 0), 2) < 1e-5  # the periodic one
 
 
+def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
+    """With `decoder_conv_padding="boundary"` the 3x3 blocks are exactly equivariant to circular shifts along a
+    periodic axis (the last row is the first row's neighbour) and not along a walled one; zero padding (the old
+    behaviour) breaks that on both. Walls need no extra `wall_padding` then: the conv decoder skips it."""
+    torch.manual_seed(0)
+    tokens = torch.zeros(1, 16, 32)  # a constant token field: the skip carries the structure
+    skip = torch.randn(1, 16, 16, 8)
+
+    def decoder(padding):
+        torch.manual_seed(0)
+        config = tiny_config(patch_size=4, decoder="conv", decoder_conv_padding=padding, hidden_size=32,
+                             adapter_channels=8)
+        return FNODecoder(config, 2).eval()
+
+    def shift_gap(module, periodic, axis, wall_pad=None):
+        with torch.no_grad():
+            shifted_first = module(tokens, (4, 4), skip.roll(4, dims=axis), wall_pad, None, periodic)
+            shifted_after = module(tokens, (4, 4), skip, wall_pad, None, periodic).roll(4, dims=axis)
+        return ((shifted_first - shifted_after).norm() / shifted_after.norm()).item()
+
+    wrapping, zero_padded = decoder("boundary"), decoder("zeros")
+    assert shift_gap(wrapping, (True, True), 1) < 1e-5 and shift_gap(wrapping, (True, True), 2) < 1e-5
+    assert shift_gap(zero_padded, (True, True), 1) > 1e-3 and shift_gap(zero_padded, (True, True), 2) > 1e-3
+    assert shift_gap(wrapping, (False, True), 1) > 1e-3  # the walled axis
+    assert shift_gap(wrapping, (False, True), 2) < 1e-5  # the periodic one
+    with torch.no_grad():
+        assert torch.equal(wrapping(tokens, (4, 4), skip, (2, 0), None, (False, True)),
+                           wrapping(tokens, (4, 4), skip, (0, 0), None, (False, True)))
+        assert not torch.allclose(zero_padded(tokens, (4, 4), skip, (2, 0), None, (False, True)),
+                                  zero_padded(tokens, (4, 4), skip, (0, 0), None, (False, True)))
+    with pytest.raises(ValueError, match="decoder_conv_padding must be one of"):
+        tiny_config(decoder_conv_padding="circular")
+
+
+def test_the_model_passes_its_periodic_axes_to_the_decoder():
+    walls = _boundaries([[WALL, WALL], [PERIODIC, PERIODIC]])
+    assert PDEFMModel._periodic_axes(walls) == (False, True)
+    mixed = torch.tensor([[[PERIODIC, PERIODIC], [PERIODIC, PERIODIC]], [[PERIODIC, WALL], [PERIODIC, PERIODIC]]])
+    assert PDEFMModel._periodic_axes(mixed) == (False, True)  # one walled sample makes the axis walled for the batch
+    torch.manual_seed(0)
+    model = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="boundary")).eval()
+    with torch.no_grad():
+        model.adapters["shear_flow"].out_proj.weight.normal_()
+    zero_padded = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="zeros", wall_padding=0.0)).eval()
+    zero_padded.load_state_dict(model.state_dict())
+    batch = make_batch("shear_flow", space=(16, 16))
+    with torch.no_grad():
+        all_walls = {**batch, "boundary_conditions": _boundaries([[WALL, WALL], [WALL, WALL]])}
+        assert torch.allclose(model(**all_walls).prediction, zero_padded(**all_walls).prediction, atol=1e-6)
+        periodic = {**batch, "boundary_conditions": _boundaries([[PERIODIC, PERIODIC], [PERIODIC, PERIODIC]])}
+        assert not torch.allclose(model(**periodic).prediction, zero_padded(**periodic).prediction, atol=1e-4)
+
+
 def test_group_wise_rms_norm():
     norm = RMSNorm(8, group_size=4)
     x = torch.cat([torch.randn(3, 4), 100 * torch.randn(3, 4)], dim=-1)
