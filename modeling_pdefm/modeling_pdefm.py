@@ -200,13 +200,15 @@ class DecoderBlock(nn.Module):
 def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | None) -> torch.Tensor:
     """A 3x3 convolution (built with `padding=1`) of a channels-last field `[n, *space, c]`, wrapping around the
     axes flagged in `periodic` and zero-padding the others."""
-    x = x.movedim(-1, 1)  # convolutions read channels first
     if not periodic or not any(periodic):
-        return conv(x).movedim(1, -1)
-    wrap = [p for axis in reversed(periodic) for p in ((1, 1) if axis else (0, 0))]
-    x = F.pad(x, wrap, mode="circular")
-    zeros = tuple(0 if axis else 1 for axis in periodic)
-    return getattr(F, f"conv{len(periodic)}d")(x, conv.weight, conv.bias, padding=zeros).movedim(1, -1)
+        return conv(x.movedim(-1, 1)).movedim(1, -1)  # convolutions read channels first
+    # Wrap in the channels-last layout (one row from each side): the convolution then keeps its fast channels-last
+    # path, which a channels-first circular `F.pad` would lose (20% of a tiny training step).
+    for axis, wraps in enumerate(periodic, start=1):
+        if wraps:
+            x = torch.cat([x.narrow(axis, x.shape[axis] - 1, 1), x, x.narrow(axis, 0, 1)], dim=axis)
+    zeros = tuple(0 if wraps else 1 for wraps in periodic)
+    return getattr(F, f"conv{len(periodic)}d")(x.movedim(-1, 1), conv.weight, conv.bias, padding=zeros).movedim(1, -1)
 
 
 class FNODecoder(nn.Module):

@@ -63,10 +63,10 @@ def _boundaries(codes):
 
 def test_periodic_fields_are_decoded_as_before_and_walls_are_padded():
     torch.manual_seed(0)
-    padded = PDEFMModel(tiny_config()).eval()
+    padded = PDEFMModel(tiny_config(decoder="fno")).eval()  # wall padding is for Fourier layers
     with torch.no_grad():  # a fresh adapter predicts "no change" whatever the decoder does
         padded.adapters["shear_flow"].out_proj.weight.normal_()
-    unpadded = PDEFMModel(tiny_config(wall_padding=0.0)).eval()
+    unpadded = PDEFMModel(tiny_config(decoder="fno", wall_padding=0.0)).eval()
     unpadded.load_state_dict(padded.state_dict())
     batch = make_batch("shear_flow", space=(16, 24))
     with torch.no_grad():
