@@ -40,13 +40,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DATASET_KEYS = ("n_fields", "n_constant_fields", "n_spatial_dims", "n_constant_scalars")
-# field_names: one per field; field_scales: each field's std over the dataset, in the units the model is fed;
-# step_scales: each field's std of its change over one time step across the dataset, in the same units.
-OPTIONAL_DATASET_KEYS = ("field_names", "field_scales", "step_scales")
+# field_names: one per field; field_scales: each field's std over the dataset, in the units the model is fed.
+OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv", "fno_conv")
-INCREMENT_SCALES = ("field", "step", "dataset")
+INCREMENT_SCALES = ("field", "step")
 CONV_PADDINGS = ("zeros", "boundary")
 
 
@@ -84,18 +83,15 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 f"datasets[{name!r}]['field_names'] has {len(names)} names but n_fields is {clean['n_fields']}"
             )
         clean["field_names"] = names
-    for key, meaning in (("field_scales", "each field's std over the dataset"),
-                         ("step_scales", "each field's std of its change over one time step")):
-        if spec.get(key) is None:
-            continue
+    if spec.get("field_scales") is not None:
         try:
-            scales = [float(v) for v in spec[key]]
+            scales = [float(v) for v in spec["field_scales"]]
         except (TypeError, ValueError):
-            raise ValueError(f"datasets[{name!r}][{key!r}] must be a list of numbers, got {spec[key]!r}") from None
+            raise ValueError(f"datasets[{name!r}]['field_scales'] must be a list of numbers, got {spec['field_scales']!r}") from None
         if len(scales) != clean["n_fields"] or not all(math.isfinite(v) and v >= 0 for v in scales):
-            raise ValueError(f"datasets[{name!r}][{key!r}] must hold {clean['n_fields']} finite numbers >= 0 "
-                             f"({meaning}), got {spec[key]!r}")
-        clean[key] = scales
+            raise ValueError(f"datasets[{name!r}]['field_scales'] must hold {clean['n_fields']} finite numbers >= 0 "
+                             f"(each field's std over the dataset), got {spec['field_scales']!r}")
+        clean["field_scales"] = scales
     return clean
 
 
@@ -141,10 +137,6 @@ class PDEFMConfig(PretrainedConfig):
             next (with a floor of 1% of the field's std, so a field that stood still can move), which tracks the
             size of the next change closely; the decoder's output is then of order one for slow and fast systems
             alike, as The Well's baselines predict a change scaled by its statistics. Needs 2 input frames.
-            `"dataset"`: the dataset's std of one step's change per field (`step_scales` of its dataset entry, from
-            `stats.yaml`'s `std_delta`), as The Well's `DeltaWellDataset` scales its targets; in normalised units
-            floored like `"step"`. Unlike `"step"` the unit does not follow the window, so in a rollout a predicted
-            change cannot enlarge the next one's unit.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
         norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
@@ -283,14 +275,6 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError("increment_scale='step' needs predict_increment=True and n_steps_input >= 2 (it scales "
                              "the predicted change by the change between input frames); set increment_scale='field' "
                              "otherwise")
-        if self.increment_scale == "dataset":
-            if not self.predict_increment:
-                raise ValueError("increment_scale='dataset' is the unit of the predicted change: it needs "
-                                 "predict_increment=True; set increment_scale='field' otherwise")
-            missing = sorted(name for name, spec in self.datasets.items() if spec.get("step_scales") is None)
-            if missing:
-                raise ValueError(f"increment_scale='dataset' needs each dataset entry's 'step_scales' (each field's "
-                                 f"std of one step's change, stats.yaml's std_delta); missing for {missing}")
         if self.film_every_layer and not self.use_film:
             raise ValueError("film_every_layer=True needs use_film=True (it modulates with the physics context that "
                              "use_film switches on)")

@@ -48,8 +48,8 @@ logger = logging.get_logger(__name__)
 # `model(**batch)` works. A test holds them to the reader's keys.
 IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars", "field_names"})
 NORM_MIN_STD = 1e-6
-# Floor of the step unit (`increment_scale` "step" or "dataset") in normalised units: the slowest Mini-Well fields
-# change by about 2% of their window std per step, and a field at rest must still be able to start moving.
+# Floor of the step unit (`increment_scale="step"`) in normalised units: the slowest Mini-Well fields change by about
+# 2% of their window std per step, and a field at rest must still be able to start moving.
 STEP_UNIT_FLOOR = 0.01
 
 
@@ -358,14 +358,12 @@ class PDEFMModel(PDEFMPreTrainedModel):
         n_constant_scalars: int = 0,
         field_names: list[str] | None = None,
         field_scales: list[float] | None = None,
-        step_scales: list[float] | None = None,
         adapter_init: str = "fields",
         field_aliases: dict[str, str] | None = None,
     ) -> DatasetAdapter:
         """Give the model a new domain: registers it in the config and creates its adapter, plus the patch
         embedding and decoder of its dimensionality if the model had none. `field_scales` (each field's std over
-        the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`); `step_scales` (each field's std
-        of one step's change) the unit of its change under `increment_scale="dataset"`. Returns the adapter, whose
+        the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the adapter, whose
         `initialised_from` says where each field's weights came from.
 
         `adapter_init="fields"` (the default) starts the adapter from the datasets the model knows: each field channel that
@@ -382,13 +380,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         spec = validate_dataset_spec(
             name,
             {"n_fields": n_fields, "n_spatial_dims": n_spatial_dims, "n_constant_fields": n_constant_fields,
-             "n_constant_scalars": n_constant_scalars, "field_names": field_names, "field_scales": field_scales,
-             "step_scales": step_scales},
+             "n_constant_scalars": n_constant_scalars, "field_names": field_names, "field_scales": field_scales},
         )
-        if self.config.increment_scale == "dataset" and spec.get("step_scales") is None:
-            raise ValueError(f"dataset {name!r}: the model predicts changes in units of each dataset's step_scales "
-                             "(increment_scale='dataset'); pass step_scales (each field's std of one step's change, "
-                             "stats.yaml's std_delta)")
         if n_constant_scalars > self.config.max_constant_scalars:
             raise ValueError(f"n_constant_scalars={n_constant_scalars} exceeds max_constant_scalars={self.config.max_constant_scalars}")
         known = {k: v["field_names"] for k, v in self.config.datasets.items() if v.get("field_names")}
@@ -662,11 +655,6 @@ class PDEFMModel(PDEFMPreTrainedModel):
             # One unit per call from the given frames, like the normalisation's mean and std.
             step_ms = window.diff(dim=1).pow(2).mean(dim=tuple(range(1, d + 2)))  # [b, C]
             increment_unit = (step_ms + STEP_UNIT_FLOOR ** 2).sqrt().view(batch, *([1] * d), -1)
-        elif self.config.increment_scale == "dataset":
-            # The dataset's step in physical units over the window's std: the change in physical units is the
-            # decoder's output times the dataset's step, whatever the window did.
-            step = torch.tensor(spec["step_scales"], dtype=window.dtype, device=window.device)
-            increment_unit = (step / std[:, 0]).clamp_min(STEP_UNIT_FLOOR)  # [b, *1, C]
         constants = None
         if spec["n_constant_fields"]:
             constants = constant_fields  # [b, *space, C_const]

@@ -110,7 +110,7 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str, adapter_
     model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                       n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
                       field_names=spec.get("field_names"), field_scales=spec.get("field_scales"),
-                      step_scales=spec.get("step_scales"), adapter_init=adapter_init, field_aliases=field_aliases)
+                      adapter_init=adapter_init, field_aliases=field_aliases)
     if model.adapters[name].initialised_from:
         print(f"dataset {name!r}: adapters start from the base's fields "
               + "; ".join(f"{k} <- {', '.join(v)}" for k, v in model.adapters[name].initialised_from.items()))

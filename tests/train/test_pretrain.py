@@ -124,19 +124,15 @@ def test_training_writes_a_loadable_model_report_and_logs(data_dir, tmp_path, ca
     assert PDEFMForecaster(model).n_steps_input == 2
 
 
-def test_field_and_step_scales_come_from_stats_yaml(tmp_path):
+def test_field_scales_come_from_stats_yaml(tmp_path):
     write_dataset(str(tmp_path), "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1))
-    bare = model_specs(str(tmp_path), ["flow2d"])["flow2d"]
-    assert "field_scales" not in bare and "step_scales" not in bare  # no stats.yaml: no scales
+    assert "field_scales" not in model_specs(str(tmp_path), ["flow2d"])["flow2d"]  # no stats.yaml: no scales
     compute_stats(str(tmp_path / "flow2d"))
-    stats = yaml.safe_load((tmp_path / "flow2d" / "stats.yaml").read_text())
+    stats = yaml.safe_load((tmp_path / "flow2d" / "stats.yaml").read_text())["std"]
     spec = model_specs(str(tmp_path), ["flow2d"])["flow2d"]
-    std, std_delta = ([float(v) for name in ("a", "v", "C") for v in np.ravel(stats[key][name])] for key in ("std", "std_delta"))
-    assert len(spec["field_scales"]) == spec["n_fields"] and spec["field_scales"] == pytest.approx(std, rel=1e-6)
-    assert len(spec["step_scales"]) == spec["n_fields"] and spec["step_scales"] == pytest.approx(std_delta, rel=1e-6)
-    normalised = model_specs(str(tmp_path), ["flow2d"], use_normalization=True)["flow2d"]
-    assert normalised["field_scales"] == [1.0] * spec["n_fields"]
-    assert normalised["step_scales"] == pytest.approx([d / s for d, s in zip(std_delta, std)], rel=1e-5)
+    expected = [float(v) for name in ("a", "v", "C") for v in np.ravel(stats[name])]
+    assert len(spec["field_scales"]) == spec["n_fields"] and spec["field_scales"] == pytest.approx(expected, rel=1e-6)
+    assert model_specs(str(tmp_path), ["flow2d"], use_normalization=True)["flow2d"]["field_scales"] == [1.0] * spec["n_fields"]
 
 
 def test_a_time_budget_stops_the_run_and_few_shot_reads_only_the_first_trajectories(data_dir, tmp_path, monkeypatch):

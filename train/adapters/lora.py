@@ -174,7 +174,7 @@ def load_domain_adapters(model: nn.Module, adapters: list[str], is_trainable: bo
             model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                               n_constant_fields=spec.get("n_constant_fields", 0),
                               n_constant_scalars=spec.get("n_constant_scalars", 0), field_names=spec.get("field_names"),
-                              field_scales=spec.get("field_scales"), step_scales=spec.get("step_scales"))
+                              field_scales=spec.get("field_scales"))
         loaded.append((folder, info))
     folder, info = loaded[0]
     peft_model = PeftModel.from_pretrained(model, folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)

@@ -29,24 +29,18 @@ def find_datasets(data_dir: str, names: list[str] | None) -> list[str]:
 
 def model_specs(data_dir: str, names: list[str], use_normalization: bool = False) -> dict[str, dict[str, Any]]:
     """Each dataset's entry for `PDEFMConfig(datasets=...)`, with `field_scales` (each field channel's std over the
-    dataset, in the units the model will be fed: 1 under `use_normalization`) and `step_scales` (the std of one
-    step's change, same units) where `stats.yaml` holds them."""
+    dataset, in the units the model will be fed: 1 under `use_normalization`) where `stats.yaml` exists."""
     specs = {}
     for name in names:
         folder = os.path.join(data_dir, name)
         reader = open_well_split(folder, "train", n_steps_input=1, n_steps_output=1)
         specs[name] = reader.meta.model_spec()
         stats = stats_path(folder)
-        normalizer = None
-        if os.path.isfile(stats):
-            normalizer = WellNormalizer.from_file(stats, reader.meta.variable_fields, reader.meta.constant_fields)
         if use_normalization:
             specs[name]["field_scales"] = [1.0] * specs[name]["n_fields"]
-        elif normalizer is not None:
+        elif os.path.isfile(stats):
+            normalizer = WellNormalizer.from_file(stats, reader.meta.variable_fields, reader.meta.constant_fields)
             specs[name]["field_scales"] = [float(v) for v in normalizer.scale["fields"]]
-        if normalizer is not None and normalizer.delta_scale is not None:
-            unit = normalizer.scale["fields"] if use_normalization else 1.0  # normalised data's step is std_delta/std
-            specs[name]["step_scales"] = [float(v) for v in normalizer.delta_scale / unit]
         reader.close()
         if reader.meta.dataset_name != name:
             # Batches carry the files' dataset_name, the model is keyed by the folder: they must agree.
