@@ -22,7 +22,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # blocks beat the paper's FNO decoder one step ahead at this size (rollouts: mixed). `increment_scale="step"` and
         # `decoder_skip_frames=4` win one step further but make rollouts diverge, so they stay off. `small` and
         # `base` keep the paper's decoder until measured. Their 3x3 convolutions wrap around periodic axes (README,
-        # same section: a little better on the main job than zero padding, and what the physics says).
+        # "Periodic edges in the 3x3 decoder": a little better on the main job than zero padding, as the physics says).
         decoder="conv", decoder_conv_padding="boundary",
     ),
     "small": dict(

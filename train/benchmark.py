@@ -6,7 +6,7 @@
   (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
   over the datasets (equal total compute). Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
 - ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
-  backbone, convolutional decoder), same budget.
+  backbone, the paper's FNO decoder), same budget.
 
 Transfer to a held-out dataset has its own study: `pdefm transfer` (`transfer.py`).
 
