@@ -309,6 +309,16 @@ class PDEFMConfig(PretrainedConfig):
         parameters = inspect.signature(cls.__init__).parameters.values()
         return [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "datasets", "preset")]
 
+    def inactive_keys(self) -> set[str]:
+        """Keys whose value changes nothing under this config's other settings (what a comparison of two models
+        should not count as a difference)."""
+        inactive = set()
+        if self.decoder == "fno":
+            inactive.add("decoder_conv_padding")  # only 3x3 blocks pad
+        if self.decoder == "conv" and self.decoder_conv_padding == "boundary":
+            inactive.add("wall_padding")  # such a decoder has no Fourier layer and skips it
+        return inactive
+
     def skip_frames(self) -> int:
         """Input frames the decoder joins at full resolution: `decoder_skip_frames`, at most `n_steps_input`."""
         return min(self.decoder_skip_frames, self.n_steps_input)

@@ -286,7 +286,8 @@ def ablation_table(runs: dict, names: list[str]) -> str:
 
 def model_settings(out: str, seed: int, run: str) -> dict | None:
     """The saved model config of a PDE-FM run (keys a run saved before they existed read as their defaults, which
-    reproduce the older behaviour), or None where the run's folder holds no model."""
+    reproduce the older behaviour) without the keys that change nothing in it, or None where the run's folder holds
+    no model."""
     path = os.path.join(out, f"seed{seed}", run, "config.json")
     if not os.path.isfile(path):
         return None
@@ -294,7 +295,9 @@ def model_settings(out: str, seed: int, run: str) -> dict | None:
 
     from ..adapters.loading import architecture_settings
 
-    return architecture_settings(PDEFMConfig.from_json_file(path))
+    config = PDEFMConfig.from_json_file(path)
+    inactive = config.inactive_keys()
+    return {k: v for k, v in architecture_settings(config).items() if k not in inactive}
 
 
 def ablation_setting_notes(out: str, runs: dict) -> list[str]:
@@ -307,7 +310,8 @@ def ablation_setting_notes(out: str, runs: dict) -> list[str]:
             if full is None or variant is None:
                 continue
             switched = set(doc.get("overrides", {}))
-            differ = sorted(k for k in set(full) | set(variant) if k not in switched and full.get(k) != variant.get(k))
+            # A key active in only one of the two is a consequence of the switch (the FNO decoder's wall padding).
+            differ = sorted(k for k in set(full) & set(variant) if k not in switched and full[k] != variant[k])
             if differ:
                 notes.append(f"- {key.replace('ablation_', '').replace('_', ' ')} (seed {seed}) was trained before the "
                              f"full model's settings changed: besides its switch it differs in "
