@@ -139,6 +139,8 @@ def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing
 def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
     for ablation, overrides in ABLATIONS.items():
         out = os.path.join(root, f"ablation_{ablation}")
+        if ablation not in args.ablations:
+            continue
         if done(out):
             continue
         pretrain_pdefm(args, seed, out, overrides)
@@ -184,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", default=["main", "ablations", "backbones"],
                         choices=["main", "pdefm", "baselines", "ablations", "backbones"],
                         help="what to run; main = pdefm + baselines (two processes can share a benchmark by "
-                             "taking different parts, or different --baselines, into one --out)")
+                             "taking different parts, or different --baselines or --ablations, into one --out)")
     parser.add_argument("--part-seeds", type=int, default=1, help="ablations and backbones run on the first N seeds")
     parser.add_argument("--backbone-dataset", default="rayleigh_benard", help="the dataset of the backbone experiment")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
+    parser.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS),
+                        help="the ablations to run (two processes can share them)")
     parser.add_argument("--baseline-sizes", nargs="+", default=["default", "matched"], choices=["default", "matched"],
                         help="The Well's constructor sizes, and/or the width that gives PDE-FM's parameter count")
     parser.add_argument("--baseline-target", default="next", choices=BASELINE_TARGETS,

@@ -298,6 +298,8 @@ def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path)
     assert "FNO (PDE-FM's size)" in text and "## One-step VRMSE" in text and "`DeltaWellDataset` target" in text
     assert "waves 16x16" in text  # the grids of the data it ran on
     assert json.load(open(out / "seed0" / "fno_matched" / "evaluation.json"))["target"] == "delta"
+    assert benchmark_main([*common, "--parts", "ablations", "--ablations", "no_film"]) == 0
+    assert sorted(os.listdir(out / "seed0")) == ["ablation_no_film", "fno_matched", "pdefm"]  # only the one asked for
 
 
 def test_ablation_and_backbone_sentences_come_from_the_runs():
