@@ -317,7 +317,7 @@ def ablation_setting_notes(out: str, runs: dict) -> list[str]:
                              f"full model's settings changed: besides its switch it differs in "
                              + ", ".join(f"`{k}` ({variant.get(k)!r} against the full model's {full.get(k)!r})" for k in differ)
                              + ". Its row is not a like-for-like comparison until it is rerun (delete its folder and "
-                             "run `--parts ablations`).")
+                             f"run `--parts ablations --ablations {key.replace('ablation_', '')}`).")
     return notes
 
 
