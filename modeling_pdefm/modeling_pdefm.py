@@ -235,7 +235,7 @@ class FNODecoder(nn.Module):
         self.film = FiLM(config.decoder_width, config.hidden_size) if config.film_every_layer else None
         self.wrap_periodic = config.decoder_conv_padding == "boundary"
         # Wall padding keeps Fourier layers from coupling opposite walls; 3x3 blocks that zero-pad walls need none.
-        self.pads_walls = config.decoder != "conv" or not self.wrap_periodic
+        self.pads_walls = "wall_padding" not in config.inactive_keys()
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
                 wall_pad: tuple[int, ...] | None = None, context: torch.Tensor | None = None,
@@ -525,8 +525,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         not periodic, else 0."""
         if not self.config.wall_padding:
             return (0,) * len(space)
-        walled = (boundary_conditions != BC_PERIODIC).any(dim=2).any(dim=0).tolist()
-        return tuple(max(1, round(self.config.wall_padding * n)) if w else 0 for w, n in zip(walled, space))
+        periodic = self._periodic_axes(boundary_conditions)
+        return tuple(0 if p else max(1, round(self.config.wall_padding * n)) for p, n in zip(periodic, space))
 
     @staticmethod
     def _periodic_axes(boundary_conditions: torch.Tensor) -> tuple[bool, ...]:

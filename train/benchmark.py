@@ -138,9 +138,9 @@ def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing
 
 def run_ablations(args, seed: int, names: list[str], root: str, log) -> None:
     for ablation, overrides in ABLATIONS.items():
-        out = os.path.join(root, f"ablation_{ablation}")
         if ablation not in args.ablations:
             continue
+        out = os.path.join(root, f"ablation_{ablation}")
         if done(out):
             continue
         pretrain_pdefm(args, seed, out, overrides)
