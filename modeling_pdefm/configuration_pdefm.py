@@ -15,7 +15,8 @@ from transformers import PretrainedConfig
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32, num_layers=2, adapter_channels=8, patch_size=8, patch_size_3d=4,
-        ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=32,
+        # Chunks of 16 (any size computes the same scan): the fastest on a CPU for tiny's 256-token sequences.
+        ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=16,
         spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
         decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,
         # Measured on the Mini-Well suites (README, "The tiny decoder and the unit of the change"): 3x3 decoder

@@ -202,13 +202,47 @@ def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] |
     axes flagged in `periodic` and zero-padding the others."""
     if not periodic or not any(periodic):
         return conv(x.movedim(-1, 1)).movedim(1, -1)  # convolutions read channels first
-    # Wrap in the channels-last layout (one row from each side): the convolution then keeps its fast channels-last
-    # path, which a channels-first circular `F.pad` would lose (20% of a tiny training step).
-    for axis, wraps in enumerate(periodic, start=1):
-        if wraps:
-            x = torch.cat([x.narrow(axis, x.shape[axis] - 1, 1), x, x.narrow(axis, 0, 1)], dim=axis)
+    # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
+    # channels-first circular `F.pad` would lose (20% of a tiny training step).
+    x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
     zeros = tuple(0 if wraps else 1 for wraps in periodic)
     return getattr(F, f"conv{len(periodic)}d")(x.movedim(-1, 1), conv.weight, conv.bias, padding=zeros).movedim(1, -1)
+
+
+class PeriodicPad(torch.autograd.Function):
+    """One point of periodic padding on each of `axes` of a tensor: `[..., n, ...]` -> `[..., n + 2, ...]`, the
+    first point after the last and the last before the first (corners included).
+
+    Written out because the same pad as `torch.cat` of edge slices costs twice as much backwards: autograd gives
+    every slice a zero-filled gradient of the whole input and sums them; here the gradient is the interior plus
+    the padded rows folded back onto the edges they copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        ctx.axes = axes
+        shape = list(x.shape)
+        for axis in axes:
+            shape[axis] += 2
+        out = x.new_empty(shape)
+        out[tuple(slice(1, -1) if axis in axes else slice(None) for axis in range(x.ndim))] = x
+        # Axis by axis over the whole extent of the others, so the corners copy already-wrapped rows.
+        for axis in axes:
+            n = x.shape[axis]
+            out.narrow(axis, 0, 1).copy_(out.narrow(axis, n, 1))
+            out.narrow(axis, n + 1, 1).copy_(out.narrow(axis, 1, 1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.clone()
+        # Reverse order of the forward: fold each axis's padded rows onto the rows they copied, then drop them.
+        for axis in reversed(ctx.axes):
+            n = grad.shape[axis] - 2
+            grad.narrow(axis, 1, 1).add_(grad.narrow(axis, n + 1, 1))
+            grad.narrow(axis, n, 1).add_(grad.narrow(axis, 0, 1))
+            grad = grad.narrow(axis, 1, n)
+        return grad, None
 
 
 class FNODecoder(nn.Module):

@@ -89,36 +89,35 @@ def ssd_scan_chunked(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     n_chunks = x.shape[1] // chunk_size
-    x_dt = (x * dt.unsqueeze(-1)).view(batch, n_chunks, chunk_size, groups, per_group, head_dim)
-    # Decays with the chunk position last: [b, c, g, h, l].
-    log_decay = (dt * A).view(batch, n_chunks, chunk_size, groups, per_group).permute(0, 1, 3, 4, 2)
-    cum_decay = log_decay.cumsum(dim=-1)
-    B = B.view(batch, n_chunks, chunk_size, groups, state)
-    C = C.view(batch, n_chunks, chunk_size, groups, state)
+    # Heads-major layout [b, g, h, c, l, ...] from here on: every product below is a batched matrix product over
+    # (batch, group, head, chunk) that reads its operands in place, instead of an einsum that permutes them into
+    # that order (and back) on every call, forwards and backwards (9% of the scan at `tiny`'s size).
+    x_dt = (x * dt.unsqueeze(-1)).view(batch, n_chunks, chunk_size, groups, per_group, head_dim).permute(0, 3, 4, 1, 2, 5)
+    cum_decay = (dt * A).view(batch, n_chunks, chunk_size, groups, per_group).permute(0, 3, 4, 1, 2).cumsum(dim=-1)
+    B = B.view(batch, n_chunks, chunk_size, groups, state).permute(0, 3, 1, 2, 4).unsqueeze(2)  # [b, g, 1, c, l, n]
+    C = C.view(batch, n_chunks, chunk_size, groups, state).permute(0, 3, 1, 2, 4).unsqueeze(2)
 
     # Within each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(sum_{j<k<=i} a_k) x_j dt_j. C.B is shared by a group's heads.
-    scores = torch.einsum("bclgn,bcsgn->bcgls", C, B).unsqueeze(3) * _chunk_decay_matrix(cum_decay)  # [b,c,g,h,l,s]
-    y = torch.einsum("bcghls,bcsghp->bclghp", scores, x_dt)
+    scores = (C @ B.transpose(-1, -2)) * _chunk_decay_matrix(cum_decay)  # [b, g, h, c, l, s]
+    y = scores @ x_dt  # [b, g, h, c, l, p]
 
     # State each chunk leaves behind from its own tokens.
-    decay_to_end = torch.exp(cum_decay[..., -1:] - cum_decay)  # [b, c, g, h, l]
-    chunk_states = torch.einsum("bclgn,bcghl,bclghp->bcghpn", B, decay_to_end, x_dt)
+    decay_to_end = torch.exp(cum_decay[..., -1:] - cum_decay)  # [b, g, h, c, l]
+    chunk_states = (x_dt * decay_to_end.unsqueeze(-1)).transpose(-1, -2) @ B  # [b, g, h, c, p, n]
     # States entering each chunk (and the final one): all chunks at once through the chunk-level decays.
     if initial_state is None:
-        initial = chunk_states.new_zeros(batch, 1, groups, per_group, head_dim, state)
+        initial = chunk_states.new_zeros(batch, groups, per_group, 1, head_dim, state)
     else:
-        initial = initial_state.reshape(batch, 1, groups, per_group, head_dim, state).to(chunk_states.dtype)
-    states = torch.cat([initial, chunk_states], dim=1)  # [b, c+1, g, h, p, n]
-    chunk_log_decay = F.pad(cum_decay[..., -1].permute(0, 2, 3, 1), (1, 0))  # [b, g, h, c+1]
-    carry = torch.exp(_segment_sum(chunk_log_decay))  # [b, g, h, c+1 (to), c+1 (from)]
-    carried = torch.einsum("bghzc,bcghpn->bzghpn", carry, states)
-    final_state = carried[:, -1]
+        initial = initial_state.reshape(batch, groups, per_group, 1, head_dim, state).to(chunk_states.dtype)
+    states = torch.cat([initial, chunk_states], dim=3)  # [b, g, h, c+1, p, n]
+    carry = torch.exp(_segment_sum(F.pad(cum_decay[..., -1], (1, 0))))  # [b, g, h, c+1 (to), c+1 (from)]
+    carried = (carry @ states.flatten(-2)).view(states.shape)
 
     # Contribution of the state entering each chunk to each of its tokens.
-    y = y + torch.einsum("bclgn,bcghpn,bcghl->bclghp", C, carried[:, :-1], torch.exp(cum_decay))
-    y = y.reshape(batch, n_chunks * chunk_size, heads, head_dim)[:, :length]
+    y = y + (C @ carried[:, :, :, :-1].transpose(-1, -2)) * torch.exp(cum_decay).unsqueeze(-1)
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n_chunks * chunk_size, heads, head_dim)[:, :length]
     if return_final_state:
-        return y, final_state.reshape(batch, heads, head_dim, state)
+        return y, carried[:, :, :, -1].reshape(batch, heads, head_dim, state)
     return y
 
 
