@@ -205,8 +205,13 @@ def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] |
     # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
     # channels-first circular `F.pad` would lose (20% of a tiny training step).
     x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
-    zeros = tuple(0 if wraps else 1 for wraps in periodic)
-    return getattr(F, f"conv{len(periodic)}d")(x.movedim(-1, 1), conv.weight, conv.bias, padding=zeros).movedim(1, -1)
+    if type(conv) is conv_class(len(periodic)):
+        zeros = tuple(0 if wraps else 1 for wraps in periodic)
+        return getattr(F, f"conv{len(periodic)}d")(x.movedim(-1, 1), conv.weight, conv.bias, padding=zeros).movedim(1, -1)
+    # A wrapped layer (a LoRA adapter around the convolution) is called as itself, or its own part would be skipped:
+    # its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
+    out = conv(x.movedim(-1, 1)).movedim(1, -1)
+    return out[(slice(None), *[slice(1, -1) if wraps else slice(None) for wraps in periodic])]
 
 
 class PeriodicPad(torch.autograd.Function):

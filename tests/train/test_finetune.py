@@ -151,6 +151,28 @@ def test_two_adapters_on_one_base_switch_and_merge(setup, tmp_path):
         assert torch.isfinite(single(**model_inputs(cube_batch, "cpu")).prediction).all()
 
 
+@pytest.mark.parametrize("boundary", ["periodic", "walls"])
+def test_every_default_lora_target_of_tiny_acts_in_the_forward(boundary):
+    """A LoRA model equals its merge, with every adapter weight moved off zero: no target is bypassed. `tiny`'s 3x3
+    decoder blocks wrap periodic axes through a functional convolution, which once read the base weight and skipped
+    the LoRA part around it."""
+    torch.manual_seed(0)
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"flow": {"n_fields": 2, "n_spatial_dims": 2}})).eval()
+    with torch.no_grad():
+        model.adapters["flow"].out_proj.weight.normal_()  # zero at init: the decoder would not reach the output
+    inputs = {"input_fields": torch.randn(2, 4, 16, 16, 2), "dataset_name": "flow",
+              "boundary_conditions": torch.full((2, 2, 2), 2 if boundary == "periodic" else 0)}
+    peft_model = wrap_with_lora(model, "tuned", [], r=2)
+    assert any(".kernel." in name for name, _ in peft_model.named_parameters() if "lora_B" in name)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+        adapted = peft_model(**inputs).prediction
+        merged = peft_model.merge_and_unload().eval()(**inputs).prediction
+    torch.testing.assert_close(adapted, merged, atol=1e-4, rtol=1e-4)
+
+
 def test_interrupted_finetune_resumes(setup, tmp_path):
     root, base_dir = setup
     from pdefm.train.finetune import finetune, finetune_arguments
