@@ -188,28 +188,47 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
         """`periodic`: per spatial axis, whether the 3x3 convolutions wrap around it (else they zero-pad it)."""
-        if isinstance(self.kernel, SpectralConv):
-            kernel = self.kernel(x)
-        else:
-            kernel = boundary_conv(self.kernel, x, periodic)
-        if self.local is not None:
-            kernel = kernel + boundary_conv(self.local, x, periodic)
-        return x + F.gelu(kernel + self.pointwise(x))
+        d = x.ndim - 2
+        spectral, conv = (self.kernel(x), self.local) if isinstance(self.kernel, SpectralConv) else (None, self.kernel)
+        if conv is not None and type(conv) is conv_class(d) and type(self.pointwise) is FieldLinear:
+            # W is the 3x3 convolution's centre tap: one convolution instead of a convolution, a matrix product and
+            # a sum (a quarter of a block's training step at tiny's size). Layers wrapped by an adapter (LoRA) are
+            # called as themselves below.
+            tap = self.pointwise.weight.view(*self.pointwise.weight.shape, *[1] * d)
+            local = periodic_conv(x, conv.weight + F.pad(tap, [1, 1] * d), conv.bias + self.pointwise.bias, periodic)
+            return x + F.gelu(local if spectral is None else spectral + local)
+        kernel = self.pointwise(x)
+        if spectral is not None:
+            kernel = kernel + spectral
+        if conv is not None:
+            kernel = kernel + boundary_conv(conv, x, periodic)
+        return x + F.gelu(kernel)
+
+
+def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  periodic: tuple[bool, ...] | None) -> torch.Tensor:
+    """A 3x3 convolution of a channels-last field `[n, *space, c]` with `weight [out, c, 3, ...]`, wrapping around
+    the axes flagged in `periodic` and zero-padding the others (all of them when `periodic` is None)."""
+    d = weight.ndim - 2
+    periodic = tuple(periodic) if periodic else (False,) * d
+    if any(periodic):
+        # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
+        # channels-first circular `F.pad` would lose (20% of a tiny training step).
+        x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
+    padding = tuple(0 if wraps else 1 for wraps in periodic)
+    return getattr(F, f"conv{d}d")(x.movedim(-1, 1), weight, bias, padding=padding).movedim(1, -1)
 
 
 def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | None) -> torch.Tensor:
-    """A 3x3 convolution (built with `padding=1`) of a channels-last field `[n, *space, c]`, wrapping around the
-    axes flagged in `periodic` and zero-padding the others."""
-    if not periodic or not any(periodic):
-        return conv(x.movedim(-1, 1)).movedim(1, -1)  # convolutions read channels first
-    # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
-    # channels-first circular `F.pad` would lose (20% of a tiny training step).
-    x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
-    if type(conv) is conv_class(len(periodic)):
-        zeros = tuple(0 if wraps else 1 for wraps in periodic)
-        return getattr(F, f"conv{len(periodic)}d")(x.movedim(-1, 1), conv.weight, conv.bias, padding=zeros).movedim(1, -1)
+    """A 3x3 convolution layer (built with `padding=1`) applied to a channels-last field `[n, *space, c]`, wrapping
+    around the axes flagged in `periodic` and zero-padding the others."""
+    if type(conv) is conv_class(x.ndim - 2):
+        return periodic_conv(x, conv.weight, conv.bias, periodic)
     # A wrapped layer (a LoRA adapter around the convolution) is called as itself, or its own part would be skipped:
     # its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
+    if not periodic or not any(periodic):
+        return conv(x.movedim(-1, 1)).movedim(1, -1)
+    x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
     out = conv(x.movedim(-1, 1)).movedim(1, -1)
     return out[(slice(None), *[slice(1, -1) if wraps else slice(None) for wraps in periodic])]
 

@@ -5,7 +5,8 @@ import torch
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 from modeling_pdefm.mamba_layers import Mamba2Mixer, RMSNorm
-from modeling_pdefm.modeling_pdefm import FNODecoder, PeriodicPad
+from modeling_pdefm.modeling_pdefm import DecoderBlock, FNODecoder, PeriodicPad
+from modeling_pdefm.tokenizer_layers import FieldLinear
 
 from conftest import make_batch, tiny_config
 
@@ -145,6 +146,28 @@ def test_periodic_pad_copies_the_opposite_edges_and_folds_their_gradient_back(ax
                                reference.narrow(axis, 0, 1)], dim=axis)
     assert torch.equal(PeriodicPad.apply(x, axes), reference)
     assert torch.autograd.gradcheck(lambda t: PeriodicPad.apply(t, axes), (x,))
+
+
+@pytest.mark.parametrize("kind", ["conv", "fno_conv"])
+@pytest.mark.parametrize("periodic", [None, (True, True), (False, True)])
+def test_decoder_block_folding_its_pointwise_map_into_the_3x3_centre_tap_changes_nothing(kind, periodic):
+    """The fast path (W as the 3x3 kernel's centre tap, one convolution) against the same block computing the
+    convolution and W apart, as it does when an adapter wraps a layer: outputs and every gradient."""
+
+    class WrappedLinear(FieldLinear):  # not the plain type: the block takes its unfolded path
+        pass
+
+    torch.manual_seed(0)
+    fast = DecoderBlock(6, 3, 2, kind)
+    apart = DecoderBlock(6, 3, 2, kind)
+    apart.pointwise = WrappedLinear(6, 6)
+    apart.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 9, 8, 6, requires_grad=True)
+    outputs = [block(x, periodic) for block in (fast, apart)]
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), [x, *block.parameters()]) for out, block in zip(outputs, (fast, apart))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_the_model_passes_its_periodic_axes_to_the_decoder():
