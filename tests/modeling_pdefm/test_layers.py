@@ -4,7 +4,7 @@ import torch
 from modeling_pdefm.conditioning_layers import FiLM, PhysicsContextEncoder
 from modeling_pdefm.mamba_layers import BidirectionalMamba, Mamba2Mixer
 from modeling_pdefm.spectral_layers import SpectralConv, low_mode_index
-from modeling_pdefm.tokenizer_layers import PatchEmbedding, PatchUnembedding, SpectralTokenizer
+from modeling_pdefm.tokenizer_layers import FieldLinear, PatchEmbedding, PatchUnembedding, SpectralTokenizer
 
 
 def test_low_modes_keep_both_signs_except_on_the_last_axis():
@@ -142,3 +142,19 @@ def test_segmented_mixer_equals_one_pass():
     mixer.segment_size = 10  # segments of 10, 10, 10, 10, 5 tokens
     segmented = mixer(x)
     assert ((segmented - whole).norm() / whole.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("in_features, shape", [(4, (2, 6, 5)), (3, (1, 4, 3, 5)), (8, (2, 6, 5)), (4, (7,))])
+def test_field_linear_is_the_same_map_on_every_path(in_features, shape):
+    """Few input channels on a 2D/3D field take a 1x1 convolution, the rest a matrix product: both equal
+    `F.linear`, gradients included."""
+    torch.manual_seed(0)
+    layer = FieldLinear(in_features, 5)
+    x = torch.randn(*shape, in_features, requires_grad=True)
+    out = layer(x)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(out, reference)
+    grads = torch.autograd.grad(out.square().sum(), [x, layer.weight, layer.bias])
+    reference_grads = torch.autograd.grad(reference.square().sum(), [x, layer.weight, layer.bias])
+    for a, b in zip(grads, reference_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
