@@ -122,14 +122,11 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self.in_proj(hidden).split(
             [self.inner_size, self.inner_size + 2 * self.n_groups * self.state_size, self.num_heads], dim=-1
         )
-        xbc = xbc.transpose(1, 2)
         if conv_tail is None:
-            conv_tail = xbc.new_zeros(batch, xbc.shape[1], self.conv_kernel - 1)
-        xbc = torch.cat([conv_tail, xbc], dim=-1)
-        conv_tail = xbc[..., xbc.shape[-1] - (self.conv_kernel - 1) :]
-        # Back to positions-major in one copy: everything after (the activation and its gradient included) then runs
-        # on contiguous tensors rather than on a transposed view (a quarter of this block's time, forwards and back).
-        xbc = F.silu(self.conv1d(xbc).transpose(1, 2).contiguous())
+            conv_tail = xbc.new_zeros(batch, self.conv_kernel - 1, xbc.shape[-1])
+        xbc = torch.cat([conv_tail, xbc], dim=1)  # [b, kernel - 1 + length, channels]
+        conv_tail = xbc[:, xbc.shape[1] - (self.conv_kernel - 1) :]
+        xbc = F.silu(self._causal_conv(xbc, length))
         x, B, C = xbc.split([self.inner_size, self.n_groups * self.state_size, self.n_groups * self.state_size], dim=-1)
         x = x.reshape(batch, length, self.num_heads, self.head_dim)
         dt = F.softplus(dt + self.dt_bias)
@@ -147,6 +144,22 @@ class Mamba2Mixer(nn.Module):
         y = y + x * self.D[:, None]
         y = self.norm(y.reshape(batch, length, self.inner_size), gate=z)
         return self.out_proj(y), ssm_state, conv_tail
+
+
+    def _causal_conv(self, padded: torch.Tensor, length: int) -> torch.Tensor:
+        """The depthwise causal convolution `conv1d` along the positions of `padded [b, kernel - 1 + length, c]`
+        (the previous `kernel - 1` inputs first) -> `[b, length, c]`, positions-major like everything around it.
+
+        As a sum of `kernel` shifted products: on a CPU, the depthwise `Conv1d` took a transpose each way and a
+        backward pass slower than the rest of the mixer outside the scan. A layer wrapped by an adapter (LoRA) is
+        called as itself."""
+        if type(self.conv1d) is not nn.Conv1d:
+            return self.conv1d(padded.transpose(1, 2)).transpose(1, 2).contiguous()
+        weight = self.conv1d.weight[:, 0]  # [c, kernel]
+        out = torch.addcmul(self.conv1d.bias, padded[:, :length], weight[:, 0])
+        for tap in range(1, self.conv_kernel):
+            out = torch.addcmul(out, padded[:, tap : tap + length], weight[:, tap])
+        return out
 
 
 @functools.cache

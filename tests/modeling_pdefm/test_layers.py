@@ -158,3 +158,24 @@ def test_field_linear_is_the_same_map_on_every_path(in_features, shape):
     reference_grads = torch.autograd.grad(reference.square().sum(), [x, layer.weight, layer.bias])
     for a, b in zip(grads, reference_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_mixer_causal_convolution_as_shifted_products_equals_the_conv1d_layer():
+    """The mixer's depthwise convolution written as shifted products (its fast path) against the `Conv1d` layer it
+    holds, called as itself (the path for an adapter-wrapped layer): outputs and every gradient, also in segments."""
+
+    class WrappedConv1d(torch.nn.Conv1d):  # not the plain type: the mixer calls the layer
+        pass
+
+    torch.manual_seed(0)
+    fast = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8, segment_size=16)
+    layer = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8, segment_size=16)
+    conv = fast.conv1d
+    layer.conv1d = WrappedConv1d(conv.in_channels, conv.out_channels, conv.kernel_size[0], groups=conv.groups)
+    layer.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 45, 16, requires_grad=True)
+    outputs = [mixer(x) for mixer in (fast, layer)]
+    torch.testing.assert_close(outputs[0], outputs[1])
+    grads = [torch.autograd.grad(out.square().sum(), [x, *mixer.parameters()]) for out, mixer in zip(outputs, (fast, layer))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
