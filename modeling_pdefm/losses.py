@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .spectral_layers import rfft_multiplicity
 
 VRMSE_EPS = 1e-7
+
+
+def unbiased_variance(centered: torch.Tensor, dims: tuple[int, ...], keepdim: bool = True) -> torch.Tensor:
+    """`torch.var(x, dims)` (unbiased) of `x` from `centered = x - mean(x, dims)`, in a second pass over it: on a
+    CPU torch's one-pass kernel took 20x the time of a mean, and the centred values are at hand anyway."""
+    count = math.prod(centered.shape[d] for d in dims)
+    return centered.square().sum(dim=dims, keepdim=keepdim) / (count - 1)
 
 
 def vrmse_per_field(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, eps: float = VRMSE_EPS,
@@ -20,7 +29,7 @@ def vrmse_per_field(prediction: torch.Tensor, target: torch.Tensor, n_spatial_di
     """
     space = tuple(range(-n_spatial_dims - 1, -1))
     mse = (prediction - target).pow(2).mean(dim=space)
-    variance = target.var(dim=space, unbiased=True)
+    variance = unbiased_variance(target - target.mean(dim=space, keepdim=True), space, keepdim=False)
     ratio = mse / (variance + eps)
     return torch.sqrt(ratio + floor) if floor else torch.sqrt(ratio)
 

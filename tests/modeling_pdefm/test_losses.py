@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_pdefm import PDEFMModel
-from modeling_pdefm.losses import pdefm_objective, spectral_loss, vrmse_training_loss
+from modeling_pdefm.losses import pdefm_objective, spectral_loss, unbiased_variance, vrmse_training_loss
 
 from conftest import make_batch, tiny_config
 
@@ -110,3 +110,12 @@ def test_the_objective_trains_under_transformers_trainer(tmp_path):
     result = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
     assert len(seen) == 2 and all(t == pytest.approx(v + 0.5 * s, rel=1e-6) for t, v, s in seen)
     assert result.training_loss == pytest.approx(sum(t for t, _, _ in seen) / 2, rel=1e-4)
+
+
+def test_two_pass_variance_equals_torch_var():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 9, 7, 2, dtype=torch.float64) * 5 + 100  # a large mean: one-pass formulas lose digits here
+    for dims in ((1, 2, 3), (-3, -2)):
+        centered = x - x.mean(dim=dims, keepdim=True)
+        torch.testing.assert_close(unbiased_variance(centered, dims), x.var(dim=dims, keepdim=True))
+        torch.testing.assert_close(unbiased_variance(centered, dims, keepdim=False), x.var(dim=dims))
