@@ -10,7 +10,8 @@ runs `1 + --warmup` untimed ones: a training run's rate is its steady state, and
 process are slower than its later ones while the U-Net's are not (README, "Performance"). `--protocol separate`
 is the former protocol, kept to compare with: each model alone in its own process, timed from its second step.
 Peak RSS and the first step (which pays `torch.compile` under `--compile`, building PDE-FM with
-`compile_mamba=True`) come from each model alone in its own process.
+`compile_mamba=True`) come from each model alone in its own process. Every process takes the allocator settings of
+the training commands (`dataset_scripts/allocator.py`; `PDEFM_MALLOC=default` in the environment leaves glibc's).
 
 Run: python bench/train_throughput.py [--presets tiny small] [--compile] [--rounds N] [--repeats N] [--warmup N]
      (needs `pip install --no-deps the-well`)
@@ -33,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
 from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss  # noqa: E402
+from pdefm.data.allocator import configure_allocator  # noqa: E402
 from pdefm.train.baselines.forecaster import matched_sizes  # noqa: E402
 from pdefm.train.baselines.models import WellBaseline, unet_convnext_class  # noqa: E402
 
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--paired-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    allocator = configure_allocator()
     if args.child:
         print(json.dumps(run_alone(args.child[0], args.child[1], args.repeats, args.compile)))
         return
@@ -132,7 +135,8 @@ def main() -> None:
               f"each model alone in its own process, median of {args.repeats} steps after the first")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, {T_IN} input frames, {FIELDS} fields; "
           f"one fused AdamW step; {timing}; {args.rounds} rounds, ratio = median of the rounds' ratios; PDE-FM "
-          f"{'with' if args.compile else 'without'} compile_mamba; first step (not timed; compiles) and peak RSS from "
+          f"{'with' if args.compile else 'without'} compile_mamba; allocator settings of the training commands "
+          f"{'applied' if allocator else 'not applied'}; first step (not timed; compiles) and peak RSS from "
           "each model alone in its own process\n")
     print("| preset / grid | model | parameters | samples/s (median of rounds) | first step (s) | peak RSS (MB) | PDE-FM / U-Net |")
     print("|---|---|---|---|---|---|---|")

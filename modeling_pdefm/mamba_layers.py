@@ -145,7 +145,6 @@ class Mamba2Mixer(nn.Module):
         y = self.norm(y.reshape(batch, length, self.inner_size), gate=z)
         return self.out_proj(y), ssm_state, conv_tail
 
-
     def _causal_conv(self, padded: torch.Tensor, length: int) -> torch.Tensor:
         """The depthwise causal convolution `conv1d` along the positions of `padded [b, kernel - 1 + length, c]`
         (the previous `kernel - 1` inputs first) -> `[b, length, c]`, positions-major like everything around it.

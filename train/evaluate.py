@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders, has_split
+from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 
 from .baselines.forecaster import load_forecaster
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
+    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
     if args.rollout_steps < 1:
         parser.error(f"--rollout-steps must be >= 1, got {args.rollout_steps}")
     try:

@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
+from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 
 from .adapters.loading import architecture_settings, load_pdefm
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, parsed, explicit_keys = load_config([*overrides, *rest], __doc__)
         configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
+        configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
                  explicit_keys=explicit_keys)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:

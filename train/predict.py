@@ -21,6 +21,7 @@ import torch
 
 from pdefm.data import WellSplitReader, collate_window_samples
 from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 from pdefm.data.well_format import FIELD_GROUPS
 
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
+    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
 
     try:
         if not os.path.isfile(args.input):

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
+from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 
 from .adapters.model_card import write_model_card
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
+    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
     try:
         train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     except (ValueError, RunLockError, CheckpointError, NonFiniteLossError) as error:

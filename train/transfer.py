@@ -36,6 +36,7 @@ import torch
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
+from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 
 from .adapters.loading import load_pdefm
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.base_minutes <= 0 or any(m <= 0 for m in args.series_minutes):
         parser.error("--base-minutes and --series-minutes must be > 0")
     configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
+    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
     from pdefm.data.generate import complete_suite
 
     if not args.report_only:
