@@ -16,13 +16,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pdefm.data.allocator import configure_allocator  # noqa: E402
-from train_throughput import training_step  # noqa: E402
+from train_throughput import timed, training_step  # noqa: E402
 
 MODES = ("default", "reuse")
 STEPS = {"tiny": (11, 20), "small": (4, 6)}  # (untimed, timed) steps per measurement
@@ -31,14 +30,10 @@ STEPS = {"tiny": (11, 20), "small": (4, 6)}  # (untimed, timed) steps per measur
 def measure(preset: str) -> dict:
     applied = configure_allocator()
     step, _ = training_step("pdefm", preset)
-    warmup, timed = STEPS[preset]
+    warmup, n_timed = STEPS[preset]
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(timed):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = [timed(step) for _ in range(n_timed)]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"applied": applied, "step_s": statistics.median(times), "peak_rss_mb": usage.ru_maxrss / 1024,
             "minor_faults": usage.ru_minflt}

@@ -214,7 +214,7 @@ def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if any(periodic):
         # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
         # channels-first circular `F.pad` would lose (20% of a tiny training step).
-        x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
+        x = wrap_periodic_axes(x, periodic)
     padding = tuple(0 if wraps else 1 for wraps in periodic)
     return getattr(F, f"conv{d}d")(x.movedim(-1, 1), weight, bias, padding=padding).movedim(1, -1)
 
@@ -228,9 +228,13 @@ def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] |
     # its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
     if not periodic or not any(periodic):
         return conv(x.movedim(-1, 1)).movedim(1, -1)
-    x = PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
-    out = conv(x.movedim(-1, 1)).movedim(1, -1)
+    out = conv(wrap_periodic_axes(x, periodic).movedim(-1, 1)).movedim(1, -1)
     return out[(slice(None), *[slice(1, -1) if wraps else slice(None) for wraps in periodic])]
+
+
+def wrap_periodic_axes(x: torch.Tensor, periodic: tuple[bool, ...]) -> torch.Tensor:
+    """`PeriodicPad` of a channels-last field `[n, *space, c]` on the spatial axes flagged in `periodic`."""
+    return PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
 
 
 class PeriodicPad(torch.autograd.Function):
