@@ -122,11 +122,8 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self.in_proj(hidden).split(
             [self.inner_size, self.inner_size + 2 * self.n_groups * self.state_size, self.num_heads], dim=-1
         )
-        if conv_tail is None:
-            conv_tail = xbc.new_zeros(batch, self.conv_kernel - 1, xbc.shape[-1])
-        xbc = torch.cat([conv_tail, xbc], dim=1)  # [b, kernel - 1 + length, channels]
-        conv_tail = xbc[:, xbc.shape[1] - (self.conv_kernel - 1) :]
-        xbc = F.silu(self._causal_conv(xbc, length))
+        xbc, conv_tail = self._causal_conv(xbc, conv_tail)
+        xbc = F.silu(xbc)
         x, B, C = xbc.split([self.inner_size, self.n_groups * self.state_size, self.n_groups * self.state_size], dim=-1)
         x = x.reshape(batch, length, self.num_heads, self.head_dim)
         dt = F.softplus(dt + self.dt_bias)
@@ -145,20 +142,73 @@ class Mamba2Mixer(nn.Module):
         y = self.norm(y.reshape(batch, length, self.inner_size), gate=z)
         return self.out_proj(y), ssm_state, conv_tail
 
-    def _causal_conv(self, padded: torch.Tensor, length: int) -> torch.Tensor:
-        """The depthwise causal convolution `conv1d` along the positions of `padded [b, kernel - 1 + length, c]`
-        (the previous `kernel - 1` inputs first) -> `[b, length, c]`, positions-major like everything around it.
+    def _causal_conv(self, xbc: torch.Tensor, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The depthwise causal convolution `conv1d` along the positions of `xbc [b, length, c]`, preceded by `tail
+        [b, kernel - 1, c]` (the previous segment's last inputs; zeros when None) -> (`[b, length, c]`, the tail for
+        the next segment), positions-major like everything around it.
 
-        As a sum of `kernel` shifted products: on a CPU, the depthwise `Conv1d` took a transpose each way and a
-        backward pass slower than the rest of the mixer outside the scan. A layer wrapped by an adapter (LoRA) is
-        called as itself."""
-        if type(self.conv1d) is not nn.Conv1d:
-            return self.conv1d(padded.transpose(1, 2)).transpose(1, 2).contiguous()
-        weight = self.conv1d.weight[:, 0]  # [c, kernel]
-        out = torch.addcmul(self.conv1d.bias, padded[:, :length], weight[:, 0])
-        for tap in range(1, self.conv_kernel):
-            out = torch.addcmul(out, padded[:, tap : tap + length], weight[:, tap])
+        The plain layer takes `CausalDepthwiseConv` (the depthwise `Conv1d` took a transpose each way and a backward
+        pass slower than the rest of the mixer outside the scan); a layer wrapped by an adapter (LoRA), and a segment
+        shorter than the tail, call the layer itself on the tail and the inputs joined."""
+        kernel = self.conv_kernel
+        if type(self.conv1d) is nn.Conv1d and xbc.shape[1] >= kernel - 1:
+            out = CausalDepthwiseConv.apply(xbc, tail, self.conv1d.weight[:, 0], self.conv1d.bias)
+            return out, xbc[:, xbc.shape[1] - (kernel - 1) :]
+        if tail is None:
+            tail = xbc.new_zeros(xbc.shape[0], kernel - 1, xbc.shape[-1])
+        padded = torch.cat([tail, xbc], dim=1)  # [b, kernel - 1 + length, c]
+        out = self.conv1d(padded.transpose(1, 2)).transpose(1, 2).contiguous()
+        return out, padded[:, padded.shape[1] - (kernel - 1) :]
+
+
+class CausalDepthwiseConv(torch.autograd.Function):
+    """`out[:, l] = bias + sum_k w[:, k] * padded[:, l + k]` over `padded = [tail, x]` (the causal depthwise
+    convolution of Mamba's mixer), channels last, without building `padded`.
+
+    `x [b, length, c]` (length at least `kernel - 1`), `tail [b, kernel - 1, c]` or None for zeros, `weight
+    [c, kernel]`, `bias [c]` or None -> `[b, length, c]`. Written out because autograd's version of the shifted
+    products gives every shifted slice a zero-filled gradient of the whole padded input and sums them; here each
+    gradient is accumulated in place, once.
+    """
+
+    @staticmethod
+    def forward(ctx, x, tail, weight, bias):
+        kernel, length = weight.shape[1], x.shape[1]
+        ctx.save_for_backward(x, tail, weight)
+        ctx.has_bias = bias is not None
+        out = x * weight[:, kernel - 1] if bias is None else torch.addcmul(bias, x, weight[:, kernel - 1])
+        for tap in range(kernel - 1):
+            back = kernel - 1 - tap  # how many positions this tap looks back
+            out[:, back:].addcmul_(x[:, : length - back], weight[:, tap])
+            if tail is not None:
+                out[:, :back].addcmul_(tail[:, tap : tap + back], weight[:, tap])
         return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, tail, weight = ctx.saved_tensors
+        kernel, length = weight.shape[1], x.shape[1]
+        grad_x = grad_tail = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad * weight[:, kernel - 1]
+            for tap in range(kernel - 1):
+                back = kernel - 1 - tap
+                grad_x[:, : length - back].addcmul_(grad[:, back:], weight[:, tap])
+        if tail is not None and ctx.needs_input_grad[1]:
+            grad_tail = torch.zeros_like(tail)
+            for tap in range(kernel - 1):
+                back = kernel - 1 - tap
+                grad_tail[:, tap : tap + back].addcmul_(grad[:, :back], weight[:, tap])
+        if ctx.needs_input_grad[2]:
+            grad_weight = weight.new_empty(weight.shape)
+            for tap in range(kernel):
+                back = kernel - 1 - tap
+                grad_weight[:, tap] = (grad[:, back:] * x[:, : length - back]).sum(dim=(0, 1))
+                if back and tail is not None:
+                    grad_weight[:, tap] += (grad[:, :back] * tail[:, tap : tap + back]).sum(dim=(0, 1))
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad.sum(dim=(0, 1))
+        return grad_x, grad_tail, grad_weight, grad_bias
 
 
 @functools.cache

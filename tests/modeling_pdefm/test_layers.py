@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from modeling_pdefm.conditioning_layers import FiLM, PhysicsContextEncoder
-from modeling_pdefm.mamba_layers import BidirectionalMamba, Mamba2Mixer
+from modeling_pdefm.mamba_layers import BidirectionalMamba, CausalDepthwiseConv, Mamba2Mixer
 from modeling_pdefm.spectral_layers import SpectralConv, low_mode_index
 from modeling_pdefm.tokenizer_layers import FieldLinear, PatchEmbedding, PatchUnembedding, SpectralTokenizer
 
@@ -177,5 +177,35 @@ def test_mixer_causal_convolution_as_shifted_products_equals_the_conv1d_layer():
     outputs = [mixer(x) for mixer in (fast, layer)]
     torch.testing.assert_close(outputs[0], outputs[1])
     grads = [torch.autograd.grad(out.square().sum(), [x, *mixer.parameters()]) for out, mixer in zip(outputs, (fast, layer))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("with_tail, with_bias", [(True, True), (False, True), (True, False)])
+def test_causal_depthwise_conv_function_equals_conv1d_on_the_joined_input(with_tail, with_bias):
+    """The written-out causal convolution against `F.conv1d` on the tail and the inputs joined, in float64:
+    outputs and the gradients of the inputs, the tail, the weights and the bias (gradcheck)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
+    tail = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True) if with_tail else None
+    weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True) if with_bias else None
+    joined = torch.cat([tail if with_tail else torch.zeros(2, 3, 5, dtype=torch.float64), x], dim=1)
+    reference = torch.nn.functional.conv1d(joined.transpose(1, 2), weight[:, None], bias, groups=5).transpose(1, 2)
+    torch.testing.assert_close(CausalDepthwiseConv.apply(x, tail, weight, bias), reference)
+    assert torch.autograd.gradcheck(CausalDepthwiseConv.apply, (x, tail, weight, bias))
+
+
+def test_mixer_segments_shorter_than_the_convolution_tail_give_the_whole_result():
+    """Segments of one token (shorter than the convolution's 3-input tail) take the layer's own path: the same
+    outputs and gradients as the whole sequence at once."""
+    torch.manual_seed(0)
+    whole = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8, segment_size=0)
+    short = Mamba2Mixer(16, state_size=8, head_dim=8, chunk_size=8, segment_size=1)
+    short.load_state_dict(whole.state_dict())
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    outputs = [mixer(x) for mixer in (whole, short)]
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
+    grads = [torch.autograd.grad(out.square().sum(), [x, *m.parameters()]) for out, m in zip(outputs, (whole, short))]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

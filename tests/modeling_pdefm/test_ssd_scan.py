@@ -74,3 +74,36 @@ def test_scan_continues_from_a_carried_state():
     assert relative_error(final, whole_state) < 1e-5
     _, reference_state = scan.ssd_scan_sequential(x, dt, A, B, C, return_final_state=True)
     assert relative_error(whole_state, reference_state) < 1e-5
+
+
+@pytest.mark.parametrize("length,chunk", [(29, 8), (32, 8), (5, 16), (64, 4)])
+def test_chunked_scan_gradients_with_carried_states_match_the_recurrence(length, chunk):
+    """The written-out backward of the chunked scan against autograd through the sequential recurrence, in float64:
+    every input's gradient, the initial state's included, from a loss on the outputs and on the final state."""
+    g = torch.Generator().manual_seed(1)
+    inputs = [t.double() for t in random_inputs(length=length)]
+    initial = torch.randn(2, 4, 8, 16, generator=g, dtype=torch.float64)
+    weights = torch.randn(2, length, 4, 8, generator=g, dtype=torch.float64)
+
+    def gradients(run):
+        leaves = [t.clone().requires_grad_(True) for t in (*inputs, initial)]
+        y, final = run(*leaves)
+        ((y * weights).sum() + final.square().sum()).backward()
+        return [t.grad for t in leaves]
+
+    fast = gradients(lambda x, dt, A, B, C, h0: scan.ssd_scan_chunked(x, dt, A, B, C, chunk, h0, True))
+    reference = gradients(lambda x, dt, A, B, C, h0: scan.ssd_scan_sequential(x, dt, A, B, C, h0, True))
+    for name, got, want in zip(("x", "dt", "A", "B", "C", "initial"), fast, reference):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_chunked_scan_runs_in_float32_under_bf16_autocast():
+    """Under autocast the scan keeps float32 inside and gives results and gradients in its inputs' dtypes."""
+    inputs = [t.bfloat16().requires_grad_(True) for t in random_inputs(length=20)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, final = scan.ssd_scan_chunked(*inputs, 8, return_final_state=True)
+    assert y.dtype == final.dtype == torch.bfloat16
+    (y.float().square().sum() + final.float().sum()).backward()
+    assert all(t.grad.dtype == torch.bfloat16 and torch.isfinite(t.grad).all() for t in inputs)
+    reference = scan.ssd_scan_sequential(*[t.detach().float() for t in inputs])
+    assert relative_error(y.float(), reference) < 1e-2
