@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import h5py
 import numpy as np
 
 BC_CODES = {"WALL": 0, "OPEN": 1, "PERIODIC": 2}
@@ -267,6 +268,35 @@ def not_a_regular_file(path: str) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return "is a folder" if stat.S_ISDIR(mode) else "is not a regular file (a FIFO, device or socket)"
+
+
+def storage_outside_file(h5: Any) -> Iterator[tuple[str, str]]:
+    """`(hdf5_path, why)` for every place where reading `h5` would read bytes from outside the file: external links,
+    datasets whose data lies in other files (external storage) and virtual datasets (views of other files' data).
+    The Well's files keep everything inside; one that does not could make a reader copy any file on the machine into
+    a forecast. Links are listed without being followed, so a link cycle cannot loop."""
+    problems: list[tuple[str, str]] = []
+
+    def visit(name: str, link) -> None:
+        path = "/" + name
+        if isinstance(link, h5py.ExternalLink):
+            problems.append((path, f"an external link to {link.path!r} in {link.filename!r}; files of The Well "
+                                   "keep their data inside them, so it is not followed"))
+            return
+        if isinstance(link, h5py.SoftLink):
+            return  # a path inside this file: its target is visited as itself
+        node = h5.get(name)
+        if isinstance(node, h5py.Dataset):
+            if node.is_virtual:
+                problems.append((path, "a virtual dataset (a view of data in other files); files of The Well keep "
+                                       "their data inside them, so it is not read"))
+            elif node.external:
+                places = ", ".join(repr(entry[0]) for entry in node.external)
+                problems.append((path, f"its data is stored in other files ({places}); files of The Well keep their "
+                                       "data inside them, so it is not read"))
+
+    h5.visititems_links(visit)
+    return iter(problems)
 
 
 def check_time_grid(time: np.ndarray, file: str, path: str) -> None:

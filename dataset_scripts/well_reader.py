@@ -26,6 +26,7 @@ from .well_format import (
     WellFormatError,
     not_a_regular_file,
     read_file_metadata,
+    storage_outside_file,
 )
 from .window import WellWindow
 
@@ -42,19 +43,30 @@ class NonFiniteWindowError(ValueError):
 
 
 def open_hdf5(path: str, fs=None) -> h5py.File:
-    """Open a file of The Well read-only; a damaged or foreign file raises `WellFormatError` naming it."""
+    """Open a file of The Well read-only; a damaged or foreign file raises `WellFormatError` naming it, and so does a
+    file that would make a reader read from other files (external links, external storage, virtual datasets)."""
     try:
         if fs is None or _is_local(fs):
             problem = not_a_regular_file(path)  # a FIFO would block the open forever
             if problem:
                 raise WellFormatError(path, "/", f"{problem}, not an HDF5 file; remove it or rename it so that it "
                                                  "does not end in .hdf5/.h5")
-            return h5py.File(path, "r")
-        return h5py.File(fs.open(path, "rb", block_size=8 * 1024 * 1024), "r")
+            h5 = h5py.File(path, "r")
+        else:
+            h5 = h5py.File(fs.open(path, "rb", block_size=8 * 1024 * 1024), "r")
     except FileNotFoundError:
         raise
     except OSError as error:
         raise WellFormatError(path, "/", f"not a readable HDF5 file (truncated, damaged or another format): {error}") from None
+    try:
+        outside = next(storage_outside_file(h5), None)
+    except Exception as error:  # noqa: BLE001 - a damaged link table can fail in h5py in many ways
+        h5.close()
+        raise WellFormatError(path, "/", f"not a readable HDF5 file (its links cannot be listed: {error})") from None
+    if outside is not None:
+        h5.close()
+        raise WellFormatError(path, *outside)
+    return h5
 
 
 def _is_local(fs) -> bool:
@@ -392,4 +404,9 @@ def list_split_files(split_dir: str, fs=None) -> list[str]:
     """The `*.hdf5` and `*.h5` files of a folder, sorted by name (`open_hdf5` refuses those that are not regular
     files)."""
     fs = fs or fsspec.filesystem("file")
-    return sorted(fs.glob(split_dir.rstrip("/") + "/*.hdf5") + fs.glob(split_dir.rstrip("/") + "/*.h5"))
+    # Listed, not globbed: a folder name holding `[`, `*` or `?` is a name, never a pattern.
+    try:
+        entries = fs.ls(split_dir.rstrip("/"), detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(str(e) for e in entries if str(e).endswith((".hdf5", ".h5")))
