@@ -184,15 +184,58 @@ def test_an_interrupted_baseline_resumes_exactly_and_a_finished_one_is_loaded(da
     whole, whole_info = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "whole"), **settings)
     with pytest.raises(KeyboardInterrupt):
         train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), stop_after=3, **settings)
-    assert os.path.isfile(tmp_path / "cut" / "training_state.pt")
+    assert os.path.isfile(tmp_path / "cut" / "training_state.safetensors")
     resumed, info = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), **settings)
-    assert not os.path.exists(tmp_path / "cut" / "training_state.pt")
+    assert not os.path.exists(tmp_path / "cut" / "training_state.safetensors")
     assert [p["step"] for p in info["curve"]] == [0, 2, 4, 6] and info["steps"] == 6
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert [p["valid_vrmse"] for p in info["curve"]] == pytest.approx([p["valid_vrmse"] for p in whole_info["curve"]])
     _, again = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(tmp_path / "cut"), **settings)
     assert again == info  # loaded, not retrained
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_baseline_resume_never_unpickles_a_planted_state(data_dir, tmp_path):
+    import pickle
+
+    settings = dict(budget_seconds=1e9, max_steps=2, sizes={"init_features": 4, "stages": 2}, valid_every=2,
+                    valid_batches=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "ran"
+    with open(out / "training_state.pt", "wb") as f:  # the name earlier versions loaded with weights_only=False
+        pickle.dump({"model": _Planted(str(marker))}, f)
+    with pytest.warns(UserWarning, match="training_state.pt.*not read"):
+        _, info = train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(out), **settings)
+    assert not marker.exists() and info["steps"] == 2
+    # A damaged state of this version is refused by name, not half-read.
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "training_state.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="training_state.safetensors.*delete it"):
+        train_baseline("cnextunet", data_dir, "flow2d", out_dir=str(cut), **settings)
+
+
+def test_no_module_of_the_package_unpickles():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    found = []
+    for folder in ("modeling_pdefm", "dataset_scripts", "train", "pdefm"):
+        for base, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    text = open(os.path.join(base, name)).read()
+                    for needle in ("weights_only=False", "import pickle", "pickle.load", "torch.load("):
+                        if needle in text:
+                            found.append(f"{os.path.join(base, name)}: {needle}")
+    assert not found, found
 
 
 def test_matched_sizes_come_closest_to_the_target_parameter_count():

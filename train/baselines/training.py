@@ -3,8 +3,9 @@ normalised fields, AdamW with warm-up and cosine decay, here under a wall-clock 
 
 Every `valid_every` steps the run measures one-step VRMSE (physical units) on a fixed slice of the validation split
 and records it against training seconds and samples seen: the learning curve. Its state (weights, optimizer,
-schedule, data position, curve) is saved atomically to `<out_dir>/training_state.pt` every `checkpoint_seconds`, so
-a killed run continues where it stopped; a finished run is loaded, not retrained.
+schedule, data position, curve) is saved atomically to `<out_dir>/training_state.safetensors` every
+`checkpoint_seconds` (tensors in safetensors, the rest as JSON in its metadata: nothing is unpickled on resume), so a
+killed run continues where it stopped; a finished run is loaded, not retrained.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import json
 import math
 import os
 import time
+import warnings
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 
 from pdefm.data import load_well_dataset, split_reader
 
 from ..evaluation.rollout import evaluate_one_step
 from ..training.batches import ShardBatches
+from ..training.checkpointing import optimizer_from_plain, optimizer_to_plain
 from ..training.schedule import WarmupCosine
 from .forecaster import BaselineForecaster
 
-STATE_FILE = "training_state.pt"
+STATE_FILE = "training_state.safetensors"
+# Written by earlier versions as a pickle: never opened (a planted one would run code), a run beside one starts over.
+OLD_STATE_FILE = "training_state.pt"
 INFO_FILE = "train_info.json"
 
 
@@ -37,10 +44,31 @@ def validation_vrmse(model: BaselineForecaster, dataset, n_spatial_dims: int, n_
     return result["vrmse"], result["persistence_vrmse"]
 
 
-def _save_state(path: str, state: dict) -> None:
+def _save_state(path: str, model_state: dict, optimizer_state: dict, rng: torch.Tensor, rest: dict) -> None:
+    """Tensors (`model.*`, `optimizer.*`, `rng`) in one safetensors file, everything else as JSON in its metadata;
+    written to a temporary file and renamed, so a kill leaves the previous state whole."""
+    opt_tensors, opt_plain = optimizer_to_plain(optimizer_state)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+    tensors["rng"] = rng
     tmp = path + ".tmp"
-    torch.save(state, tmp)
+    save_file(tensors, tmp, metadata={"state": json.dumps({**rest, "optimizer": opt_plain})})
     os.replace(tmp, path)
+
+
+def _load_state(path: str) -> tuple[dict, dict, torch.Tensor, dict]:
+    """(model state dict, optimizer state dict, torch RNG state, the JSON rest) of `_save_state`'s file."""
+    try:
+        tensors = load_file(path)
+        with safe_open(path, "pt") as f:
+            rest = json.loads(f.metadata()["state"])
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a baseline training state written by this version ({error}); delete it to "
+                         "train the baseline from the start") from None
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = optimizer_from_plain({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")},
+                                     rest.pop("optimizer"))
+    return model, optimizer, tensors["rng"], rest
 
 
 def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, seed: int = 0, batch_size: int = 8,
@@ -71,14 +99,17 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir is not None else None
     step, curve, persistence = 0, [], math.nan  # persistence: measured beside every curve point
+    if out_dir is not None and os.path.exists(os.path.join(out_dir, OLD_STATE_FILE)):
+        warnings.warn(f"{os.path.join(out_dir, OLD_STATE_FILE)}: a training state of an earlier version (a pickle) is "
+                      "not read; this baseline is trained from the start")
     if state_path is not None and os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        model_state, optimizer_state, rng, state = _load_state(state_path)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         step, curve, batches.draws = state["step"], state["curve"], state["draws"]
         schedule.elapsed = state["elapsed"]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(rng)
         persistence = state["persistence"]
 
     def record() -> None:
@@ -90,10 +121,9 @@ def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, s
     def save_state() -> None:
         if state_path is not None:
             os.makedirs(out_dir, exist_ok=True)
-            _save_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
-                                     "draws": batches.draws, "elapsed": schedule.elapsed, "rng": torch.get_rng_state(),
-                                     "persistence": persistence})
+            _save_state(state_path, model.state_dict(), optimizer.state_dict(), torch.get_rng_state(),
+                        {"scheduler": scheduler.state_dict(), "step": step, "curve": curve, "draws": batches.draws,
+                         "elapsed": schedule.elapsed, "persistence": persistence})
 
     if not curve:
         record()
