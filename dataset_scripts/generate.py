@@ -107,7 +107,7 @@ def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
     """Make sure `folder` holds nothing but files of `settings` (deleting them first with `overwrite`), then record
     the settings in its manifest."""
     path = os.path.join(folder, MANIFEST)
-    existing = glob.glob(os.path.join(split_dir(folder, "*"), "*.hdf5")) + glob.glob(os.path.join(split_dir(folder, "*"), "*.h5"))
+    existing = glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.hdf5")) + glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.h5"))
     saved = None
     if os.path.exists(path):
         try:
@@ -197,7 +197,7 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     claim_folder(folder, {"version": MANIFEST_VERSION, "dataset": name, "resolution": int(resolution),
                           "n_trajectories": int(n_trajectories), "n_steps": int(n_steps), "seed": int(seed),
                           "trajectories_per_file": int(trajectories_per_file)}, overwrite)
-    for leftover in glob.glob(os.path.join(split_dir(folder, "*"), "*.partial-*")):
+    for leftover in glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()
     plan = planned_files(n_trajectories, trajectories_per_file)

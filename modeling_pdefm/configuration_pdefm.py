@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -50,10 +51,24 @@ INCREMENT_SCALES = ("field", "step")
 CONV_PADDINGS = ("zeros", "boundary")
 
 
+# What a dataset or adapter name may be: it becomes a folder name (adapters, runs) and a module key (`adapters.<name>`),
+# so no path separator, no `..` and no `.` (torch refuses dots in module names; PEFT cuts saved keys at them).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def check_name(name: Any, what: str) -> str:
+    """`name` if it is a plain name (letters, digits, `_`, `-`; starting with a letter or digit; at most 128
+    characters), else a ValueError that says `what` it is for."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a plain name: use letters, digits, '_' and '-' (starting with a "
+                         "letter or digit, at most 128 characters); it becomes a folder name and a module key, so "
+                         "path separators, '..' and '.' are refused")
+    return name
+
+
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Return a clean copy of one dataset entry, or raise a ValueError naming the bad key."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"dataset names must be non-empty strings, got {name!r}")
+    check_name(name, "dataset name")
     if not isinstance(spec, dict):
         raise ValueError(f"datasets[{name!r}] must be a dict with keys {DATASET_KEYS}, got {type(spec).__name__}")
     unknown = set(spec) - set(DATASET_KEYS) - set(OPTIONAL_DATASET_KEYS)

@@ -29,6 +29,8 @@ import sys
 
 from accelerate.utils import set_seed
 
+from modeling_pdefm.configuration_pdefm import check_name
+
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
 from pdefm.data.allocator import configure_allocator
@@ -157,7 +159,7 @@ def build_model(args, base_model, name: str, spec: dict):
 
 
 def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False,
-             explicit_keys: set[str] | None = None) -> dict:
+             explicit_keys: set[str] | None = None, overwrite_output_dir: bool = False) -> dict:
     """Finetune `args.base` on `config.datasets[0]`. Training keys the model records (input window, objective) that
     are not in `explicit_keys` (those the user set) follow the base's config when `explicit_keys` is given."""
     base_model = load_pdefm(args.base)
@@ -214,7 +216,8 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
                              "adapter_init": args.adapter_init,
                              "field_alias": args.field_alias}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
-                 run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune")
+                 run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune",
+                 overwrite_output_dir=overwrite_output_dir)
     return {"report": report, "trainable_parameters": counts}
 
 
@@ -230,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         print(__doc__)
         raise
+    try:
+        check_name(args.adapter_name, "--adapter-name")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     data = os.path.abspath(args.data.rstrip("/"))
     if not has_split(data, "train"):
         print(f"error: --data {args.data!r}: expected a dataset folder with data/train/ (The Well's layout)", file=sys.stderr)
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
         configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
-                 explicit_keys=explicit_keys)
+                 explicit_keys=explicit_keys, overwrite_output_dir=parsed.overwrite_output_dir)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
 
 
 def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None,
-          allow_config_change: bool = False) -> dict:
+          allow_config_change: bool = False, overwrite_output_dir: bool = False) -> dict:
     """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
@@ -72,7 +72,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
         print_outputs(config, "pretrain", model_folder=config.output_dir)
 
     return fit(accelerator, config, model, names, specs, resume=resume, allow_config_change=allow_config_change,
-               stop_after=stop_after, finish=finish)
+               stop_after=stop_after, finish=finish, overwrite_output_dir=overwrite_output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
     configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
     try:
-        train(config, resume=args.resume, allow_config_change=args.allow_config_change)
+        train(config, resume=args.resume, allow_config_change=args.allow_config_change,
+              overwrite_output_dir=args.overwrite_output_dir)
     except (ValueError, RunLockError, CheckpointError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

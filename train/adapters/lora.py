@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from modeling_pdefm.configuration_pdefm import check_name
+
 from .hub import resolve_folder
 
 ADAPTER_INFO = "pdefm_adapter.json"
@@ -105,6 +107,7 @@ def wrap_with_lora(model: nn.Module, adapter_name: str, trainable_modules: list[
 
     if r < 1:
         raise ValueError(f"--lora-r must be >= 1, got {r}")
+    check_name(adapter_name, "adapter name")
     if adapter_name in model.config.datasets:
         # PEFT strips ".<adapter name>" from saved keys, which would also cut the dataset's module path.
         raise ValueError(f"--adapter-name {adapter_name!r} is also the name of a dataset of the model; pick another "
@@ -126,6 +129,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, Any]:
 def save_domain_adapter(peft_model, output_dir: str, adapter_name: str, dataset_name: str, spec: dict[str, Any],
                         fingerprint: str, base: str) -> str:
     """Save one adapter into `output_dir/adapter_name/`; returns that folder."""
+    check_name(adapter_name, "adapter name")
     folder = os.path.join(output_dir, adapter_name)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(output_dir, f".tmp_{adapter_name}")

@@ -24,7 +24,7 @@ ROLLOUT_WINDOWS = ("1:1", "2:5", "6:12", "13:30")
 def load_runs(out: str) -> dict[str, dict[int, dict]]:
     """`runs[run][seed]` = that run's evaluation document."""
     runs: dict[str, dict[int, dict]] = {}
-    for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "evaluation.json"))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(out), "seed*", "*", "evaluation.json"))):
         seed = int(os.path.basename(os.path.dirname(os.path.dirname(path)))[4:])
         with open(path) as f:
             runs.setdefault(os.path.basename(os.path.dirname(path)), {})[seed] = json.load(f)
@@ -406,7 +406,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     runs_folder = os.path.splitext(os.path.basename(doc_path))[0] + "_runs"
     copies = os.path.join(doc_dir, runs_folder)
     shutil.rmtree(copies, ignore_errors=True)
-    for path in [os.path.join(out, "benchmark_settings.json"), *glob.glob(os.path.join(out, "seed*", "*", "evaluation.json"))]:
+    for path in [os.path.join(out, "benchmark_settings.json"), *glob.glob(os.path.join(glob.escape(out), "seed*", "*", "evaluation.json"))]:
         target = os.path.join(copies, os.path.relpath(path, out))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(path, target)

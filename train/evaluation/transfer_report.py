@@ -35,7 +35,7 @@ def _load(path: str) -> dict:
 def collect(out: str, held_out: str) -> list[dict]:
     """One record per finished run of `held_out`: its place in the grid, its metrics and its validation curve."""
     records = []
-    for path in sorted(glob.glob(os.path.join(out, held_out, "*", "**", "evaluation.json"), recursive=True)):
+    for path in sorted(glob.glob(os.path.join(glob.escape(out), glob.escape(held_out), "*", "**", "evaluation.json"), recursive=True)):
         folder = os.path.dirname(path)
         parts = os.path.relpath(folder, os.path.join(out, held_out)).split(os.sep)
         doc = _load(path)
@@ -285,7 +285,7 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
 def copy_runs(out: str, target: str) -> None:
     """The small files of every run (no weights), so the document's numbers stay checkable."""
     shutil.rmtree(target, ignore_errors=True)
-    for path in glob.glob(os.path.join(out, "**", "*.json"), recursive=True):
+    for path in glob.glob(os.path.join(glob.escape(out), "**", "*.json"), recursive=True):
         relative = os.path.relpath(path, out)
         if "checkpoints" in relative.split(os.sep) or "run_info" in relative.split(os.sep):
             continue

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from modeling_pdefm import PRESETS, PDEFMConfig
+from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.data.cli_format import HelpFormatter
 
 CONFIG_VERSION = 1
@@ -129,6 +130,12 @@ class PretrainConfig:
         unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
         if unknown:
             raise ValueError(f"config key 'model_overrides': unknown model keys {unknown}; known: {sorted(PDEFMConfig.settable_keys())}")
+        if self.datasets is not None:
+            if isinstance(self.datasets, str) or not isinstance(self.datasets, (list, tuple)):
+                raise ValueError(f"config key 'datasets' must be a list of dataset names (a,b on the command line), "
+                                 f"got {self.datasets!r}")
+            for name in self.datasets:
+                check_name(name, "config key 'datasets': dataset name")
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config key 'version' is {self.version}; this code reads version {CONFIG_VERSION}")
         if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
@@ -140,6 +147,8 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
+# Prefix of the run settings that hold each dataset's file fingerprint (`pdefm.data.fingerprint`).
+DATA_FILES_KEY = "data_files"
 # Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
 SETTINGS_BEFORE_THE_KEY = {"gradient_balance": False}
 
@@ -149,6 +158,8 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str
     change: {key: (checkpoint's value, this run's value)}."""
     saved = {**SETTINGS_BEFORE_THE_KEY, **saved}
     keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
+    # Checkpoints written before data fingerprints were recorded cannot be compared on them.
+    keys -= {k for k in current if k.startswith(DATA_FILES_KEY + ".") and k not in saved}
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 
@@ -171,13 +182,16 @@ def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
 def config_parser(description: str = "", add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
-                                     add_help=add_help, usage="%(prog)s [--config FILE] [--resume] [--KEY VALUE ...]")
+                                     add_help=add_help, usage="%(prog)s [--config FILE] [--resume | --overwrite_output_dir] [--KEY VALUE ...]")
     parser.add_argument("--config", default=None, metavar="FILE_OR_NAME",
                         help="YAML file with any of the keys below (or a bundled one by name: mini_well, the_well); "
                              "options given here override it")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--allow_config_change", action="store_true",
                         help="with --resume: accept settings that differ from the checkpoint's (batch size, data...)")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="start afresh in an output_dir that holds an earlier run, deleting its checkpoints and "
+                             "results first (without it such a run is refused)")
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     defaults = PretrainConfig()
     comments = field_comments()

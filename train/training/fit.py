@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from tqdm.auto import tqdm
 
+from pdefm.data.fingerprint import dataset_fingerprint
 from pdefm.data.threads import refresh_threads
 
 from ..adapters.model_card import metrics_table
@@ -30,9 +31,11 @@ from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.windows import evaluation_batches
 from .balance import GradientBalancer, shared_parameters
 from .batches import MultiDatasetBatches, load_shard
-from .checkpointing import CheckpointError, apply_checkpoint, read_latest_checkpoint, save_checkpoint
-from .config import CHANGEABLE_ON_RESUME, PretrainConfig, resume_conflicts
+from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
+                            read_latest_checkpoint, save_checkpoint)
+from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
+from .output_dir import prepare_output_dir
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
@@ -122,15 +125,19 @@ class StepResult:
 
 def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
         allow_config_change: bool = False, run_settings: dict | None = None, stop_after: int | None = None,
-        finish: Callable | None = None, run_name: str = "pretrain") -> dict:
+        finish: Callable | None = None, run_name: str = "pretrain", overwrite_output_dir: bool = False) -> dict:
     """Train `model` on `names`: curriculum over the datasets, the model's own objective (VRMSE + spectral term) on
     the parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the
     main process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`.
 
     The output folder is locked for the run. `run_settings` (JSON-able) are compared with a checkpoint's on resume,
     with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`. Logs go to
-    `output_dir/<run_name>`. `stop_after` simulates an interruption (tests)."""
+    `output_dir/<run_name>`. A fresh run into a folder holding an earlier one is refused unless
+    `overwrite_output_dir`, which deletes it first (`prepare_output_dir`). `stop_after` simulates an interruption
+    (tests)."""
     with output_dir_lock(config.output_dir, enabled=accelerator.is_main_process):
+        prepare_output_dir(config.output_dir, resume, overwrite_output_dir, run_name, clear=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
         run = prepare_run(accelerator, config, model, names, run_settings or {})
         if resume:
             resume_run(accelerator, config, run, allow_config_change)
@@ -189,7 +196,10 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
     schedule = WarmupCosine(config.warmup_steps, config.max_steps, config.min_lr_ratio, budget)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule)
-    settings = json.loads(json.dumps({**config.to_dict(), **run_settings}))
+    # The data's fingerprint joins the settings a resume compares: files regenerated or replaced under a run are named.
+    fingerprints = {f"{DATA_FILES_KEY}.{name}": dataset_fingerprint(f"{config.data_dir.rstrip('/')}/{name}")
+                    for name in names}
+    settings = json.loads(json.dumps({**config.to_dict(), **fingerprints, **run_settings}))
 
     run_info = os.path.join(config.output_dir, "run_info")
     os.makedirs(run_info, exist_ok=True)
@@ -205,6 +215,10 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
 def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, allow_config_change: bool) -> None:
     """Continue from the latest checkpoint in `output_dir` (none: start from scratch, saying so)."""
     checkpoint = read_latest_checkpoint(config.output_dir, accelerator.process_index)
+    if checkpoint is None and complete_checkpoints(config.output_dir):
+        raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(config.output_dir)} reads completely (each "
+                              "is named in the warnings above); nothing was changed. Pass --overwrite_output_dir "
+                              "instead of --resume to start over there")
     if checkpoint is None:
         accelerator.print(f"--resume: no checkpoint in {config.output_dir}/checkpoints; starting from scratch")
         return

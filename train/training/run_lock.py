@@ -7,6 +7,7 @@ over with a warning. A lock from another host cannot be checked and is never bro
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -40,18 +41,38 @@ def _read_owner(path: str) -> dict | None:
         return None
 
 
+@contextmanager
+def _folder_guard(output_dir: str):
+    """Hold an exclusive `flock` on the folder `output_dir` (released when its descriptor closes, also if the
+    process dies): the short critical section in which the lock file is read and changed."""
+    fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_owner(path: str, me: dict) -> None:
+    """Replace the lock file by one naming `me`, atomically (a rename), so no reader sees it half-written."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(me, f)
+    os.replace(tmp, path)
+
+
 def acquire(output_dir: str) -> str:
     """Take the lock of `output_dir` (created if needed); returns the lock file's path."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, LOCK_FILE)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(3):
+    with _folder_guard(output_dir):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = _read_owner(path)
             if owner is None:
-                # Written but not yet filled by its owner, or damaged: give a live writer a moment.
+                # Written but not yet filled by its owner (a version without the folder guard), or damaged.
                 time.sleep(0.2)
                 owner = _read_owner(path)
             if owner is not None and owner.get("host") != me["host"]:
@@ -65,21 +86,18 @@ def acquire(output_dir: str) -> str:
                     f"{owner.get('started')}); wait for it to finish or choose another output_dir"
                 ) from None
             warnings.warn(f"removing the stale lock {path} (its run, {owner or 'unknown'}, is gone)", stacklevel=2)
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            continue
+            _write_owner(path, me)
+            return path
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return path
-    raise RunLockError(f"could not take the lock {path}: other processes keep taking it")
 
 
 def release(path: str) -> None:
-    owner = _read_owner(path)
-    if owner is not None and owner["pid"] == os.getpid():
-        os.remove(path)
+    with _folder_guard(os.path.dirname(path) or "."):
+        owner = _read_owner(path)
+        if owner is not None and owner["pid"] == os.getpid():
+            os.remove(path)
 
 
 @contextmanager
