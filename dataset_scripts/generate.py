@@ -103,9 +103,9 @@ def check_settings(resolution: int | None, n_trajectories: int, n_steps: int, se
         raise ValueError(f"--trajectories-per-file must be at least 1, got {trajectories_per_file!r}")
 
 
-def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
+def claim_folder(folder: str, settings: dict, overwrite: bool, write: bool = True) -> None:
     """Make sure `folder` holds nothing but files of `settings` (deleting them first with `overwrite`), then record
-    the settings in its manifest."""
+    the settings in its manifest. With `write=False` only check (raise where it would refuse), changing nothing."""
     path = os.path.join(folder, MANIFEST)
     existing = glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.hdf5")) + glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.h5"))
     saved = None
@@ -117,7 +117,7 @@ def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
             if not overwrite:
                 raise GenerationSettingsError(f"{path}: unreadable generation manifest ({error}); pass --overwrite to "
                                               "regenerate the dataset") from None
-    if saved == settings:
+    if saved == settings or (not write and overwrite):
         return
     if (saved is not None or existing) and not overwrite:
         if saved is not None:
@@ -128,6 +128,8 @@ def claim_folder(folder: str, settings: dict, overwrite: bool) -> None:
             why = f"holds {len(existing)} HDF5 file(s) but no {MANIFEST} (made by hand or by an older version)"
         raise GenerationSettingsError(f"{folder} {why}; rerun with the same settings to complete it, pass --overwrite "
                                       "to delete its files and regenerate, or choose another --out")
+    if not write:
+        return
     if overwrite:
         for leftover in (DATA_FOLDER, STATS_FILE, MANIFEST):
             target = os.path.join(folder, leftover)
@@ -183,6 +185,14 @@ def _generate_files(system: System, folder: str, plan: list[tuple[str, int, int]
     return made, skipped
 
 
+def dataset_settings(name: str, resolution: int | None, n_trajectories: int, n_steps: int, seed: int,
+                     trajectories_per_file: int) -> dict:
+    """What a dataset folder's manifest records: the settings that shape its files."""
+    return {"version": MANIFEST_VERSION, "dataset": name, "resolution": int(resolution or SYSTEMS[name].resolution),
+            "n_trajectories": int(n_trajectories), "n_steps": int(n_steps), "seed": int(seed),
+            "trajectories_per_file": int(trajectories_per_file)}
+
+
 def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int = 16, n_steps: int = 60,
                      seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu", progress: bool = True,
                      overwrite: bool = False) -> dict:
@@ -194,9 +204,8 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     system = SYSTEMS[name]
     resolution = resolution or system.resolution
     folder = os.path.join(out, name)
-    claim_folder(folder, {"version": MANIFEST_VERSION, "dataset": name, "resolution": int(resolution),
-                          "n_trajectories": int(n_trajectories), "n_steps": int(n_steps), "seed": int(seed),
-                          "trajectories_per_file": int(trajectories_per_file)}, overwrite)
+    claim_folder(folder, dataset_settings(name, resolution, n_trajectories, n_steps, seed, trajectories_per_file),
+                 overwrite)
     for leftover in glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()
@@ -224,6 +233,10 @@ def generate_suite(out: str, suite: str = "mini_well", on_dataset_done: Callable
         raise ValueError(f"unknown suite {suite!r}; known: {sorted(SUITES)}")
     settings = {k: kwargs.get(k, default) for k, default in SUITE_DEFAULTS.items()}
     check_settings(**settings)
+    # Every dataset folder is checked before anything is written: a refused rerun leaves the suite as it was.
+    for name in SUITES[suite]:
+        claim_folder(os.path.join(out, name), dataset_settings(name, **settings), kwargs.get("overwrite", False),
+                     write=False)
     _write_json_atomic(suite_manifest_path(out, suite), {"suite": suite, **settings})
     results = []
     for name in SUITES[suite]:
@@ -236,6 +249,9 @@ def generate_suite(out: str, suite: str = "mini_well", on_dataset_done: Callable
 def complete_suite(out: str, suite: str = "mini_well", seed: int = 0, **kwargs) -> list[dict]:
     """Generate `suite` into `out` if `out` holds no dataset yet, or finish it if an earlier generation into `out` was
     interrupted (with the settings it was started with); a folder of other data is left alone."""
+    if os.path.isdir(os.path.join(out, DATA_FOLDER)):
+        raise ValueError(f"{out} is one dataset's folder (it holds {DATA_FOLDER}/); a suite is generated into the "
+                         "folder that holds one folder per dataset")
     manifest = suite_manifest_path(out, suite)
     if os.path.exists(manifest):
         with open(manifest) as f:

@@ -19,6 +19,10 @@ MIN_STD = 1e-4
 NORMALIZATIONS = ("zscore", "rms")
 
 
+# Largest magnitude of a statistic: its square must stay finite in float32 (max about 3.4e38).
+MAX_STATISTIC = 1e18
+
+
 class StatsError(ValueError):
     """A `stats.yaml` that lacks what the data needs; names the file and the missing key or field."""
 
@@ -86,6 +90,11 @@ class WellNormalizer:
                              "recompute it from data without NaN/Inf (`python -m pdefm.data.the_well check` finds them)")
         if key in ("std", "rms") and (value < 0).any():
             raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is negative ({value.tolist()}); expected >= 0")
+        if (np.abs(value) > MAX_STATISTIC).any():
+            # float32 metrics square values: a scale above this overflows to inf in VRMSE, reports and losses.
+            raise StatsError(f"{self.source}: '{key}' of field '{info.name}' is {value.tolist()}, beyond {MAX_STATISTIC:g} "
+                             "(float32 squares of it overflow); recompute it with `pdefm stats DATASET_DIR`, or "
+                             "rescale the data")
         return value
 
     @classmethod
@@ -180,7 +189,12 @@ def stats_document(infos: list[FieldInfo], moments: RunningMoments, delta: Runni
 def write_stats_yaml(path: str, document: dict) -> None:
     """Atomic write: a reader never sees half a stats file."""
     tmp = f"{path}.partial-{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(document, f, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(document, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk: no half-written leftover, and an error that says where
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise StatsError(f"{path}: could not be written ({error.strerror or error}); nothing was changed") from None
 

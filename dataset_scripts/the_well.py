@@ -88,12 +88,18 @@ def check(paths: list[str]) -> int:
 
 def info(path: str, n_steps_input: int, n_steps_output: int, dynamics_trajectories: int = 16) -> None:
     """Print what a file or dataset folder holds, split by split; with `dynamics_trajectories` > 0, also how much
-    its fields change from frame to frame (over at most that many trajectories per split)."""
+    its fields change from frame to frame (over at most that many trajectories per split). A path with nothing to
+    describe raises `FileNotFoundError`; a file that is not The Well's raises `WellFormatError` naming it."""
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    described = 0
     for split in (SPLITS if _is_folder(path) else (None,)):
         try:
             files, fs, stats = resolve_split_files(path, split)
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             continue
+        described += 1
         reader = WellSplitReader(files, fs=fs, n_steps_input=n_steps_input, n_steps_output=n_steps_output)
         meta = reader.meta
         trajectories = sum(m.n_trajectories for m in reader.metadata)
@@ -114,6 +120,8 @@ def info(path: str, n_steps_input: int, n_steps_output: int, dynamics_trajectori
             for line in format_dynamics(summarise_dynamics(changes, meta.field_names)):
                 print(line)
         reader.close()
+    if not described:
+        raise FileNotFoundError(f"{path}: no HDF5 files (*.hdf5 or *.h5) in it, nor in data/<split>/ below it")
 
 
 def _require_finite(values: np.ndarray, channels: list[str], file: str, traj: int) -> None:
@@ -176,7 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bad} file(s) with problems" if bad else "all files follow The Well's format")
         return 1 if bad else 0
     if args.command == "info":
-        info(args.path, args.n_steps_input, args.n_steps_output, args.dynamics_trajectories)
+        for flag, value in (("--n-steps-input", args.n_steps_input), ("--n-steps-output", args.n_steps_output)):
+            if value < 1:
+                print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
+                return 2
+        try:
+            info(args.path, args.n_steps_input, args.n_steps_output, args.dynamics_trajectories)
+        except (ValueError, OSError) as error:  # WellFormatError is a ValueError naming the file
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         return 0
     try:
         print(f"wrote {compute_stats(args.dataset_dir, args.output)}")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import os
 import re
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # Size presets. `small` is the paper's model size (about 13M parameters with 2D datasets), `tiny` runs in
 # seconds on a CPU for tests and demos, `base` is about 100M parameters. A first 3D dataset adds a 3D patch
@@ -66,6 +70,23 @@ def check_name(name: Any, what: str) -> str:
     return name
 
 
+# A config asks for memory before anything is checked: one with `num_layers: 1000000` would build for minutes while
+# memory grows. Sizes whose estimated parameter count exceeds this are refused (`base` has about 100M); the variable
+# raises the limit for a machine that can hold more.
+MAX_PARAMETERS_VARIABLE = "PDEFM_MAX_PARAMETERS"
+DEFAULT_MAX_PARAMETERS = 2_000_000_000
+
+
+def max_parameters() -> int:
+    value = os.environ.get(MAX_PARAMETERS_VARIABLE, "")
+    if not value:
+        return DEFAULT_MAX_PARAMETERS
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ValueError(f"{MAX_PARAMETERS_VARIABLE}={value!r}: expected a number of parameters, e.g. 5e9") from None
+
+
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Return a clean copy of one dataset entry, or raise a ValueError naming the bad key."""
     check_name(name, "dataset name")
@@ -109,6 +130,19 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
                              f"(each field's std over the dataset), got {spec['field_scales']!r}")
         clean["field_scales"] = scales
     return clean
+
+
+# Version of the config's keys, saved with it: a config written by a newer format may hold keys this code does not know.
+PDEFM_FORMAT = 1
+# transformers' own keys of a saved config and of `from_pretrained`, beside a default config's attributes.
+TRANSFORMERS_EXTRA_KEYS = frozenset({"auto_map", "torch_dtype", "_commit_hash", "attn_implementation", "name_or_path",
+                                     "pad_token_id", "bos_token_id", "eos_token_id", "num_labels",
+                                     "tie_word_embeddings"})
+
+
+def _transformers_config_keys() -> set[str]:
+    default = PretrainedConfig()
+    return set(vars(default)) | set(default.to_dict()) | TRANSFORMERS_EXTRA_KEYS
 
 
 class PDEFMConfig(PretrainedConfig):
@@ -213,6 +247,7 @@ class PDEFMConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         preset: str | None = None,
+        pdefm_format: int = 1,
         **kwargs,
     ):
         self.datasets = {name: validate_dataset_spec(name, spec) for name, spec in (datasets or {}).items()}
@@ -257,8 +292,23 @@ class PDEFMConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.preset = preset
+        self.pdefm_format = pdefm_format
+        self._refuse_unknown_keys(kwargs)
         super().__init__(**kwargs)
         self._validate()
+
+    def _refuse_unknown_keys(self, kwargs: dict[str, Any]) -> None:
+        """A key that is neither PDE-FM's nor transformers' would be saved and silently ignored (a typo such as
+        `hidden_sise`): refused, or only warned about when the config was written by a newer format of PDE-FM."""
+        unknown = sorted(set(kwargs) - _transformers_config_keys())
+        if not unknown:
+            return
+        if isinstance(self.pdefm_format, int) and self.pdefm_format > PDEFM_FORMAT:
+            logger.warning(f"PDEFMConfig: keys {unknown} come from a newer PDE-FM (config format {self.pdefm_format}, "
+                           f"this one reads {PDEFM_FORMAT}) and are ignored; upgrade pdefm to use them")
+            return
+        raise ValueError(f"unknown PDEFMConfig keys {unknown} (a typo would be saved and silently ignored); known: "
+                         f"{sorted(self.settable_keys())}")
 
     def _validate(self) -> None:
         if self.backbone not in BACKBONES:
@@ -300,12 +350,40 @@ class PDEFMConfig(PretrainedConfig):
                 raise ValueError(f"{key} must be a number >= 0, got {value!r}")
         if self.wall_padding > 1:
             raise ValueError(f"wall_padding is a fraction of each axis (0 to 1), got {self.wall_padding!r}")
+        estimate, limit = self.estimated_num_parameters(), max_parameters()
+        if estimate > limit:
+            raise ValueError(f"this config asks for about {estimate:.3g} parameters (hidden_size={self.hidden_size}, "
+                             f"num_layers={self.num_layers}, decoder_width={self.decoder_width}, "
+                             f"decoder_layers={self.decoder_layers}, patch_size={self.patch_size}), more than the limit "
+                             f"of {limit:.3g}; set {MAX_PARAMETERS_VARIABLE} to a larger number to build it anyway")
         for name, spec in self.datasets.items():
             if spec["n_constant_scalars"] > self.max_constant_scalars:
                 raise ValueError(
                     f"datasets[{name!r}] has {spec['n_constant_scalars']} constant scalars; "
                     f"max_constant_scalars is {self.max_constant_scalars}"
                 )
+
+    def estimated_num_parameters(self) -> int:
+        """An estimate of the model's parameter count from its sizes (the largest terms; within about 10%),
+        computed before anything is built."""
+        h, inner = self.hidden_size, self.hidden_size * self.ssm_expand
+        heads = max(1, inner // self.ssm_head_dim)
+        if self.backbone == "mamba":
+            mixer = h * (2 * inner + 2 * self.ssm_state_size + heads) + inner * h
+            mixer += (inner + 2 * self.ssm_state_size) * self.ssm_conv_kernel
+            layer = 2 * mixer  # bidirectional
+        else:
+            layer = 12 * h * h
+        total = self.num_layers * layer + 4 * h * h  # fusion, FiLM and frame projections
+        for d in (self.spatial_dims_in_use or [2]):
+            patch, _, modes = self.grid_settings(d)
+            width = self.decoder_width
+            kernel = 3**d if self.decoder == "conv" else 2 * 2 ** (d - 1) * modes**d
+            total += 2 * self.adapter_channels * patch**d * h  # patch embedding and un-embedding
+            total += self.decoder_layers * width * width * (kernel + 1)
+        total += sum(self.adapter_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
+                     for spec in self.datasets.values())
+        return int(total)
 
     @classmethod
     def from_preset(cls, preset: str, datasets: dict[str, dict[str, Any]] | None = None, **overrides) -> "PDEFMConfig":
@@ -323,7 +401,8 @@ class PDEFMConfig(PretrainedConfig):
     def settable_keys(cls) -> list[str]:
         """The architecture and behaviour keys of `__init__` (what a preset may be overridden with)."""
         parameters = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "datasets", "preset")]
+        return [p.name for p in parameters
+                if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "datasets", "preset", "pdefm_format")]
 
     def inactive_keys(self) -> set[str]:
         """Keys whose value changes nothing under this config's other settings (what a comparison of two models

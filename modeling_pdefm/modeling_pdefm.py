@@ -53,6 +53,35 @@ NORM_MIN_STD = 1e-6
 STEP_UNIT_FLOOR = 0.01
 
 
+# Rollouts of this many steps or more show a progress bar (transformers' `logging.disable_progress_bar()` hides it).
+PROGRESS_FROM_STEPS = 50
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (Linux `MemAvailable`), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_rollout_memory(input_fields: torch.Tensor, n_steps: int) -> None:
+    """Refuse a rollout whose predicted frames alone would not fit in the free memory of the host (CPU tensors):
+    `n_steps=10**6` would otherwise run for hours while memory grows."""
+    if input_fields.device.type != "cpu" or n_steps < 2:
+        return
+    needed = n_steps * input_fields[:, :1].numel() * 4 * 2  # float32 frames, kept in units and normalised
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(f"n_steps={n_steps}: the predicted frames alone would take {needed / 2**30:.1f} GiB, more "
+                         f"than the {available / 2**30:.1f} GiB of free memory; roll out fewer steps at a time "
+                         "(each call continues from the last frames of the one before)")
+
+
 @dataclass
 class PDEFMOutput(ModelOutput):
     """Output of [`PDEFMModel`].
@@ -697,6 +726,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 raise ValueError("output_time_grid holds no output frame; give at least one time or use n_steps")
         else:
             n_out = n_steps or 1
+        check_rollout_memory(input_fields, n_out)
         # One dtype inside: floating inputs of another precision (float64 files, half tensors) are cast to the model's.
         dtype = self.dtype
         input_fields, labels, constant_fields, constant_scalars = (
@@ -737,7 +767,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
 
         frames = []
         tokens = None
-        for step in range(n_out):
+        for step in logging.tqdm(range(n_out), desc="rollout", unit="step", disable=n_out < PROGRESS_FROM_STEPS):
             context = None
             if self.context_encoder is not None:
                 context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)

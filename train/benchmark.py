@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -179,6 +181,37 @@ def run_backbones(args, seed: int, root: str, log) -> None:
         log(f"seed {seed}: backbone {backbone} on {name} done")
 
 
+# Written into --out by every benchmark run: `--fresh` deletes only a folder that holds it, and only what a benchmark
+# writes there.
+SETTINGS_FILE = "benchmark_settings.json"
+
+
+def clear_benchmark_folder(out: str) -> None:
+    """Delete an earlier benchmark's runs (`seed*/`) and settings in `out`; refuse a folder that holds other things
+    or no benchmark's settings file, so `--fresh --out SOME_FOLDER` cannot delete what a benchmark did not write."""
+    if not os.path.lexists(out):
+        return
+    if os.path.islink(out) or not os.path.isdir(out):
+        raise ValueError(f"--fresh: --out {out!r} is not a folder (a file or a link); nothing was deleted")
+    entries = os.listdir(out)
+    if not entries:
+        return
+    if SETTINGS_FILE not in entries:
+        raise ValueError(f"--fresh: --out {out!r} holds files but no {SETTINGS_FILE}, so it is not a benchmark's "
+                         "folder; nothing was deleted. Choose another --out, or delete it yourself")
+    foreign = [e for e in entries if e != SETTINGS_FILE and not (re.fullmatch(r"seed\d+", e)
+                                                                  and os.path.isdir(os.path.join(out, e)))]
+    if foreign:
+        raise ValueError(f"--fresh: --out {out!r} also holds {sorted(foreign)[:5]}, which a benchmark does not write; "
+                         "nothing was deleted. Move them away or choose another --out")
+    for entry in entries:
+        path = os.path.join(out, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
@@ -211,18 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
-    if args.budget_minutes <= 0:
-        parser.error("--budget-minutes must be > 0")
+    for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            parser.error(f"{flag} must be a finite number of minutes > 0, got {value!r}")
     args.data = args.data or SUITES[args.suite]["data"]
     from pdefm.data.generate import complete_suite
 
     complete_suite(args.data, suite=args.suite)  # generates once, or finishes an interrupted generation
     names = dataset_folders(args.data)
     if args.fresh:
-        shutil.rmtree(args.out, ignore_errors=True)
+        try:
+            clear_benchmark_folder(args.out)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     os.makedirs(args.out, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k != "fresh"}
-    with open(os.path.join(args.out, "benchmark_settings.json"), "w") as f:
+    with open(os.path.join(args.out, SETTINGS_FILE), "w") as f:
         json.dump({**settings, "datasets": names, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                    "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}, f, indent=2)
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders, has_split
+from pdefm.data.paths import check_output_folder
 from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 
@@ -87,12 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
     configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
-    if args.rollout_steps < 1:
-        parser.error(f"--rollout-steps must be >= 1, got {args.rollout_steps}")
+    for flag, value in (("--rollout-steps", args.rollout_steps), ("--batch-size", args.batch_size),
+                        ("--n-steps-input", args.n_steps_input)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
     try:
+        out = args.out if args.out is not None else (
+            os.path.join(args.model, "evaluation") if os.path.isdir(args.model) else "evaluation")
+        check_output_folder(out, "--out")
         root, names = resolve_datasets(args.data, args.split, args.datasets)
         forecaster = load_forecaster(args.model, adapter=args.adapter)
-        out = args.out or (os.path.join(args.model, "evaluation") if os.path.isdir(args.model) else "evaluation")
         with torch.inference_mode():
             results = evaluate_model(forecaster, root, names, args.split, args.rollout_steps, args.batch_size,
                                      args.n_steps_input)

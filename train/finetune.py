@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from accelerate.utils import set_seed
@@ -235,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         check_name(args.adapter_name, "--adapter-name")
+        if args.target_regex is not None:
+            try:
+                re.compile(args.target_regex)
+            except re.error as error:
+                raise ValueError(f"--target-regex {args.target_regex!r} is not a regular expression ({error})") from None
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import h5py
 import numpy as np
 import torch
 
+from modeling_pdefm.modeling_pdefm import PROGRESS_FROM_STEPS, available_memory_bytes
 from pdefm.data import WellSplitReader, collate_window_samples
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.allocator import configure_allocator
 from pdefm.data.threads import configure_threads
 from pdefm.data.well_format import FIELD_GROUPS
+from pdefm.data.well_reader import open_hdf5
 
 from .adapters.loading import load_pdefm
 from .evaluation.forecasters import PDEFMForecaster
-from .evaluation.rollout import rollout
+from .evaluation.rollout import NonFiniteForecastError, rollout
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
@@ -54,7 +57,7 @@ def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps
     tmp = f"{out_path}.partial-{os.getpid()}"
     n_times = frames.shape[1]
     try:
-        with h5py.File(input_path, "r") as src, h5py.File(tmp, "w") as dst:
+        with open_hdf5(input_path) as src, h5py.File(tmp, "w") as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             dst.attrs["pdefm_model"] = model_id
@@ -115,23 +118,72 @@ def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps
             os.remove(tmp)
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinked folders included) or the same inode
+    (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_output_path(out_path: str, input_path: str) -> None:
+    """Refuse an `--out` that is empty, a folder, inside a missing folder, or the input itself (by any path)."""
+    if not out_path or not out_path.strip():
+        raise ValueError("--out is empty: give the HDF5 file to write, e.g. --out forecast.hdf5")
+    if os.path.isdir(out_path):
+        raise ValueError(f"--out {out_path!r} is a folder; give the HDF5 file to write inside it")
+    parent = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out_path!r}: its folder {parent} does not exist")
+    if same_file(out_path, input_path):
+        raise ValueError(f"--out {out_path!r} is the input file {input_path!r}; the input is never overwritten")
+
+
+def forecast_bytes(reader: WellSplitReader, steps: int) -> int:
+    """Bytes of the forecast's time-varying fields for `steps` predicted frames (float32), before it is made."""
+    meta = reader.meta
+    channels = len(meta.field_names)
+    return 4 * meta.n_trajectories * (reader.n_steps_input + steps) * int(np.prod(meta.resolution)) * channels
+
+
 def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int | None = None,
                  dataset_name: str | None = None, model_id: str = "") -> np.ndarray:
     """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path`; returns `[n_traj, T, *space, C]`.
     `n_steps_input` defaults to the input window the model was trained with (`model.config.n_steps_input`)."""
-    n_steps_input = n_steps_input or model.config.n_steps_input
-    if steps < 1:
+    if n_steps_input is None:
+        n_steps_input = model.config.n_steps_input
+    if isinstance(n_steps_input, bool) or not isinstance(n_steps_input, int) or n_steps_input < 1:
+        raise ValueError(f"--n-steps-input must be a positive number of frames, got {n_steps_input!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    if os.path.abspath(out_path) == os.path.abspath(input_path):
-        raise ValueError(f"--out {out_path!r} is the input file; the input is never overwritten")
+    check_output_path(out_path, input_path)
     reader = WellSplitReader([input_path], n_steps_input=n_steps_input, n_steps_output=1)
+    size = forecast_bytes(reader, steps)
+    # The forecast is held in memory and written once; refuse one that the machine cannot hold or store.
+    limits = {"free memory": available_memory_bytes(),
+              "free disk space": shutil.disk_usage(os.path.dirname(os.path.abspath(out_path))).free}
+    for what, limit in limits.items():
+        if limit is not None and size > limit:
+            reader.close()
+            raise ValueError(f"--steps {steps}: the forecast of {input_path} would take {size / 2**30:.1f} GiB, more "
+                             f"than the {what} ({limit / 2**30:.1f} GiB); predict fewer steps")
     name = dataset_name or reader.meta.dataset_name
     if name not in model.config.datasets:
         raise ValueError(f"the model has no dataset {name!r} (from {input_path}); known: {sorted(model.config.datasets)}. "
                          "Pass --adapter with a domain adapter for it, or --dataset-name to use another")
+    field_names = reader.meta.field_names
     batch = first_windows(reader, name, steps)
     reader.close()
-    predicted = rollout(PDEFMForecaster(model), batch, steps)
+    try:
+        predicted = rollout(PDEFMForecaster(model), batch, steps, progress=steps >= PROGRESS_FROM_STEPS,
+                            require_finite=True)
+    except NonFiniteForecastError as error:
+        raise ValueError(f"the forecast of {input_path} is not finite from step {error.step} on (field "
+                         f"{field_names[error.channel]!r}); nothing was written. The input may be far outside what "
+                         "the model was trained on, or the model's weights are damaged") from None
     frames = torch.cat([batch["input_fields"].float(), predicted], dim=1).numpy()
     write_prediction(input_path, out_path, frames, n_steps_input, model_id)
     return frames

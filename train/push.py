@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         print(push_folder(args.folder, args.repo_id, private=args.private))
-    except (RemoteUnreachableError, HfHubHTTPError) as error:
+    except (RemoteUnreachableError, HfHubHTTPError, ValueError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -222,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in [*args.sizes, *args.seeded_sizes]:
         if size != "all" and not (size.isdigit() and int(size) > 0):
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")
-    if args.base_minutes <= 0 or any(m <= 0 for m in args.series_minutes):
-        parser.error("--base-minutes and --series-minutes must be > 0")
+    if not all(math.isfinite(m) and m > 0 for m in [args.base_minutes, *args.series_minutes]):
+        parser.error("--base-minutes and --series-minutes must be finite numbers of minutes > 0")
     configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
     configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
     from pdefm.data.generate import complete_suite

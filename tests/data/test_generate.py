@@ -137,3 +137,15 @@ def test_an_interrupted_suite_is_completed_with_its_own_settings(tmp_path, monke
     other = tmp_path / "mine"
     (other / "my_data" / "data" / "train").mkdir(parents=True)
     assert generate.complete_suite(str(other), progress=False) == [] and os.listdir(other) == ["my_data"]
+
+
+def test_a_refused_suite_rerun_changes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(generate.SUITES, "mini_well", ("euler_multi_quadrants", "acoustic_scattering"))
+    settings = {k: v for k, v in SMALL.items() if k != "progress"}
+    generate.generate_suite(str(tmp_path), progress=False, **settings)
+    manifest = tmp_path / "mini_well_suite.json"
+    before = manifest.read_text()
+    with pytest.raises(generate.GenerationSettingsError, match="resolution 16 there, 8 now"):
+        generate.generate_suite(str(tmp_path), progress=False, **{**settings, "resolution": 8})
+    assert manifest.read_text() == before
+    assert [r["files_written"] for r in generate.complete_suite(str(tmp_path), progress=False)] == [0, 0]

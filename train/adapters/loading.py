@@ -32,7 +32,18 @@ def load_pdefm(path_or_id: str, adapter: str | list[str] | None = None, merge: b
     config = PDEFMConfig.from_pretrained(folder)
     if getattr(config, "model_type", None) != "pdefm":
         raise ModelResolutionError(f"model {path_or_id!r} is not a PDE-FM model (model_type {config.model_type!r})")
-    model = PDEFMModel.from_pretrained(folder, config=config)
+    model, info = PDEFMModel.from_pretrained(folder, config=config, output_loading_info=True)
+    # transformers initialises a weight that the file lacks afresh and only logs it: a forecast from such a model is
+    # silently wrong, so a weights file that does not fit the config is refused.
+    problems = {what: info.get(key) for what, key in (("missing from the weights file", "missing_keys"),
+                                                       ("in the weights file but not in the model", "unexpected_keys"),
+                                                       ("of another shape than the config says", "mismatched_keys"))}
+    problems = {what: sorted(str(k) for k in keys) for what, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+                           for what, keys in problems.items())
+        raise ModelResolutionError(f"model {path_or_id!r}: its weights do not fit its config.json: {listed}. The "
+                                   "folder is damaged or mixes files of two models")
     model.name_or_path = path_or_id
     if adapter is None:
         return model.eval()

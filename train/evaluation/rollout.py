@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pdefm.data import load_well_dataset, open_well_split, split_reader
 
@@ -86,23 +87,37 @@ def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int,
     return dataset, rows, steps
 
 
+class NonFiniteForecastError(ValueError):
+    """A rollout produced NaN or Inf; `step` (1-based) and `channel` say where it first did."""
+
+    def __init__(self, step: int, channel: int):
+        self.step, self.channel = step, channel
+        super().__init__(f"the forecast is not finite from step {step} on (channel {channel})")
+
+
 @torch.no_grad()
-def rollout(forecaster, batch: dict[str, Any], n_steps: int) -> torch.Tensor:
+def rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = False,
+            require_finite: bool = False) -> torch.Tensor:
     """Feed predictions back as inputs for `n_steps`: `[B, n_steps, *space, C]` in physical units. Time grids move
-    with the window, so a model conditioned on the step size sees the true one."""
+    with the window, so a model conditioned on the step size sees the true one. `progress`: a bar over the steps.
+    `require_finite`: stop with `NonFiniteForecastError` at the first step that is not finite (evaluation instead
+    lets a diverging model's error grow)."""
     window = batch["input_fields"].float()
     n_in = window.shape[1]
     times = None
     if "input_time_grid" in batch and "output_time_grid" in batch:
         times = torch.cat([batch["input_time_grid"], batch["output_time_grid"]], dim=1)
     frames = []
-    for step in range(n_steps):
+    for step in tqdm(range(n_steps), desc="rollout", unit="step", disable=not progress):
         inputs = {k: v for k, v in batch.items() if k not in ("output_fields", "input_fields")}
         inputs["input_fields"] = window
         if times is not None:
             inputs["input_time_grid"] = times[:, step : step + n_in]
             inputs["output_time_grid"] = times[:, step + n_in : step + n_in + 1]
         frame = forecaster.predict_next(inputs).cpu()
+        if require_finite and not bool(torch.isfinite(frame).all()):
+            bad = (~torch.isfinite(frame)).flatten(0, -2).any(dim=0)
+            raise NonFiniteForecastError(step + 1, int(bad.nonzero()[0]))
         frames.append(frame)
         window = torch.cat([window[:, 1:], frame], dim=1)
     return torch.cat(frames, dim=1)

@@ -18,6 +18,8 @@ import yaml
 from modeling_pdefm import PRESETS, PDEFMConfig
 from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.data.cli_format import HelpFormatter
+from pdefm.data.layout import has_split
+from pdefm.data.paths import check_output_folder
 
 CONFIG_VERSION = 1
 MIXED_PRECISION = ("no", "bf16", "auto")
@@ -138,6 +140,11 @@ class PretrainConfig:
                 check_name(name, "config key 'datasets': dataset name")
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config key 'version' is {self.version}; this code reads version {CONFIG_VERSION}")
+        check_output_folder(self.output_dir, "config key 'output_dir'")
+        if "://" not in self.data_dir and has_split(self.data_dir, "train"):
+            parent, name = os.path.split(os.path.abspath(self.data_dir))
+            raise ValueError(f"config key 'data_dir': {self.data_dir!r} is one dataset's folder (it holds data/train/); "
+                             f"give the folder above it and pick the dataset: --data_dir {parent} --datasets {name}")
         if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
             raise ValueError(f"config key 'data_dir': folder {self.data_dir!r} does not exist "
                              "(set generate_if_missing: true to generate Mini-Well there)")
