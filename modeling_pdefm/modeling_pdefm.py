@@ -698,7 +698,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
             constant_scalars: `[batch, S]` physical parameters.
             boundary_conditions: `[batch, n_dims, 2]` codes WALL=0, OPEN=1, PERIODIC=2 for the low and high side.
             input_time_grid: `[batch, T_in]`, output_time_grid: `[batch, T_out]` frame times.
-            n_steps: number of frames to predict when neither labels nor output_time_grid say it (default 1).
+            n_steps: number of frames to predict when labels do not say it (default: as many as output_time_grid
+                holds, else 1); a longer output_time_grid then only gives the times of the first n_steps.
 
         Returns:
             [`PDEFMOutput`] with `prediction [batch, T_out, *space, C]` and, when labels are given, `loss` (VRMSE +
@@ -720,12 +721,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
             raise ValueError(f"n_steps must be a positive int (frames to predict), got {n_steps!r}")
         if labels is not None:
             n_out = labels.shape[1]
+        elif n_steps is not None:  # asked for explicitly: a longer output_time_grid only gives the steps' times
+            n_out = n_steps
         elif output_time_grid is not None:
             n_out = output_time_grid.shape[1]
             if n_out == 0:
                 raise ValueError("output_time_grid holds no output frame; give at least one time or use n_steps")
         else:
-            n_out = n_steps or 1
+            n_out = 1
         check_rollout_memory(input_fields, n_out)
         # One dtype inside: floating inputs of another precision (float64 files, half tensors) are cast to the model's.
         dtype = self.dtype

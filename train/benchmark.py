@@ -55,7 +55,8 @@ ABLATIONS = {
 def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
     from .pretrain import train
 
-    cli = ["--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
+    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
+           "--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
            "--time_budget_minutes", str(args.budget_minutes), "--max_steps", "100000000", "--checkpoint_every", "500",
            "--eval_every", str(args.valid_every), "--log_with", "none"]
     if overrides:

@@ -76,7 +76,8 @@ def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> s
     folder = base_folder(args.out, held_out, minutes)
     if os.path.isfile(os.path.join(folder, "model.safetensors")) and os.path.isfile(os.path.join(folder, "report.json")):
         return folder
-    cli = ["--config", args.config, "--data_dir", args.data, "--datasets", ",".join(n for n in names if n != held_out),
+    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
+           "--config", args.config, "--data_dir", args.data, "--datasets", ",".join(n for n in names if n != held_out),
            "--output_dir", folder, "--seed", str(args.base_seed), "--time_budget_minutes", f"{minutes:g}",
            "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none",
            "--model_overrides", json.dumps(BASE_MODEL_OVERRIDES)]
@@ -113,7 +114,8 @@ def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strateg
     ft_args, _ = finetune_arguments(["--base", base, "--data", os.path.join(args.data, held_out), "--adapter-name",
                                      adapter, "--mode", strategy, "--lora-r", str(args.lora_r), "--spectral-rank",
                                      str(args.lora_r)])
-    cli = ["--config", args.config, "--data_dir", args.data, "--datasets", held_out, "--output_dir", folder,
+    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
+           "--config", args.config, "--data_dir", args.data, "--datasets", held_out, "--output_dir", folder,
            "--seed", str(seed), "--max_steps", str(args.finetune_steps), "--warmup_steps", str(args.warmup_steps),
            "--learning_rate", str(args.learning_rate), "--eval_every", str(args.eval_every),
            "--checkpoint_every", "100000000", "--log_with", "none"]

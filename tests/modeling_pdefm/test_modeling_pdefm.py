@@ -396,3 +396,13 @@ def test_compiled_mamba_gives_the_eager_result_with_one_graph_for_every_mixer():
     mixers = sum(isinstance(m, Mamba2Mixer) for m in compiled.modules())
     assert mixers == 4 and counters["stats"]["unique_graphs"] == 1  # four mixers, one compiled graph
     assert not eager.config.compile_mamba and compiled.config.compile_mamba
+
+
+def test_n_steps_wins_over_a_longer_output_time_grid(tiny_model):
+    batch = make_batch("shear_flow", t_out=3)
+    batch.pop("labels")
+    with torch.no_grad():
+        one = tiny_model(**batch, n_steps=1).prediction
+        three = tiny_model(**batch).prediction
+    assert one.shape[1] == 1 and three.shape[1] == 3
+    torch.testing.assert_close(one[:, 0], three[:, 0])

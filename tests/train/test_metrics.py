@@ -94,3 +94,29 @@ def test_energy_ratio_per_band_sees_a_forecast_that_loses_fine_scales():
     smooth = torch.fft.ifftn(spectrum * keep, dim=(1, 2)).real
     ratio = binned_energy_ratio(smooth, target, 2)
     assert ratio["high"].max() < 1e-6 and ratio["low"].min() > 0.99
+
+
+def test_change_diagnostics_measure_how_much_and_which_way_a_field_moves():
+    from pdefm.train.evaluation.metrics import change_diagnostics
+
+    g = torch.Generator().manual_seed(0)
+    last = torch.randn(3, 1, 8, 9, 2, generator=g)
+    target = last + torch.randn(3, 1, 8, 9, 2, generator=g)
+    ratio, correlation = change_diagnostics(target, target, last, 2)
+    assert torch.allclose(ratio, torch.ones_like(ratio)) and torch.allclose(correlation, torch.ones_like(correlation))
+    ratio, correlation = change_diagnostics(last + 0.5 * (target - last), target, last, 2)
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.5)) and torch.allclose(correlation, torch.ones_like(ratio))
+    ratio, correlation = change_diagnostics(last - 2 * (target - last), target, last, 2)
+    assert torch.allclose(ratio, torch.full_like(ratio, 2.0)) and torch.allclose(correlation, -torch.ones_like(ratio))
+    ratio, correlation = change_diagnostics(last, target, last, 2)  # persistence: no change at all
+    assert torch.all(ratio == 0) and torch.isnan(correlation).all()
+    ratio, _ = change_diagnostics(target, last, last, 2)  # the truth stands still: no ratio to give
+    assert torch.isnan(ratio).all()
+
+
+def test_not_learned_flags_datasets_within_ten_percent_of_persistence():
+    from pdefm.train.evaluation.metrics import not_learned
+
+    one_step = {"a": {"vrmse": 0.95, "persistence_vrmse": 1.0}, "b": {"vrmse": 0.5, "persistence_vrmse": 1.0},
+                "c": {"vrmse": 1.2, "persistence_vrmse": 1.0}, "d": {"vrmse": 0.0, "persistence_vrmse": 0.0}}
+    assert not_learned(one_step) == ["a", "c"]

@@ -10,7 +10,7 @@ from accelerate.state import AcceleratorState
 
 from modeling_pdefm import PDEFMConfig
 from pdefm.train import pretrain
-from pdefm.train.training.checkpointing import CheckpointError, complete_checkpoints
+from pdefm.train.training.checkpointing import complete_checkpoints
 from pdefm.train.training.run_lock import LOCK_FILE, RunLockError, acquire, release
 
 from test_pretrain import make_config

@@ -269,3 +269,16 @@ def test_gradient_balance_is_refused_under_fsdp_by_name(data_dir, tmp_path):
     fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)  # FSDP runs on GPUs only: its accelerator's answer
     with pytest.raises(ValueError, match=r"config key 'gradient_balance' is not supported with FSDP .*set it to false"):
         fit.prepare_run(fsdp, make_config(data_dir, tmp_path, gradient_balance=True), None, [], {})
+
+
+def test_the_report_shows_what_the_model_learned_with_rollouts_and_figures(data_dir, tmp_path):
+    out = tmp_path / "run"
+    pretrain.train(make_config(data_dir, out, max_steps=2, report_rollout_steps=3))
+    text = (out / "report.md").read_text()
+    assert "**Not learned**" in text  # two steps learn nothing: the report says so
+    assert "change std ratio" in text and "## Rollouts" in text
+    assert "![VRMSE against rollout step](evaluation/figures/vrmse_per_step.png)" in text
+    assert (out / "evaluation" / "figures" / "vrmse_per_step.png").is_file()
+    report = json.loads((out / "report.json").read_text())["datasets"]
+    some = next(iter(report.values()))
+    assert len(some["rollout"]["vrmse_per_step"]) == 3 and len(some["change_ratio_per_field"]) == len(some["vrmse_per_field"])

@@ -113,6 +113,33 @@ def binned_energy_ratio(prediction: torch.Tensor, target: torch.Tensor, n_spatia
     return {name: (p / (y + eps)).to(target.dtype) for name, p, y in zip(SPECTRAL_BANDS, predicted, true)}
 
 
+def change_diagnostics(prediction: torch.Tensor, target: torch.Tensor, last: torch.Tensor,
+                       n_spatial_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """How the predicted change over the last input frame compares with the true change, per field: the ratio of
+    their spatial standard deviations (1: the model moves the field as much as it moves; 0: it predicts no change)
+    and their spatial correlation (1: it moves it the right way). `[..., *space, C]` in, two `[..., C]` out; NaN
+    where the true change is zero everywhere."""
+    space = _space(n_spatial_dims)
+    _check_pair(prediction, target, n_spatial_dims)
+    predicted = (prediction - last).double()
+    true = (target - last).double()
+    predicted = predicted - predicted.mean(space, keepdim=True)
+    true = true - true.mean(space, keepdim=True)
+    predicted_std, true_std = predicted.pow(2).mean(space).sqrt(), true.pow(2).mean(space).sqrt()
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=true.device)
+    ratio = torch.where(true_std > 0, predicted_std / true_std, nan)
+    covariance = (predicted * true).mean(space)
+    correlation = torch.where((true_std > 0) & (predicted_std > 0), covariance / (predicted_std * true_std), nan)
+    return ratio.to(target.dtype), correlation.to(target.dtype)
+
+
+def not_learned(one_step: dict[str, dict[str, Any]], margin: float = 0.1) -> list[str]:
+    """Datasets whose one-step VRMSE is within `margin` (10%) of persistence's, or above it: the model has learned
+    little of how they change, even where it beats persistence on paper."""
+    return sorted(name for name, r in one_step.items()
+                  if r.get("persistence_vrmse", 0) > 0 and r["vrmse"] > (1 - margin) * r["persistence_vrmse"])
+
+
 def fields_beaten(result: dict[str, Any]) -> tuple[int, int, list[str]]:
     """(fields where the model beats persistence, fields, names of those where it does not) of one dataset's
     one-step result (`vrmse_per_field`, `persistence_vrmse_per_field`, optional `field_names`)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import SPECTRAL_BANDS, fields_beaten
+from .metrics import SPECTRAL_BANDS, fields_beaten, not_learned
 from .rollout import ROLLOUT_WINDOWS, window_label
 
 
@@ -62,16 +62,40 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def change_cells(one: dict[str, Any], i: int) -> str:
+    ratio = one.get("change_ratio_per_field", [])
+    correlation = one.get("change_correlation_per_field", [])
+    cell = lambda values: f"{values[i]:.2f}" if i < len(values) else "-"  # noqa: E731
+    return f"{cell(ratio)} | {cell(correlation)}"
+
+
+CHANGE_COLUMNS_NOTE = ("Change columns: the predicted change over the last input frame against the true change, per "
+                       "field (medians over windows): the ratio of their spatial standard deviations (1 moves the "
+                       "field as much as the truth does, 0 predicts no change) and their correlation (1 moves it "
+                       "the right way).")
+
+
 def per_field_table(results: dict[str, Any]) -> str:
-    lines = ["| dataset | field | one-step VRMSE | NRMSE | RMSE | persistence VRMSE | beats persistence |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | field | one-step VRMSE | NRMSE | RMSE | persistence VRMSE | beats persistence | "
+             "change std ratio | change correlation |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in sorted(results):
         one = results[name]["one_step"]
         for i, field in enumerate(results[name]["field_names"]):
             model, persistence = one["vrmse_per_field"][i], one["persistence_vrmse_per_field"][i]
             lines.append(f"| {name} | {field} | {model:.4f} | {one['nrmse_per_field'][i]:.4f} | "
-                         f"{one['rmse_per_field'][i]:.4g} | {persistence:.4f} | {'yes' if model < persistence else 'no'} |")
+                         f"{one['rmse_per_field'][i]:.4g} | {persistence:.4f} | {'yes' if model < persistence else 'no'} | "
+                         f"{change_cells(one, i)} |")
     return "\n".join(lines)
+
+
+def learning_verdict(one_step: dict[str, dict[str, Any]]) -> str:
+    """One sentence: which datasets the model has not learned (one-step VRMSE within 10% of persistence's)."""
+    missed = not_learned(one_step)
+    if not missed:
+        return "Every dataset is learned: the one-step VRMSE is more than 10% below persistence's on each."
+    return (f"**Not learned**: {', '.join(missed)} (one-step VRMSE within 10% of persistence's, or above it): the "
+            "model predicts little of how these fields change; see the change columns per field.")
 
 
 def _slice(frame: np.ndarray) -> tuple[np.ndarray, str]:
@@ -174,7 +198,8 @@ def write_evaluation(out_dir: str, results: dict[str, Any], info: dict[str, Any]
             "trajectory and feed predictions back. In parentheses: persistence (the last input frame held), which a "
             "useful model beats. Spectral columns: error energy over true energy per wavenumber band (one step).", "", f"Command: `{info.get('command')}`", "", markdown_table(results), "",
             "Means over datasets: " + ", ".join(f"{k} {v:.4f}" for k, v in document["summary"].items()), "",
-            "## Per field", "", per_field_table(results), ""]
+            learning_verdict({n: r["one_step"] for n, r in results.items()}), "",
+            "## Per field", "", CHANGE_COLUMNS_NOTE, "", per_field_table(results), ""]
     if figures:
         fig_dir = os.path.join(out_dir, "figures")
         os.makedirs(fig_dir, exist_ok=True)

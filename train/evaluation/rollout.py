@@ -6,6 +6,7 @@ Works with any forecaster of `pdefm.train.evaluation.forecasters` (`predict_next
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -16,7 +17,8 @@ from tqdm.auto import tqdm
 from pdefm.data import load_well_dataset, open_well_split, split_reader
 
 from .forecasters import PDEFMForecaster
-from .metrics import SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error, nrmse, rmse, vrmse
+from .metrics import (SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error, change_diagnostics, nrmse, rmse,
+                      vrmse)
 from .windows import evaluation_batches
 
 # Rollout windows of The Well's tables, in steps after the last input frame (inclusive).
@@ -33,7 +35,8 @@ def one_step_vrmse(model, dataset, n_spatial_dims: int, batch_size: int = 8, n_b
     """Mean one-step VRMSE of a PDE-FM model over windows, per field, and the same for persistence."""
     result = evaluate_one_step(PDEFMForecaster(model), dataset, n_spatial_dims, batch_size, n_batches)
     return {key: result[key] for key in ("windows", "vrmse", "persistence_vrmse", "vrmse_per_field",
-                                         "persistence_vrmse_per_field")}
+                                         "persistence_vrmse_per_field", "change_ratio_per_field",
+                                         "change_correlation_per_field")}
 
 
 @torch.no_grad()
@@ -42,11 +45,15 @@ def evaluate_one_step(forecaster, dataset, n_spatial_dims: int, batch_size: int 
     """One-step VRMSE, NRMSE, RMSE and spectral error per field (means over windows), and persistence's VRMSE
     (predicting the last input frame) as the floor any useful model must beat."""
     sums: dict[str, torch.Tensor] = {}
+    ratios, correlations = [], []  # per window and field: predicted change against the true one
     count = 0
     for batch in evaluation_batches(dataset, batch_size, n_batches):
         target = batch["output_fields"][:, :1].float()
         prediction = forecaster.predict_next(batch).cpu()
         persistence = batch["input_fields"][:, -1:].float()
+        ratio, correlation = change_diagnostics(prediction, target, persistence, n_spatial_dims)
+        ratios.append(ratio.flatten(0, -2))
+        correlations.append(correlation.flatten(0, -2))
         values = {
             "vrmse": vrmse(prediction, target, n_spatial_dims),
             "nrmse": nrmse(prediction, target, n_spatial_dims),
@@ -66,6 +73,11 @@ def evaluate_one_step(forecaster, dataset, n_spatial_dims: int, batch_size: int 
         per_field = (total / count).tolist()
         result[f"{key}_per_field"] = per_field
         result[key] = float(np.mean(per_field))
+    # Medians over windows: a few windows where the field barely moves must not decide the verdict.
+    for key, values in (("change_ratio", ratios), ("change_correlation", correlations)):
+        per_field = torch.cat(values).double().nanmedian(dim=0).values.tolist()
+        result[f"{key}_per_field"] = per_field
+        result[key] = float(np.nanmean(per_field)) if not all(map(math.isnan, per_field)) else math.nan
     return result
 
 

@@ -27,6 +27,7 @@ MIXED_PRECISION = ("no", "bf16", "auto")
 # bookkeeping. Every other key changes what the run computes, so a difference from the checkpoint is refused.
 CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "checkpoint_every", "keep_checkpoints",
                         "eval_every", "eval_batches", "log_every", "log_with", "max_nonfinite_in_a_row", "report_split",
+                        "report_rollout_steps",
                         "generate_if_missing")
 
 
@@ -77,6 +78,7 @@ class PretrainConfig:
     seed: int = 0  # seed of weights, data order and curriculum
     # the final report (one-step VRMSE per dataset on this split, against persistence)
     report_split: str = "test"  # split of the final report: train, valid or test
+    report_rollout_steps: int = 0  # >0: the report also rolls out this many steps and draws its figures (0: one-step only)
     version: int = CONFIG_VERSION  # config format version
 
     def validate(self) -> "PretrainConfig":
@@ -121,6 +123,9 @@ class PretrainConfig:
             raise ValueError(f"config key 'difficulty_measure' must be relative or absolute, got {self.difficulty_measure!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if isinstance(self.report_rollout_steps, bool) or not isinstance(self.report_rollout_steps, int) \
+                or self.report_rollout_steps < 0:
+            raise ValueError(f"config key 'report_rollout_steps' must be a whole number >= 0, got {self.report_rollout_steps!r}")
         if self.report_split not in ("train", "valid", "test"):
             raise ValueError(f"config key 'report_split' must be train, valid or test, got {self.report_split!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -25,8 +25,9 @@ from pdefm.data.fingerprint import dataset_fingerprint
 from pdefm.data.threads import refresh_threads
 
 from ..adapters.model_card import metrics_table
-from ..evaluation.forecasters import model_inputs
+from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
+from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.windows import evaluation_batches
 from .balance import GradientBalancer, shared_parameters
@@ -35,7 +36,7 @@ from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, 
                             read_latest_checkpoint, save_checkpoint)
 from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
-from .output_dir import prepare_output_dir
+from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
@@ -383,13 +384,31 @@ def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: R
 
 
 def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -> dict:
-    """One-step VRMSE per dataset on `config.report_split` (model and persistence), on the main process."""
+    """One-step VRMSE per dataset on `config.report_split` (model and persistence, and how the predicted change
+    compares with the true one), on the main process. With `report_rollout_steps`, the rollouts of every dataset
+    are evaluated too and written with their figures to `output_dir/evaluation` (`write_report` shows them)."""
     report = {}
     for name in names:
         test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
                              config.use_normalization, rank=0, world_size=1)
         report[name] = one_step_vrmse(model, test, specs[name]["n_spatial_dims"], config.batch_size)
         report[name]["field_names"] = specs[name].get("field_names")
+    if config.report_rollout_steps and not config.use_normalization:  # rollouts are evaluated in physical units
+        from ..evaluate import evaluate_model  # the command module: imported only where a report needs rollouts
+        from ..evaluation.report import write_evaluation
+
+        results = evaluate_model(PDEFMForecaster(model), config.data_dir, names, config.report_split,
+                                 config.report_rollout_steps, config.batch_size, config.n_steps_input,
+                                 show_progress=False)
+        write_evaluation(os.path.join(config.output_dir, EVALUATION_FOLDER), results,
+                         {"model": config.output_dir, "data": config.data_dir, "split": config.report_split,
+                          "rollout_steps": config.report_rollout_steps,
+                          "command": f"pdefm evaluate --model {config.output_dir} --data {config.data_dir} "
+                                     f"--rollout-steps {config.report_rollout_steps}"})
+        for name, result in results.items():
+            rolled = result["rollout"]
+            report[name]["rollout"] = {key: rolled[key] for key in ("steps", "vrmse_per_step",
+                                                                     "persistence_vrmse_per_step")}
     return report
 
 
@@ -443,8 +462,45 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
             "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets, and on every "
             f"field of {every_field} of them." + (f" Mean over the datasets of VRMSE / persistence VRMSE: {ratio:.3f} (1 "
             "is no better than persistence)." if ratio is not None else ""), ""]
+    text += [learning_verdict(report), "", CHANGE_COLUMNS_NOTE, "", change_table(report), ""]
+    if any("rollout" in r for r in report.values()):
+        text += rollout_section(report)
     with open(os.path.join(config.output_dir, "report.md"), "w") as f:
         f.write("\n".join(text))
     print("\n".join(text))
+
+
+def change_table(report: dict) -> str:
+    """Per dataset and field: one-step VRMSE against persistence, and the predicted change against the true one."""
+    lines = ["| dataset | field | one-step VRMSE | persistence VRMSE | change std ratio | change correlation |",
+             "|---|---|---|---|---|---|"]
+    for name, r in sorted(report.items()):
+        fields = r.get("field_names") or [f"channel {i}" for i in range(len(r["vrmse_per_field"]))]
+        for i, field_name in enumerate(fields):
+            lines.append(f"| {name} | {field_name} | {r['vrmse_per_field'][i]:.4f} | "
+                         f"{r['persistence_vrmse_per_field'][i]:.4f} | {change_cells(r, i)} |")
+    return "\n".join(lines)
+
+
+def rollout_section(report: dict) -> list[str]:
+    """The rollout of every dataset against persistence, step by step, with the figures `final_report` drew."""
+    lines = ["## Rollouts", "", "VRMSE at each rollout step from the first frames of every test trajectory, the "
+             "model's next to persistence's (in parentheses); a model that learned a system stays below persistence "
+             f"at every step. Figures and per-field numbers: `{EVALUATION_FOLDER}/evaluation.md`.", ""]
+    below = []
+    for name, r in sorted(report.items()):
+        if "rollout" not in r:
+            continue
+        model, reference = r["rollout"]["vrmse_per_step"], r["rollout"]["persistence_vrmse_per_step"]
+        steps = ", ".join(f"{m:.3f} ({p:.3f})" for m, p in zip(model, reference))
+        lines.append(f"- {name}: {steps}")
+        if all(m < p for m, p in zip(model, reference)):
+            below.append(name)
+    lines += ["", f"Below persistence at every step: {len(below)} of {len(report)} datasets"
+              + (f" ({', '.join(below)})." if below else "."), "",
+              f"![VRMSE against rollout step]({EVALUATION_FOLDER}/figures/vrmse_per_step.png)", ""]
+    lines += [f"![{name}]({EVALUATION_FOLDER}/figures/{name}_rollout.png)" for name in sorted(report)
+              if "rollout" in report[name]]
+    return lines + [""]
 
 

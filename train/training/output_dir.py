@@ -16,7 +16,9 @@ from .checkpointing import checkpoint_root, complete_checkpoints
 # there counts as an earlier result, but only these are deleted: a README.md may be the user's own).
 RESULT_FILES = ("report.json", "report.md", "validation_curve.json", "pretrain_config.json", "finetune.json")
 SAVED_MODEL = "model.safetensors"
-RUN_FOLDERS = ("checkpoints", "run_info")
+# The report's rollout evaluation and figures (`report_rollout_steps`).
+EVALUATION_FOLDER = "evaluation"
+RUN_FOLDERS = ("checkpoints", "run_info", EVALUATION_FOLDER)
 
 
 def earlier_run(output_dir: str) -> list[str]:
