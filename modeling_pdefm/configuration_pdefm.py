@@ -199,6 +199,9 @@ class PDEFMConfig(PretrainedConfig):
             trained with; evaluation and prediction default to them.
         spectral_loss_weight: weight of the wavenumber-weighted spectral loss next to VRMSE in `loss` (the training
             objective; `vrmse_loss` and `spectral_loss` of the output hold the parts).
+        relative_loss: in `loss`, divide each sample's, step's and field's VRMSE by persistence's (the last input
+            frame held; not differentiated) before averaging, so a slowly changing field pulls on the shared layers
+            as hard as a fast one. `vrmse_loss` stays The Well's VRMSE.
     """
 
     model_type = "pdefm"
@@ -243,6 +246,7 @@ class PDEFMConfig(PretrainedConfig):
         n_steps_input: int = 4,
         n_steps_output: int = 1,
         spectral_loss_weight: float = 0.1,
+        relative_loss: bool = False,
         max_constant_scalars: int = 16,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
@@ -288,6 +292,7 @@ class PDEFMConfig(PretrainedConfig):
         self.n_steps_input = n_steps_input
         self.n_steps_output = n_steps_output
         self.spectral_loss_weight = spectral_loss_weight
+        self.relative_loss = relative_loss
         self.max_constant_scalars = max_constant_scalars
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps

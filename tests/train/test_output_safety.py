@@ -17,20 +17,6 @@ from test_pretrain import make_config
 from well_files import write_dataset
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety_data")
-    write_dataset(str(root), "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(2, 1, 1))
-    return str(root)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
-
-
 def main(data_dir, out, *extra):
     AcceleratorState._reset_state(True)
     return pretrain.main(["--data_dir", data_dir, "--output_dir", str(out), "--max_steps", "4", "--batch_size", "2",
