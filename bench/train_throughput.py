@@ -7,7 +7,7 @@ Rates are paired: one process builds both models and times their steps alternate
 so a burst of load on this shared machine slows both alike; each round is such a process, its ratio the ratio of
 the two models' median step times, and the reported ratio the median over rounds. Before the timed steps each model
 runs `1 + --warmup` untimed ones: a training run's rate is its steady state, and PDE-FM's first steps in a fresh
-process are slower than its later ones while the U-Net's are not (README, "Performance"). `--protocol separate`
+process are slower than its later ones while the U-Net's are not (docs/performance.md). `--protocol separate`
 is the former protocol, kept to compare with: each model alone in its own process, timed from its second step.
 Peak RSS and the first step (which pays `torch.compile` under `--compile`, building PDE-FM with
 `compile_mamba=True`) come from each model alone in its own process. Every process takes the allocator settings of

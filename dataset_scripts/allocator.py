@@ -3,7 +3,7 @@
 Torch on a CPU allocates every activation with the C library's `malloc`. glibc serves large blocks (from 128 KB,
 rising to 32 MB as it adapts) with a fresh `mmap` and returns them to the system when freed, so each training step
 pays a page fault for every 4 KB page of every large tensor it creates: a `small` step at 128x128 allocates 33 MB
-activations by the dozen. Measured with `python bench/allocator.py` (README, "Performance"). So the training,
+activations by the dozen. Measured with `python bench/allocator.py` (docs/performance.md). So the training,
 evaluation and prediction commands, at start, ask glibc to serve every block from its heap (no `mmap`), to keep
 up to 1 GB of freed memory at the top of the heap, and to grow the heap 64 MB at a time. The price is that a
 process keeps its peak memory until it exits, instead of shrinking between steps.

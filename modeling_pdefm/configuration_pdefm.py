@@ -24,11 +24,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=16,
         spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
         decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,
-        # Measured on the Mini-Well suites (README, "The tiny decoder and the unit of the change"): 3x3 decoder
-        # blocks beat the paper's FNO decoder one step ahead at this size (rollouts: mixed). `increment_scale="step"` and
-        # `decoder_skip_frames=4` win one step further but make rollouts diverge, so they stay off. `small` and
-        # `base` keep the paper's decoder until measured. Their 3x3 convolutions wrap around periodic axes (README,
-        # "Periodic edges in the 3x3 decoder": a little better on the main job than zero padding, as the physics says).
+        # Measured on the Mini-Well suites (docs/decisions.md, "The tiny decoder and the unit of the change"): 3x3
+        # decoder blocks beat the paper's FNO decoder one step ahead at this size (rollouts: mixed).
+        # `increment_scale="step"` and `decoder_skip_frames=4` win one step further but make rollouts diverge, so they
+        # stay off. `small` and `base` keep the paper's decoder until measured. Their 3x3 convolutions wrap around
+        # periodic axes (docs/decisions.md, "Periodic edges in the 3x3 decoder": a little better on the main job than
+        # zero padding, as the physics says).
         decoder="conv", decoder_conv_padding="boundary",
     ),
     "small": dict(

@@ -5,7 +5,7 @@ a dataset whose output adapter stays near its zero start (a new dataset predicts
 trunk gradient than the others. Adam divides by a second moment that all datasets share, so such a dataset's steps
 barely move the trunk and it can stay at persistence for a whole run (rayleigh_benard on Mini-Well's 32-point grid
 did, while it learns when trained alone). Dividing each step's trunk gradient by its dataset's running norm of it
-gives every dataset an equal say in the shared weights. Measured effect: README, "Pretraining with Accelerate".
+gives every dataset an equal say in the shared weights. Measured effect: docs/decisions.md, "`gradient_balance`".
 """
 
 from __future__ import annotations
