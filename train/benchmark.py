@@ -52,12 +52,14 @@ ABLATIONS = {
 }
 
 
-def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None) -> str:
+def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None,
+                   budget_minutes: float | None = None) -> str:
     from .pretrain import train
 
+    minutes = budget_minutes if budget_minutes is not None else args.budget_minutes
     cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
            "--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
-           "--time_budget_minutes", str(args.budget_minutes), "--max_steps", "100000000", "--checkpoint_every", "500",
+           "--time_budget_minutes", str(minutes), "--max_steps", "100000000", "--checkpoint_every", "500",
            "--eval_every", str(args.valid_every), "--log_with", "none"]
     if overrides:
         cli += ["--model_overrides", json.dumps(overrides)]
@@ -93,8 +95,26 @@ def run_pdefm(args, seed: int, names: list[str], root: str, log) -> None:
             curve = json.load(f)
         evaluate_run(args, load_forecaster(out), names, out, "PDE-FM",
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
-                      "curve": curve})
+                      "curve": curve, "time_spent": curve.get("time_spent"),
+                      "train_samples": {n: r.get("train_samples") for n, r in report["datasets"].items()}})
         log(f"seed {seed}: PDE-FM done in {time.perf_counter() - started:.0f} s")
+
+
+def run_alone(args, seed: int, names: list[str], root: str, log) -> None:
+    """The mixture's model and config trained on each dataset alone, for the mixture's budget split evenly over the
+    datasets (equal compute per dataset): what the mixture costs or gives each system (negative transfer)."""
+    minutes = args.budget_minutes / len(names)
+    for name in names:
+        out = os.path.join(root, f"alone_{name}")
+        if done(out):
+            continue
+        pretrain_pdefm(args, seed, out, datasets=[name], budget_minutes=minutes)
+        with open(os.path.join(out, "report.json")) as f:
+            report = json.load(f)
+        evaluate_run(args, load_forecaster(out), [name], out, f"PDE-FM alone on {name}",
+                     {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
+                      "dataset": name, "train_samples": report["datasets"][name].get("train_samples")})
+        log(f"seed {seed}: PDE-FM alone on {name} done ({minutes:g} min)")
 
 
 def run_baselines(args, seed: int, names: list[str], root: str, log) -> None:
@@ -219,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
     parser.add_argument("--parts", nargs="+", default=["main", "ablations", "backbones"],
-                        choices=["main", "pdefm", "baselines", "ablations", "backbones"],
-                        help="what to run; main = pdefm + baselines (two processes can share a benchmark by "
-                             "taking different parts, or different --baselines or --ablations, into one --out)")
+                        choices=["main", "pdefm", "baselines", "ablations", "backbones", "alone"],
+                        help="what to run; main = pdefm + baselines; alone = PDE-FM on each dataset alone at the "
+                             "mixture's compute per dataset (two processes can share a benchmark by taking different "
+                             "parts, or different --baselines or --ablations, into one --out)")
     parser.add_argument("--part-seeds", type=int, default=1, help="ablations and backbones run on the first N seeds")
     parser.add_argument("--backbone-dataset", default="rayleigh_benard", help="the dataset of the backbone experiment")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES, help="The Well's baselines to train")
@@ -278,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             run_ablations(args, seed, names, root, log)
         if "backbones" in args.parts and index < args.part_seeds:
             run_backbones(args, seed, root, log)
+        if "alone" in args.parts:
+            run_alone(args, seed, names, root, log)
     path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
     log(f"wrote {path}")
     return 0

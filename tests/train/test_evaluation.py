@@ -396,3 +396,22 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
     assert fno.inactive_keys() == {"decoder_conv_padding"}
     assert PDEFMConfig.from_preset("tiny", datasets=spec).inactive_keys() == {"wall_padding"}
     assert PDEFMConfig.from_preset("tiny", datasets=spec, decoder_conv_padding="zeros").inactive_keys() == set()
+
+
+def test_benchmark_alone_part_compares_each_dataset_alone_with_the_mixture(tmp_path):
+    from pdefm.train.benchmark import main as benchmark_main
+
+    data_dir = write_two_system_suite(str(tmp_path / "data"))
+    out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
+    common = ["--budget-minutes", "0.004", "--seeds", "0", "--data", data_dir, "--out", str(out), "--doc", str(doc),
+              "--eval-batches", "1", "--rollout-steps", "2"]
+    assert benchmark_main([*common, "--parts", "pdefm", "alone"]) == 0
+    names = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    assert sorted(os.listdir(out / "seed0")) == sorted(["pdefm", *[f"alone_{n}" for n in names]])
+    mixed = json.load(open(out / "seed0" / "pdefm" / "evaluation.json"))
+    assert set(mixed["time_spent"]["datasets"]) == set(names) and mixed["time_spent"]["validation"] > 0
+    alone = json.load(open(out / "seed0" / f"alone_{names[0]}" / "evaluation.json"))
+    assert list(alone["datasets"]) == [names[0]] and alone["train_seconds"] < mixed["train_seconds"]
+    text = doc.read_text()
+    assert "## Alone against in the mixture" in text
+    assert all(f"- {n}: in the mixture" in text for n in names)

@@ -395,6 +395,38 @@ def compute_sentence(settings: dict, n_datasets: int) -> str:
             f"({relation}).")
 
 
+def alone_table(runs: dict, names: list[str]) -> tuple[str, list[str]] | None:
+    """Each dataset in the mixture (the `pdefm` run) against the same model trained on it alone at the mixture's
+    compute per dataset (`alone_<name>` runs), one-step and rollout 6:12, with what the mixture gave each dataset
+    (seconds of the steps that drew it, windows drawn); and the verdicts against the 5% floor."""
+    if "pdefm" not in runs or not any(f"alone_{n}" in runs for n in names):
+        return None
+    lines = ["| dataset | one-step mixed | one-step alone | mixed / alone | rollout 6:12 mixed | rollout 6:12 alone | "
+             "mixture's seconds on it | mixture's windows | alone's windows |", "|" + "---|" * 9]
+    verdict = []
+    for name in names:
+        alone = runs.get(f"alone_{name}")
+        if not alone:
+            continue
+        seeds = sorted(set(alone) & set(runs["pdefm"]))
+        if not seeds:
+            continue
+        mixed = [one_step(runs["pdefm"][s], name) for s in seeds]
+        alone_values = [one_step(alone[s], name) for s in seeds]
+        ratio = float(np.mean(mixed) / np.mean(alone_values))
+        first_mixed, first_alone = runs["pdefm"][seeds[0]], alone[seeds[0]]
+        spent = (first_mixed.get("time_spent") or {}).get("datasets", {}).get(name)
+        windows = (first_mixed.get("train_samples") or {}).get(name)
+        lines.append(f"| {name} | {mean_sd_cell(mixed)} | {mean_sd_cell(alone_values)} | {ratio:.2f} | "
+                     f"{mean_sd_cell([rollout_window(runs['pdefm'][s], name) for s in seeds])} | "
+                     f"{mean_sd_cell([rollout_window(alone[s], name) for s in seeds])} | "
+                     f"{'-' if spent is None else f'{spent:.0f}'} | {'-' if windows is None else windows} | "
+                     f"{first_alone.get('train_samples') or '-'} |")
+        verdict.append(f"{name}: in the mixture {100 * (ratio - 1):+.1f}% against alone one step ahead "
+                       f"({'within' if ratio <= 1.05 else 'misses'} the floor of +5%).")
+    return "\n".join(lines), verdict
+
+
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     with open(os.path.join(out, "benchmark_settings.json")) as f:
         settings = json.load(f)
@@ -515,6 +547,15 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         verdict = backbone_verdict(runs)
         if verdict:
             parts += [verdict, ""]
+    alone = alone_table(runs, names)
+    if alone:
+        table, lines = alone
+        parts += ["## Alone against in the mixture", "",
+                  "PDE-FM (the same preset and config) trained on each dataset alone for the mixture's budget split "
+                  "evenly over the datasets (equal compute per dataset), against the mixture's model on that "
+                  "dataset; the last columns say what the mixture gave each dataset: the wall-clock of the training "
+                  "steps that drew it and the windows it drew. A mixture that learns a dataset worse than it learns "
+                  "alone at equal compute transfers negatively.", "", table, "", *[f"- {line}" for line in lines], ""]
     with open(doc_path, "w") as f:
         f.write("\n".join(parts))
     return doc_path

@@ -111,6 +111,8 @@ class RunState:
     reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
     curve: list = field(default_factory=list)  # validation VRMSE against step and training seconds
     balancer: GradientBalancer | None = None  # per-dataset gradient scale (config key gradient_balance)
+    # Where the wall-clock went: training steps per dataset drawn, validation, checkpoints (seconds).
+    time_spent: dict = field(default_factory=lambda: {"datasets": {}, "validation": 0.0, "checkpoints": 0.0})
 
 
 @dataclass
@@ -156,10 +158,16 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(run.model).eval()
             report = final_report(unwrapped, config, names, specs)
+            processes = accelerator.num_processes
+            for name in names:  # what the mixture gave each dataset (the "alone vs mixed" comparison needs it)
+                stream = run.batches.streams[name]
+                report[name]["train_seconds"] = run.time_spent["datasets"].get(name, 0.0)
+                report[name]["train_samples"] = stream.draws * stream.batch_size * processes
             if finish is not None:
                 finish(unwrapped, report, run.schedule.elapsed, run.step)
             with open(os.path.join(config.output_dir, "validation_curve.json"), "w") as f:
-                json.dump({"persistence": run.reference, "points": run.curve}, f, indent=2)
+                json.dump({"persistence": run.reference, "points": run.curve, "time_spent": run.time_spent}, f,
+                          indent=2)
             with open(os.path.join(config.output_dir, "pretrain_config.json"), "w") as f:
                 json.dump(config.to_dict(), f, indent=2)
         accelerator.end_training()
@@ -232,6 +240,7 @@ def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     if run.balancer is not None:
         run.balancer.load_state_dict(state.get("balancer", {}))
     run.curve = list(state.get("curve", []))
+    run.time_spent = state.get("time_spent") or run.time_spent
     run.batches.load_state_dict(checkpoint.rank_state["batches"])
     # The schedule follows this run's horizon and learning rate (the same numbers when they did not change).
     optimizer, lr_schedule = run.optimizer, run.lr_schedule
@@ -256,7 +265,10 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
         if stop_after is not None and run.step >= stop_after:
             raise KeyboardInterrupt(f"stopped at step {run.step} (simulated interruption)")
         refresh_threads()  # a training command's thread choice follows the machine's load (pdefm.data.threads)
+        step_started = time.perf_counter()
         result = train_step(accelerator, config, run)
+        spent = run.time_spent["datasets"]
+        spent[result.name] = spent.get(result.name, 0.0) + time.perf_counter() - step_started
         if result.skipped:
             continue
         elapsed = torch.tensor([elapsed_before + time.perf_counter() - started], device=accelerator.device)
@@ -271,9 +283,13 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
             log_step(accelerator, run, result)
             bar.set_postfix(loss=f"{result.loss.item():.3f}", data=result.name[:12])
         if run.step % config.eval_every == 0 or finished:
+            validation_started = time.perf_counter()
             validate_and_steer(accelerator, config, run, specs)
+            run.time_spent["validation"] += time.perf_counter() - validation_started
         if run.step % config.checkpoint_every == 0 or finished:
+            checkpoint_started = time.perf_counter()
             save_run_checkpoint(accelerator, config, run)
+            run.time_spent["checkpoints"] += time.perf_counter() - checkpoint_started
     bar.close()
 
 
@@ -378,7 +394,7 @@ def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: R
     save_checkpoint(accelerator, config.output_dir, run.step, model=run.model, optimizer=run.optimizer,
                     trainer_state={"nonfinite_total": run.nonfinite_total, "schedule": run.schedule.state_dict(),
                                    "sampler": run.sampler.state_dict(), "settings": run.settings,
-                                   "curve": run.curve,
+                                   "curve": run.curve, "time_spent": run.time_spent,
                                    "balancer": run.balancer.state_dict() if run.balancer is not None else None},
                     rank_state={"batches": run.batches.state_dict()}, keep=config.keep_checkpoints)
 
@@ -463,6 +479,10 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
             f"field of {every_field} of them." + (f" Mean over the datasets of VRMSE / persistence VRMSE: {ratio:.3f} (1 "
             "is no better than persistence)." if ratio is not None else ""), ""]
     text += [learning_verdict(report), "", CHANGE_COLUMNS_NOTE, "", change_table(report), ""]
+    if all("train_seconds" in r for r in report.values()):
+        text += ["Training steps per dataset (wall-clock of the steps that drew it, and windows drawn): "
+                 + "; ".join(f"{name} {r['train_seconds']:.0f} s, {r['train_samples']} windows"
+                             for name, r in sorted(report.items())) + ".", ""]
     if any("rollout" in r for r in report.values()):
         text += rollout_section(report)
     with open(os.path.join(config.output_dir, "report.md"), "w") as f:
