@@ -34,7 +34,7 @@ from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation, SolverBreakdownError
 from .the_well import compute_stats
-from .threads import configure_threads
+from .process import setup_process
 from .well_writer import write_well_file
 
 
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a dataset's files made with other settings and regenerate it")
     args = parser.parse_args(argv)
-    configure_threads("generate")  # no more busy threads than cores (dataset_scripts/threads.py)
+    setup_process("generate")  # no more busy threads than cores (pdefm.data.process)
     kwargs = dict(resolution=args.resolution, n_trajectories=args.n_trajectories, n_steps=args.n_steps, seed=args.seed,
                   trajectories_per_file=args.trajectories_per_file, device=args.device, overwrite=args.overwrite)
     def report(r: dict) -> None:

@@ -29,8 +29,7 @@ import torch
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 
 from .adapters.loading import architecture_settings
 from .baselines.forecaster import BASELINE_TARGETS, load_forecaster
@@ -264,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluation_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+    setup_process("train")  # threads and memory reuse (pdefm.data.process)
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f"{flag} must be a finite number of minutes > 0, got {value!r}")

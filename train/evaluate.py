@@ -21,8 +21,7 @@ from tqdm.auto import tqdm
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders, has_split
 from pdefm.data.paths import check_output_folder
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 
 from .baselines.forecaster import load_forecaster
 from .evaluation.report import markdown_table, summary, write_evaluation
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-fields", nargs="+", default=None,
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+    setup_process("train")  # threads and memory reuse (pdefm.data.process)
     for flag, value in (("--rollout-steps", args.rollout_steps), ("--batch-size", args.batch_size),
                         ("--n-steps-input", args.n_steps_input)):
         if value is not None and value < 1:

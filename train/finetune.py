@@ -34,8 +34,7 @@ from modeling_pdefm.configuration_pdefm import check_name
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 
 from .adapters.loading import architecture_settings, load_pdefm
 from .adapters.lora import (
@@ -252,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
         config, parsed, explicit_keys = load_config([*overrides, *rest], __doc__)
-        configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
-        configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+        setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
                  explicit_keys=explicit_keys, overwrite_output_dir=parsed.overwrite_output_dir)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:

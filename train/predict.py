@@ -23,8 +23,7 @@ import torch
 from modeling_pdefm.modeling_pdefm import PROGRESS_FROM_STEPS, available_memory_bytes
 from pdefm.data import WellSplitReader, collate_window_samples
 from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 from pdefm.data.well_format import FIELD_GROUPS
 from pdefm.data.well_reader import open_hdf5
 
@@ -200,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="input frames the model sees (default: what it was trained with)")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
-    configure_threads("train")  # no more busy threads than cores (dataset_scripts/threads.py)
-    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+    setup_process("train")  # threads and memory reuse (pdefm.data.process)
 
     try:
         if not os.path.isfile(args.input):

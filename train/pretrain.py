@@ -19,8 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 
 from .adapters.model_card import write_model_card
 from .training.batches import find_datasets, model_specs
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
-    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
     try:
         train(config, resume=args.resume, allow_config_change=args.allow_config_change,
               overwrite_output_dir=args.overwrite_output_dir)

@@ -37,8 +37,7 @@ import torch
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
-from pdefm.data.allocator import configure_allocator
-from pdefm.data.threads import configure_threads
+from pdefm.data.process import setup_process
 
 from .adapters.loading import load_pdefm
 from .evaluate import add_evaluation_arguments, evaluate_model
@@ -227,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")
     if not all(math.isfinite(m) and m > 0 for m in [args.base_minutes, *args.series_minutes]):
         parser.error("--base-minutes and --series-minutes must be finite numbers of minutes > 0")
-    configure_threads("train", keep_current=True)  # no more busy threads than cores (pdefm.data.threads)
-    configure_allocator()  # reuse freed memory instead of page-faulting it in (pdefm.data.allocator)
+    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
     from pdefm.data.generate import complete_suite
 
     if not args.report_only:

@@ -52,3 +52,10 @@ def test_a_bad_setting_is_named(monkeypatch):
         configure_allocator()
     monkeypatch.setenv(ENV, "default")
     assert configure_allocator() is False
+
+
+def test_setup_process_names_a_wrong_kind():
+    from pdefm.data.process import setup_process
+
+    with pytest.raises(ValueError, match="kind must be one of"):
+        setup_process("training")

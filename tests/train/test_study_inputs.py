@@ -131,3 +131,11 @@ def test_stats_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, caps
     import os
 
     assert not [n for n in os.listdir(folder) if ".partial" in n]
+
+
+def test_model_overrides_cannot_hold_a_training_key_that_the_run_would_overwrite(tmp_path):
+    from pdefm.train.training.config import PretrainConfig
+
+    with pytest.raises(ValueError, match=r"\['spectral_loss_weight'\] are training keys.*--spectral_loss_weight"):
+        PretrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "o"),
+                       model_overrides={"spectral_loss_weight": 0.5}).validate()

@@ -22,6 +22,8 @@ from pdefm.data.layout import has_split
 from pdefm.data.paths import check_output_folder
 
 CONFIG_VERSION = 1
+# Training keys the run writes into the saved model's config (evaluation and prediction default to them).
+TRAINING_KEYS_IN_MODEL = ("n_steps_input", "n_steps_output", "spectral_loss_weight")
 MIXED_PRECISION = ("no", "bf16", "auto")
 # Keys a resumed run may change without --allow_config_change: the horizon (the schedule follows the new one) and
 # bookkeeping. Every other key changes what the run computes, so a difference from the checkpoint is refused.
@@ -134,6 +136,10 @@ class PretrainConfig:
             raise ValueError(f"config key 'model_overrides' must be a mapping such as {{hidden_size: 64}}, got {self.model_overrides!r}")
         if self.model_preset not in PRESETS:
             raise ValueError(f"config key 'model_preset' must be one of {sorted(PRESETS)}, got {self.model_preset!r}")
+        training_keys = sorted(set(self.model_overrides) & set(TRAINING_KEYS_IN_MODEL))
+        if training_keys:
+            raise ValueError(f"config key 'model_overrides': {training_keys} are training keys that the run writes "
+                             f"into the model's config; set them as config keys instead (e.g. --{training_keys[0]} ...)")
         unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
         if unknown:
             raise ValueError(f"config key 'model_overrides': unknown model keys {unknown}; known: {sorted(PDEFMConfig.settable_keys())}")

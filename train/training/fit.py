@@ -34,14 +34,14 @@ from .balance import GradientBalancer, shared_parameters
 from .batches import MultiDatasetBatches, load_shard
 from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
                             read_latest_checkpoint, save_checkpoint)
-from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, PretrainConfig, resume_conflicts
+from .config import (CHANGEABLE_ON_RESUME, DATA_FILES_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig,
+                     resume_conflicts)
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
 # Training settings the model's config records (`PDEFMConfig`): the window it reads and the objective it learnt.
-TRAINING_KEYS_IN_MODEL = ("n_steps_input", "n_steps_output", "spectral_loss_weight")
 
 
 class NonFiniteLossError(RuntimeError):

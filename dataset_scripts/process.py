@@ -1,0 +1,19 @@
+"""One call at the start of every command that sets up the process for its kind of work."""
+
+from __future__ import annotations
+
+from .allocator import configure_allocator
+from .threads import configure_threads
+
+KINDS = ("train", "generate")
+
+
+def setup_process(kind: str, keep_current: bool = False) -> None:
+    """`train` (training, evaluation, prediction): no more busy threads than cores (`pdefm.data.threads`) and freed
+    memory kept for reuse instead of page-faulted in afresh (`pdefm.data.allocator`). `generate`: the threads only
+    (solvers allocate little). `keep_current`: keep a thread count the user set (`configure_threads`)."""
+    if kind not in KINDS:
+        raise ValueError(f"setup_process: kind must be one of {KINDS}, got {kind!r}")
+    configure_threads(kind, keep_current=keep_current)
+    if kind == "train":
+        configure_allocator()
