@@ -77,27 +77,9 @@ def spectral_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims
     return torch.sqrt(num / (den + eps) + 1e-12).mean()
 
 
-# Smallest persistence VRMSE a relative loss divides by: a field that does not move in a window must not get an
-# unbounded weight.
-PERSISTENCE_FLOOR = 1e-2
-
-
-def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float,
-                    last_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss. Returns (total, vrmse, spectral).
-
-    With `last_input [..., *space, C]` (the last input frame), each sample's, step's and field's VRMSE is divided by
-    persistence's (predicting that frame; not differentiated, floored at `PERSISTENCE_FLOOR`) before the mean: every
-    field of every dataset then weighs by how far it is from "no change", so a slowly changing field (persistence
-    VRMSE 0.05) pulls on the shared layers as hard as a fast one (0.7) instead of 14 times less. `vrmse` stays The
-    Well's mean VRMSE."""
-    per_field = vrmse_per_field(prediction.float(), target.float(), n_spatial_dims, floor=1e-12)
-    vrmse = per_field.mean()
-    objective = vrmse
-    if last_input is not None:
-        with torch.no_grad():
-            persistence = vrmse_per_field(last_input.float().unsqueeze(-n_spatial_dims - 2).expand_as(target),
-                                          target.float(), n_spatial_dims)
-        objective = (per_field / persistence.clamp_min(PERSISTENCE_FLOOR)).mean()
+def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss. Returns (total, vrmse, spectral)."""
+    vrmse = vrmse_training_loss(prediction.float(), target.float(), n_spatial_dims)
     spectral = spectral_loss(prediction, target, n_spatial_dims) if spectral_weight else vrmse.new_zeros(())
-    return objective + spectral_weight * spectral, vrmse, spectral
+    return vrmse + spectral_weight * spectral, vrmse, spectral

@@ -747,7 +747,6 @@ class PDEFMModel(PDEFMPreTrainedModel):
             std = torch.ones_like(mean)
             centered = window
         window = centered / std
-        last_input_norm = window[:, -1]  # persistence's forecast, for the relative loss
         increment_unit = None
         if self.config.increment_scale == "step":
             if window.shape[1] < 2:
@@ -786,8 +785,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
             target_norm = (labels - mean) / std
             # VRMSE and the spectral loss are invariant to the per-channel affine normalisation, so computing them in
             # normalised units gives The Well's value while keeping their epsilon relative to the data's scale.
-            loss, vrmse, spectral = pdefm_objective(prediction_norm, target_norm, d, self.config.spectral_loss_weight,
-                                                    last_input_norm if self.config.relative_loss else None)
+            loss, vrmse, spectral = pdefm_objective(prediction_norm, target_norm, d,
+                                                    self.config.spectral_loss_weight)
         if not return_dict:
             return tuple(v for v in (loss, prediction, tokens, vrmse, spectral) if v is not None)
         return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens, vrmse_loss=vrmse,
