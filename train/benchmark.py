@@ -29,6 +29,7 @@ import torch
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
+from pdefm.data.paths import check_output_folder
 from pdefm.data.process import setup_process
 
 from .adapters.loading import architecture_settings
@@ -263,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluation_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     args = parser.parse_args(argv)
+    try:
+        check_output_folder(args.out, "--out")
+    except ValueError as error:
+        parser.error(str(error))
     setup_process("train")  # threads and memory reuse (pdefm.data.process)
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):

@@ -37,6 +37,7 @@ import torch
 
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
+from pdefm.data.paths import check_output_folder
 from pdefm.data.process import setup_process
 
 from .adapters.loading import load_pdefm
@@ -221,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluation_arguments(parser)
     parser.add_argument("--report-only", action="store_true", help="write --doc from the finished runs, train nothing")
     args = parser.parse_args(argv)
+    try:
+        check_output_folder(args.out, "--out")
+    except ValueError as error:
+        parser.error(str(error))
     for size in [*args.sizes, *args.seeded_sizes]:
         if size != "all" and not (size.isdigit() and int(size) > 0):
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")

@@ -139,3 +139,14 @@ def test_model_overrides_cannot_hold_a_training_key_that_the_run_would_overwrite
     with pytest.raises(ValueError, match=r"\['spectral_loss_weight'\] are training keys.*--spectral_loss_weight"):
         PretrainConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "o"),
                        model_overrides={"spectral_loss_weight": 0.5}).validate()
+
+
+def test_study_output_folders_that_are_files_are_refused(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit):
+        benchmark.main(["--budget-minutes", "1", "--data", str(tmp_path), "--out", str(a_file)])
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        transfer.main(["--held-out", "x", "--data", str(tmp_path), "--out", str(a_file)])
+    assert "is a file, not a folder" in capsys.readouterr().err
