@@ -15,12 +15,13 @@ import argparse
 import os
 import shutil
 import sys
+from typing import Iterable
 
 import h5py
 import numpy as np
 import torch
 
-from modeling_pdefm.modeling_pdefm import PROGRESS_FROM_STEPS, available_memory_bytes
+from modeling_pdefm.modeling_pdefm import PROGRESS_FROM_STEPS
 from pdefm.data import WellSplitReader, collate_window_samples
 from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.process import setup_process
@@ -29,7 +30,7 @@ from pdefm.data.well_reader import open_hdf5
 
 from .adapters.loading import load_pdefm
 from .evaluation.forecasters import PDEFMForecaster
-from .evaluation.rollout import NonFiniteForecastError, rollout
+from .evaluation.rollout import NonFiniteForecastError, iter_rollout
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
@@ -51,17 +52,21 @@ def _field_values(frames: np.ndarray, channels: int, order: int, n_dims: int) ->
     return frames.reshape(*frames.shape[:-1], *([n_dims] * order)) if order else frames[..., 0]
 
 
-def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps_input: int, model_id: str) -> None:
-    """Copy `input_path` to `out_path` (atomically) with time-varying fields set to `frames [n_traj, T, *space, C]`."""
+def write_prediction(input_path: str, out_path: str, given: np.ndarray, predicted: Iterable[np.ndarray], steps: int,
+                     model_id: str) -> None:
+    """Copy `input_path` to `out_path` (atomically) with its time-varying fields set to the `given` frames
+    `[n_traj, n_in, *space, C]` followed by `steps` frames from `predicted` (each `[n_traj, *space, C]`), written one
+    at a time as they come, so a long forecast is never held in memory whole."""
     tmp = f"{out_path}.partial-{os.getpid()}"
-    n_times = frames.shape[1]
+    n_steps_input = given.shape[1]
+    n_times = n_steps_input + steps
     try:
         with open_hdf5(input_path) as src, h5py.File(tmp, "w") as dst:
             for key, value in src.attrs.items():
                 dst.attrs[key] = value
             dst.attrs["pdefm_model"] = model_id
             dst.attrs["pdefm_n_steps_input"] = n_steps_input
-            dst.attrs["pdefm_predicted_steps"] = n_times - n_steps_input
+            dst.attrs["pdefm_predicted_steps"] = steps
             n_dims = int(src.attrs["n_spatial_dims"])
             for group in src:
                 if group not in FIELD_GROUPS and group not in ("dimensions", "scalars"):
@@ -87,6 +92,7 @@ def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps
                 if node.attrs.get("time_varying", False):
                     raise ValueError(f"{input_path}: scalar {name!r} varies in time; predict cannot extend it")
                 src.copy(node, scalars, name=name)
+            fields = []  # (dataset, first channel, order, sample_varying) of every time-varying field
             channel = 0
             for order, group_name in enumerate(FIELD_GROUPS):
                 if group_name not in src:
@@ -99,18 +105,35 @@ def write_prediction(input_path: str, out_path: str, frames: np.ndarray, n_steps
                     if not node.attrs["time_varying"]:
                         src.copy(node, group, name=name)
                         continue
-                    width = n_dims**order
-                    values = _field_values(frames[..., channel : channel + width], width, order, n_dims)
-                    channel += width
-                    if not node.attrs["sample_varying"]:
-                        values = values[0]
-                    new = group.create_dataset(name, data=values.astype(node.dtype))
+                    sample_varying = bool(node.attrs["sample_varying"])
+                    shape = ((given.shape[0],) if sample_varying else ()) + (n_times, *given.shape[2:-1]) + (n_dims,) * order
+                    new = group.create_dataset(name, shape=shape, dtype=node.dtype)
                     for key, value in node.attrs.items():
                         new.attrs[key] = value
                     new.attrs["dim_varying"] = np.ones(n_dims, dtype=bool)  # predictions vary along every axis
-            if channel != frames.shape[-1]:
+                    fields.append((new, channel, order, sample_varying))
+                    channel += n_dims**order
+            if channel != given.shape[-1]:
                 raise ValueError(f"{input_path}: the file's time-varying fields hold {channel} channels, the model "
-                                 f"predicted {frames.shape[-1]}")
+                                 f"predicts {given.shape[-1]}")
+
+            def write(t: int, frame: np.ndarray) -> None:  # frame [n_traj, *space, C] at time index t
+                for dataset, first, order, sample_varying in fields:
+                    width = n_dims**order
+                    values = _field_values(frame[..., first : first + width], width, order, n_dims)
+                    if sample_varying:
+                        dataset[:, t] = values.astype(dataset.dtype)
+                    else:
+                        dataset[t] = values[0].astype(dataset.dtype)
+
+            for t in range(n_steps_input):
+                write(t, given[:, t])
+            written = 0
+            for frame in predicted:
+                write(n_steps_input + written, frame)
+                written += 1
+            if written != steps:
+                raise ValueError(f"the rollout gave {written} frames, {steps} were asked for")
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
@@ -149,8 +172,9 @@ def forecast_bytes(reader: WellSplitReader, steps: int) -> int:
 
 
 def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int | None = None,
-                 dataset_name: str | None = None, model_id: str = "") -> np.ndarray:
-    """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path`; returns `[n_traj, T, *space, C]`.
+                 dataset_name: str | None = None, model_id: str = "") -> tuple[int, int]:
+    """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path` into `out_path`, frame by frame;
+    returns (trajectories, frames written per trajectory).
     `n_steps_input` defaults to the input window the model was trained with (`model.config.n_steps_input`)."""
     if n_steps_input is None:
         n_steps_input = model.config.n_steps_input
@@ -161,14 +185,12 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
     check_output_path(out_path, input_path)
     reader = WellSplitReader([input_path], n_steps_input=n_steps_input, n_steps_output=1)
     size = forecast_bytes(reader, steps)
-    # The forecast is held in memory and written once; refuse one that the machine cannot hold or store.
-    limits = {"free memory": available_memory_bytes(),
-              "free disk space": shutil.disk_usage(os.path.dirname(os.path.abspath(out_path))).free}
-    for what, limit in limits.items():
-        if limit is not None and size > limit:
-            reader.close()
-            raise ValueError(f"--steps {steps}: the forecast of {input_path} would take {size / 2**30:.1f} GiB, more "
-                             f"than the {what} ({limit / 2**30:.1f} GiB); predict fewer steps")
+    # The forecast is written frame by frame as it is made: refuse one that the disk cannot hold before starting.
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(out_path))).free
+    if size > free:
+        reader.close()
+        raise ValueError(f"--steps {steps}: the forecast of {input_path} would take {size / 2**30:.1f} GiB, more than "
+                         f"the free disk space ({free / 2**30:.1f} GiB) where --out is; predict fewer steps")
     name = dataset_name or reader.meta.dataset_name
     if name not in model.config.datasets:
         raise ValueError(f"the model has no dataset {name!r} (from {input_path}); known: {sorted(model.config.datasets)}. "
@@ -176,16 +198,16 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
     field_names = reader.meta.field_names
     batch = first_windows(reader, name, steps)
     reader.close()
+    frames = iter_rollout(PDEFMForecaster(model), batch, steps, progress=steps >= PROGRESS_FROM_STEPS,
+                          require_finite=True)
     try:
-        predicted = rollout(PDEFMForecaster(model), batch, steps, progress=steps >= PROGRESS_FROM_STEPS,
-                            require_finite=True)
+        write_prediction(input_path, out_path, batch["input_fields"].float().numpy(),
+                         (frame[:, 0].numpy() for frame in frames), steps, model_id)
     except NonFiniteForecastError as error:
         raise ValueError(f"the forecast of {input_path} is not finite from step {error.step} on (field "
                          f"{field_names[error.channel]!r}); nothing was written. The input may be far outside what "
                          "the model was trained on, or the model's weights are damaged") from None
-    frames = torch.cat([batch["input_fields"].float(), predicted], dim=1).numpy()
-    write_prediction(input_path, out_path, frames, n_steps_input, model_id)
-    return frames
+    return batch["input_fields"].shape[0], n_steps_input + steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"--input {args.input!r}: no such file")
         model = load_pdefm(args.model, adapter=args.adapter)
         with torch.inference_mode():
-            frames = predict_file(model, args.input, args.steps, args.out, args.n_steps_input, args.dataset_name,
-                                  model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
+            n_traj, n_times = predict_file(model, args.input, args.steps, args.out, args.n_steps_input,
+                                           args.dataset_name,
+                                           model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {frames.shape[0]} trajectories x {frames.shape[1]} steps "
-          f"({frames.shape[1] - args.steps} given + {args.steps} predicted)")
+    print(f"wrote {args.out}: {n_traj} trajectories x {n_times} steps ({n_times - args.steps} given + {args.steps} "
+          "predicted)")
     return 0
 
 

@@ -5,6 +5,7 @@ ask for absurd sizes or unknown keys are refused before anything is built."""
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,7 +22,7 @@ SPEC = {"toy": {"n_fields": 1 + 2 + 4, "n_constant_fields": 1, "n_spatial_dims":
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict_safety")
-    folder = write_dataset(str(root / "data"), "toy", n_steps=6, files_per_split=(1, 1, 1))
+    folder = write_dataset(str(root / "data"), "toy", n_steps=6, files_per_split=(1, 1, 1), time_scalars=False)
     torch.manual_seed(0)
     model_dir = root / "model"
     PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=SPEC, n_steps_input=2)).save_pretrained(model_dir)
@@ -64,10 +65,10 @@ def test_zero_input_frames_and_zero_steps_are_refused(setup, tmp_path, capsys):
     assert "--steps must be >= 1" in capsys.readouterr().err
 
 
-def test_a_forecast_too_large_for_the_machine_is_refused_at_once(setup, tmp_path, capsys):
+def test_a_forecast_too_large_for_the_disk_is_refused_at_once(setup, tmp_path, capsys):
     _, model, source = setup
     assert predict(model, source, tmp_path / "p.hdf5", "--steps", str(10**12)) == 2
-    assert "predict fewer steps" in capsys.readouterr().err and not (tmp_path / "p.hdf5").exists()
+    assert "free disk space" in capsys.readouterr().err and not (tmp_path / "p.hdf5").exists()
     loaded = PDEFMModel.from_pretrained(model)
     batch = {"input_fields": torch.zeros(1, 2, 6, 5, 7), "dataset_name": "toy",
              "constant_fields": torch.zeros(1, 6, 5, 1), "constant_scalars": torch.ones(1, 2)}
@@ -128,3 +129,39 @@ def test_unknown_config_keys_are_refused_unless_a_newer_format_wrote_them(setup,
         PDEFMConfig.from_pretrained(typo)
     json.dump({**config, "num_layer": 3, "pdefm_format": 99}, open(typo / "config.json", "w"))
     assert PDEFMConfig.from_pretrained(typo).num_layers == config["num_layers"]
+
+
+def test_a_long_forecast_is_written_frame_by_frame_with_the_same_values(setup, tmp_path, monkeypatch):
+    """The forecast streams to the file (no frame list is kept) and equals the in-memory rollout."""
+    import h5py
+
+    from pdefm.data import WellSplitReader
+    from pdefm.train import predict as predict_module
+    from pdefm.train.evaluation.forecasters import PDEFMForecaster
+    from pdefm.train.evaluation.rollout import rollout
+
+    _, model, source = setup
+    out = tmp_path / "p.hdf5"
+    written = []
+    original = predict_module.write_prediction
+
+    def spy(input_path, out_path, given, predicted, steps, model_id):
+        assert not isinstance(predicted, (list, tuple, np.ndarray))  # a stream, not a held forecast
+
+        def counted():
+            for frame in predicted:
+                written.append(frame.shape)
+                yield frame
+        return original(input_path, out_path, given, counted(), steps, model_id)
+
+    monkeypatch.setattr(predict_module, "write_prediction", spy)
+    assert predict(model, source, out, "--steps", "4") == 0
+    assert len(written) == 4
+    reader = WellSplitReader([str(out)], n_steps_input=2, n_steps_output=4)
+    loaded = PDEFMModel.from_pretrained(model)
+    batch = predict_module.first_windows(WellSplitReader([source], n_steps_input=2, n_steps_output=1), "toy", 4)
+    expected = rollout(PDEFMForecaster(loaded), batch, 4)
+    torch.testing.assert_close(reader[0]["output_fields"], expected[0].to(reader[0]["output_fields"].dtype),
+                               atol=1e-5, rtol=1e-5)
+    with h5py.File(out) as f:
+        assert f.attrs["pdefm_predicted_steps"] == 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -107,32 +107,40 @@ class NonFiniteForecastError(ValueError):
         super().__init__(f"the forecast is not finite from step {step} on (channel {channel})")
 
 
-@torch.no_grad()
-def rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = False,
-            require_finite: bool = False) -> torch.Tensor:
-    """Feed predictions back as inputs for `n_steps`: `[B, n_steps, *space, C]` in physical units. Time grids move
-    with the window, so a model conditioned on the step size sees the true one. `progress`: a bar over the steps.
-    `require_finite`: stop with `NonFiniteForecastError` at the first step that is not finite (evaluation instead
-    lets a diverging model's error grow)."""
+def iter_rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = False,
+                 require_finite: bool = False) -> Iterator[torch.Tensor]:
+    """Feed predictions back as inputs for `n_steps`, yielding each predicted frame `[B, 1, *space, C]` in physical
+    units as it is made (a long rollout need not be held whole). Time grids move with the window, so a model
+    conditioned on the step size sees the true one. `progress`: a bar over the steps. `require_finite`: stop with
+    `NonFiniteForecastError` at the first step that is not finite (evaluation instead lets a diverging model's error
+    grow)."""
     window = batch["input_fields"].float()
     n_in = window.shape[1]
     times = None
     if "input_time_grid" in batch and "output_time_grid" in batch:
         times = torch.cat([batch["input_time_grid"], batch["output_time_grid"]], dim=1)
-    frames = []
     for step in tqdm(range(n_steps), desc="rollout", unit="step", disable=not progress):
         inputs = {k: v for k, v in batch.items() if k not in ("output_fields", "input_fields")}
         inputs["input_fields"] = window
         if times is not None:
             inputs["input_time_grid"] = times[:, step : step + n_in]
             inputs["output_time_grid"] = times[:, step + n_in : step + n_in + 1]
-        frame = forecaster.predict_next(inputs).cpu()
+        # No-grad per step, not around the loop: a generator suspended inside `no_grad` would leave it on for
+        # whoever consumes it.
+        with torch.no_grad():
+            frame = forecaster.predict_next(inputs).cpu()
+            window = torch.cat([window[:, 1:], frame], dim=1)
         if require_finite and not bool(torch.isfinite(frame).all()):
             bad = (~torch.isfinite(frame)).flatten(0, -2).any(dim=0)
             raise NonFiniteForecastError(step + 1, int(bad.nonzero()[0]))
-        frames.append(frame)
-        window = torch.cat([window[:, 1:], frame], dim=1)
-    return torch.cat(frames, dim=1)
+        yield frame
+
+
+@torch.no_grad()
+def rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = False,
+            require_finite: bool = False) -> torch.Tensor:
+    """`iter_rollout`'s frames as one tensor `[B, n_steps, *space, C]`."""
+    return torch.cat(list(iter_rollout(forecaster, batch, n_steps, progress, require_finite)), dim=1)
 
 
 @torch.no_grad()
