@@ -168,7 +168,8 @@ class PDEFMConfig(PretrainedConfig):
         num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
         decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
         decoder_skip_frames: the decoder joins the latent fields of the last input frames, this many but at most
-            `n_steps_input` (`skip_frames()`), at full resolution (oldest first) to the un-patched tokens. With 1 it
+            `n_steps_input` when the config is built (`skip_frames()`), at full resolution (oldest first) to the
+            un-patched tokens. With 1 it
             sees only the last frame in full detail, and every change over time below the patch scale must pass
             through the tokens; more frames give it that change directly, as the baselines see every input frame.
         use_spectral_tokens, use_film, use_cross_attention: ablation switches.
@@ -298,6 +299,8 @@ class PDEFMConfig(PretrainedConfig):
         self._refuse_unknown_keys(kwargs)
         super().__init__(**kwargs)
         self._validate()
+        # A preset's skip (tiny: 4) on a shorter window: the decoder is built for the frames there are.
+        self.decoder_skip_frames = min(self.decoder_skip_frames, self.n_steps_input)
 
     def _refuse_unknown_keys(self, kwargs: dict[str, Any]) -> None:
         """A key that is neither PDE-FM's nor transformers' would be saved and silently ignored (a typo such as
@@ -417,8 +420,11 @@ class PDEFMConfig(PretrainedConfig):
         return inactive
 
     def skip_frames(self) -> int:
-        """Input frames the decoder joins at full resolution: `decoder_skip_frames`, at most `n_steps_input`."""
-        return min(self.decoder_skip_frames, self.n_steps_input)
+        """Input frames the decoder joins at full resolution: `decoder_skip_frames`, which the constructor caps at
+        the `n_steps_input` it is given. It is part of the architecture (the decoder's first layer is built for it),
+        so a later change of `n_steps_input` (a finetuning window) does not change it: a window with fewer frames
+        is refused by the model."""
+        return self.decoder_skip_frames
 
     def grid_settings(self, n_spatial_dims: int) -> tuple[int, int, int]:
         """(patch size, spectral token modes, decoder modes) for a grid of `n_spatial_dims` axes."""

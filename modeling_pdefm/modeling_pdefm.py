@@ -663,9 +663,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
         tokens = self.backbone(tokens.view(batch, frames, *grid, hidden), context)
         skip_frames = self.config.skip_frames()
         if frames < skip_frames:
-            raise ValueError(f"the decoder joins the last {skip_frames} input frames (decoder_skip_frames, at most "
-                             f"n_steps_input={self.config.n_steps_input}); input_fields has {frames}: build the "
-                             f"config for this window (e.g. PDEFMConfig.from_preset(..., n_steps_input={frames}))")
+            raise ValueError(f"this model's decoder joins the last {skip_frames} input frames (decoder_skip_frames); "
+                             f"input_fields has {frames}: give it windows of at least {skip_frames} frames, or build "
+                             f"the config for this window (PDEFMConfig.from_preset(..., n_steps_input={frames}))")
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context, periodic)

@@ -167,6 +167,10 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
         for key in TRAINING_KEYS_IN_MODEL:
             if key not in explicit_keys:
                 setattr(config, key, getattr(base_model.config, key))
+    if config.n_steps_input < base_model.config.skip_frames():
+        raise ValueError(f"n_steps_input {config.n_steps_input}: the base model {args.base!r} decodes from its last "
+                         f"{base_model.config.skip_frames()} input frames (decoder_skip_frames); finetune it on windows "
+                         f"of at least that many frames")
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     fingerprint = base_fingerprint(base_model)

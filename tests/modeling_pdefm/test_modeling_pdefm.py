@@ -149,8 +149,11 @@ def test_decoder_skip_frames_are_capped_by_the_input_window():
     assert config.skip_frames() == 2
     assert PDEFMModel(config).decoders["2d"].lift.weight.shape[1] == (1 + 2) * config.adapter_channels
     model = PDEFMModel(tiny_config(decoder_skip_frames=3, n_steps_input=3))
-    with pytest.raises(ValueError, match=r"the decoder joins the last 3 input frames .*; input_fields has 2"):
+    with pytest.raises(ValueError, match=r"decoder joins the last 3 input frames .*; input_fields has 2"):
         model(**make_batch("shear_flow", t_in=2))
+    # The skip is architecture: a later change of the window (a finetuning run's) does not change it.
+    model.config.n_steps_input = 2
+    assert model.config.skip_frames() == 3
 
 
 def test_film_every_layer_needs_film():

@@ -111,7 +111,7 @@ def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
     def decoder(padding):
         torch.manual_seed(0)
         config = tiny_config(patch_size=4, decoder="conv", decoder_conv_padding=padding, hidden_size=32,
-                             adapter_channels=8)
+                             adapter_channels=8, decoder_skip_frames=1)  # the skip below holds one frame
         return FNODecoder(config, 2).eval()
 
     def shift_gap(module, periodic, axis, wall_pad=None):

@@ -36,7 +36,7 @@ def train(model, steps: int, batches) -> list[float]:
 def main() -> None:
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    config = PDEFMConfig.from_preset("tiny", datasets={"flow": {"n_fields": 2, "n_spatial_dims": 2}})
+    config = PDEFMConfig.from_preset("tiny", datasets={"flow": {"n_fields": 2, "n_spatial_dims": 2}}, n_steps_input=2)
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(2, 2, 16, 16, 2, generator=g), torch.randn(2, 1, 16, 16, 2, generator=g)) for _ in range(3)]
     torch.manual_seed(0)

@@ -18,6 +18,21 @@ from pdefm.train.training.config import load_config, resume_conflicts
 from pdefm.train.training.run_lock import LOCK_FILE, RunLockError, acquire, release
 
 from test_pretrain import make_config
+from well_files import write_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_data")
+    write_dataset(str(root), "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(2, 1, 1))
+    return str(root)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
 
 
 def run(data_dir, out, resume=False, allow=False, **overrides):

@@ -43,7 +43,8 @@ def setup(tmp_path_factory):
                   tensor_fields=False, constant_fields=False, time_scalars=False)
     torch.manual_seed(0)
     # The paper's FNO decoder: the spectral adapters need its Fourier layers (`tiny` has 3x3 blocks).
-    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), decoder="fno"))
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), decoder="fno",
+                                              n_steps_input=2))
     base_dir = str(tmp_path_factory.mktemp("base"))
     base.save_pretrained(base_dir)
     return root, base_dir
@@ -225,7 +226,7 @@ def test_adapter_for_another_base_is_refused(setup, tmp_path):
     root, base_dir = setup
     folder = run_finetune(root, base_dir, tmp_path / "w", "waves", "waves_lora", "--lora-r", "2")
     torch.manual_seed(1)
-    other = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
+    other = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=2))
     with pytest.raises(AdapterMismatchError, match="not on this base model"):
         load_domain_adapters(other, [folder])
     with pytest.raises(AdapterMismatchError, match="not a PDE-FM domain adapter"):
@@ -259,8 +260,10 @@ def test_predict_writes_a_rollout_in_the_wells_format(setup, tmp_path):
 def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup, tmp_path):
     root, _ = setup
     torch.manual_seed(0)
+    # Decoding from the last frame only, so a shorter window can be told; a base that decodes from all three frames
+    # refuses one (below).
     base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=3,
-                                               spectral_loss_weight=0.2))
+                                               spectral_loss_weight=0.2, decoder_skip_frames=1))
     base_dir = str(tmp_path / "base3")
     base.save_pretrained(base_dir)
     common = ["--base", base_dir, "--data", os.path.join(root, "waves"), "--mode", "full", "--max_steps", "1",
@@ -272,6 +275,12 @@ def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup
     assert finetune_main([*common, "--adapter-name", "told", "--output_dir", str(tmp_path / "b"),
                           "--n_steps_input", "2"]) == 0
     assert PDEFMModel.from_pretrained(str(tmp_path / "b" / "told")).config.n_steps_input == 2
+    every_frame = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=3))
+    every_frame.save_pretrained(tmp_path / "base3_skip3")
+    common[1] = str(tmp_path / "base3_skip3")
+    assert finetune_main([*common, "--adapter-name", "short", "--output_dir", str(tmp_path / "c"),
+                          "--n_steps_input", "2"]) == 2
+    assert not (tmp_path / "c" / "short").exists()
 
 
 def test_new_dataset_adapters_start_from_the_base_fields_unless_asked_otherwise(setup, tmp_path, capsys):

@@ -33,7 +33,7 @@ def pushed(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("hub_data"))
     write_base_and_new_system(root)
     torch.manual_seed(0)
-    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"])))
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=2))
     base_dir = str(tmp_path_factory.mktemp("base"))
     base.save_pretrained(base_dir)
     write_model_card(base_dir, title="PDE-FM test base", datasets=["flow2d"], description="A test model.",

@@ -1,4 +1,5 @@
 """Training runs never lose a finished result, never write outside their folder, and take a stale lock once."""
+# ruff: noqa: F811 - pytest fixtures imported from test_checkpointing are redefined as arguments
 
 import json
 import multiprocessing
@@ -13,6 +14,7 @@ from pdefm.train import pretrain
 from pdefm.train.training.checkpointing import complete_checkpoints
 from pdefm.train.training.run_lock import LOCK_FILE, RunLockError, acquire, release
 
+from test_checkpointing import data_dir, fresh_accelerator_state  # noqa: F401 - shared fixtures
 from test_pretrain import make_config
 from well_files import write_dataset
 

@@ -43,7 +43,7 @@ def test_each_band_update_has_at_most_its_rank_and_lower_bands_get_more():
 
 def test_adapted_model_starts_equal_trains_only_adapters_and_merges_exactly():
     torch.manual_seed(0)
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder="fno")).eval()
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder="fno", n_steps_input=2)).eval()
     with torch.no_grad():
         model.adapters["shear_flow"].out_proj.weight.normal_()  # a fresh one predicts no change, whatever the decoder
     batch = make_batch("shear_flow")
