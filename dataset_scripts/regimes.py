@@ -1,4 +1,4 @@
-"""Mini-Well's regime beside The Well's, for the README: `python -m pdefm.data.regimes` prints the table.
+"""Mini-Well's regime beside The Well's, for docs/mini_well.md: `python -m pdefm.data.regimes` prints the table.
 
 Mini-Well's side is read from the generators' constants (`pde/*.regime`), so the table cannot drift from the code.
 The Well's side is quoted from each dataset's card in PolymathicAI/the_well (`datasets/<name>/README.md`).

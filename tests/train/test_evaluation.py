@@ -291,6 +291,12 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
     assert "is 93.8% higher than CNextU-Net's" in text and "lower on 0 of 2 datasets" in text
     assert (tmp_path / "docs" / "benchmark_rollout.png").exists()
     assert (tmp_path / "docs" / "benchmark_runs" / "seed1" / "fno" / "evaluation.json").exists()
+    # A second document beside it draws its own figures and leaves the first's as they were.
+    published = {f: (tmp_path / "docs" / f).read_bytes() for f in os.listdir(tmp_path / "docs") if f.endswith(".png")}
+    other = write_benchmark_doc(str(out), str(tmp_path / "docs" / "benchmark_alone.md"), "python -m x")
+    assert "(benchmark_alone_rollout.png)" in open(other).read() and "(benchmark_alone_curves_a.png)" in open(other).read()
+    assert (tmp_path / "docs" / "benchmark_alone_rollout.png").exists()
+    assert all((tmp_path / "docs" / f).read_bytes() == data for f, data in published.items())
     # At equal samples: each baseline read where it had seen PDE-FM's 16 (a) and 8 (b) samples: 2/17 and 2/9; FNO's
     # curve stopped at 8 samples, so it has no value for a.
     assert "each baseline 0.5 minutes per dataset, 1 in all (the same total compute)" in text

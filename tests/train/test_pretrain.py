@@ -60,6 +60,33 @@ def test_curriculum_probabilities():
     assert curriculum_probabilities(sizes, {"big": 0.1, "small": 0.9}, 0.5, 0.0, 0.1) == pytest.approx({"big": 2 / 3, "small": 1 / 3})
 
 
+def test_compute_shares_divide_each_weight_by_the_cost_of_a_window():
+    sizes = {"cube": 100, "plane": 100}
+    costs = {"cube": 32 ** 3, "plane": 64 ** 2}  # one 32^3 window costs eight 64^2 ones
+    p = curriculum_probabilities(sizes, None, 0.5, 0.0, 0.1, costs)
+    assert p == pytest.approx({"cube": 1 / 9, "plane": 8 / 9})
+    # Expected compute per step is then shared equally, as the weights ask.
+    assert p["cube"] * costs["cube"] == pytest.approx(p["plane"] * costs["plane"])
+    hard_cube = curriculum_probabilities(sizes, {"cube": 0.9, "plane": 0.1}, 0.5, 1.0, 0.1, costs)
+    assert hard_cube["cube"] * costs["cube"] / (hard_cube["plane"] * costs["plane"]) == pytest.approx(1.0 / 0.2)
+
+
+def test_a_run_with_compute_shares_weighs_datasets_by_grid_points(data_dir, tmp_path, monkeypatch):
+    made = []
+    original = fit.CurriculumSampler
+    monkeypatch.setattr(fit, "CurriculumSampler", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
+    pretrain.train(make_config(data_dir, tmp_path / "compute", max_steps=1, curriculum_shares="compute",
+                               difficulty_alpha=0.0))
+    pretrain.train(make_config(data_dir, tmp_path / "windows", max_steps=1))
+    compute, windows = made
+    assert compute.costs == {"flow2d": 16 * 12, "cube3d": 8 * 8 * 8} and windows.costs is None
+    sizes = compute.sizes
+    expected = (sizes["flow2d"] / sizes["cube3d"]) ** 0.5 * (8 * 8 * 8) / (16 * 12)
+    assert compute.probabilities()["flow2d"] / compute.probabilities()["cube3d"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"config key 'curriculum_shares' must be one of \('windows', 'compute'\), got 'steps'"):
+        make_config(data_dir, tmp_path / "bad", curriculum_shares="steps")
+
+
 def test_sampler_state_round_trip():
     a = CurriculumSampler({"x": 10, "y": 30}, 0.5, 1.0, 0.05, 0.5, seed=3)
     a.update_losses({"x": 0.4, "y": 0.2})

@@ -156,9 +156,9 @@ def energy_table(runs: dict, names: list[str], seed: int) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int) -> list[str]:
-    """One figure per dataset: validation one-step VRMSE against training seconds for every main run of `seed`,
-    persistence as a horizontal line. Returns the figure file names."""
+def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int, prefix: str = "benchmark") -> list[str]:
+    """One figure per dataset, `<prefix>_curves_<dataset>.png`: validation one-step VRMSE against training seconds
+    for every main run of `seed`, persistence as a horizontal line. Returns the figure file names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +191,7 @@ def plot_learning_curves(doc_dir: str, runs: dict, names: list[str], seed: int) 
         ax.set_title(f"{name} (seed {seed})")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        file = f"benchmark_curves_{name}.png"
+        file = f"{prefix}_curves_{name}.png"
         fig.savefig(os.path.join(doc_dir, file), dpi=100)
         plt.close(fig)
         files.append(file)
@@ -508,15 +508,17 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   "this compute, not how good each architecture can be once converged (the learning curves below "
                   "show whether a model was still improving). Persistence (the last input frame) is the floor any "
                   "useful model must beat.", ""]
-        figure = os.path.join(os.path.dirname(doc_path) or ".", "benchmark_rollout.png")
+        # Figures are named after the document, so that two documents in one folder never draw over each other's.
+        prefix = os.path.splitext(os.path.basename(doc_path))[0]
+        figure = os.path.join(os.path.dirname(doc_path) or ".", f"{prefix}_rollout.png")
         seed = main_seeds[0]
         curves = {n: {label: runs[key][seed]["datasets"][n]["rollout"]["vrmse_per_step"]
                       for key, label in MAIN_RUNS if key in runs and seed in runs[key]} for n in names}
         plot_rollout_curves(figure, curves, f"VRMSE against rollout step (test, seed {seed})")
-        parts += ["![VRMSE against rollout step](benchmark_rollout.png)", "", "## Learning curves", "",
+        parts += [f"![VRMSE against rollout step]({prefix}_rollout.png)", "", "## Learning curves", "",
                   "Validation one-step VRMSE against training seconds (each baseline's clock is its run on that "
                   "dataset; PDE-FM's covers all datasets at once), persistence dashed.", ""]
-        parts += [f"![learning curves {f}]({f})" for f in plot_learning_curves(doc_dir, runs, names, seed)] + [""]
+        parts += [f"![learning curves {f}]({f})" for f in plot_learning_curves(doc_dir, runs, names, seed, prefix)] + [""]
         table = equal_samples_table(runs, names, seed)
         if table:
             parts += ["## At equal samples", "",

@@ -99,10 +99,12 @@ class MultiDatasetBatches:
                  trajectories: int | None = None):
         self.streams: dict[str, ShardBatches] = {}
         self.full_sizes: dict[str, int] = {}
+        self.grid_points: dict[str, int] = {}  # points per frame: what one window of each dataset costs a step
         for name in names:
             shard, self.full_sizes[name] = load_shard(data_dir, name, split, n_steps_input, n_steps_output,
                                                       use_normalization, rank, world_size, trajectories)
             self.streams[name] = ShardBatches(name, shard, batch_size, seed, rank)
+            self.grid_points[name] = int(np.prod(split_reader(shard).meta.resolution))
 
     def next_batch(self, name: str) -> dict[str, Any]:
         return self.streams[name].next_batch()

@@ -25,6 +25,7 @@ CONFIG_VERSION = 1
 # Training keys the run writes into the saved model's config (evaluation and prediction default to them).
 TRAINING_KEYS_IN_MODEL = ("n_steps_input", "n_steps_output", "spectral_loss_weight")
 MIXED_PRECISION = ("no", "bf16", "auto")
+CURRICULUM_SHARES = ("windows", "compute")
 # Keys a resumed run may change without --allow_config_change: the horizon (the schedule follows the new one) and
 # bookkeeping. Every other key changes what the run computes, so a difference from the checkpoint is refused.
 CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "checkpoint_every", "keep_checkpoints",
@@ -68,6 +69,9 @@ class PretrainConfig:
     # L_i is the validation VRMSE divided by persistence's on the same windows ("relative"): how far the model is from
     # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; or the raw VRMSE ("absolute").
     difficulty_measure: str = "relative"  # relative (VRMSE over persistence's) or absolute (raw VRMSE)
+    # What the curriculum's weights share out: "windows" (p_i ~ w_i) or "compute" (p_i ~ w_i / grid points per frame
+    # of dataset i, so that a 3D dataset's costly windows do not take the wall-clock of the 2D ones).
+    curriculum_shares: str = "windows"
     # bookkeeping
     output_dir: str = "outputs/pretrain"  # model, report, checkpoints and logs go here (one run at a time)
     checkpoint_every: int = 200  # steps between checkpoints
@@ -123,6 +127,8 @@ class PretrainConfig:
             raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
         if self.difficulty_measure not in ("relative", "absolute"):
             raise ValueError(f"config key 'difficulty_measure' must be relative or absolute, got {self.difficulty_measure!r}")
+        if self.curriculum_shares not in CURRICULUM_SHARES:
+            raise ValueError(f"config key 'curriculum_shares' must be one of {CURRICULUM_SHARES}, got {self.curriculum_shares!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"config key 'mixed_precision' must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if isinstance(self.report_rollout_steps, bool) or not isinstance(self.report_rollout_steps, int) \
@@ -168,7 +174,7 @@ class PretrainConfig:
 # Prefix of the run settings that hold each dataset's file fingerprint (`pdefm.data.fingerprint`).
 DATA_FILES_KEY = "data_files"
 # Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
-SETTINGS_BEFORE_THE_KEY = {"gradient_balance": False}
+SETTINGS_BEFORE_THE_KEY = {"gradient_balance": False, "curriculum_shares": "windows"}
 
 
 def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

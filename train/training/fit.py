@@ -188,7 +188,8 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
                                   config.n_steps_output, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories)
     sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
-                                config.difficulty_ema, config.seed)
+                                config.difficulty_ema, config.seed,
+                                costs=batches.grid_points if config.curriculum_shares == "compute" else None)
     valid_sets = {
         name: load_shard(config.data_dir, name, "valid", config.n_steps_input, config.n_steps_output,
                          config.use_normalization, accelerator.process_index, accelerator.num_processes)[0]
@@ -257,8 +258,12 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     """Steps until the schedule's budget is spent: each one trained, logged, validated and checkpointed on its
     cadence (and at the end)."""
     run.model.train()
-    # In a log file (no terminal) a bar line every 30 s, not one per step.
-    bar = tqdm(total=config.max_steps, initial=run.step, desc="train", disable=not accelerator.is_main_process,
+    # In a log file (no terminal) a bar line every 30 s, not one per step. Under a time budget the bar counts the
+    # budget's seconds (the step count is in its postfix): max_steps is then only a cap, often unreachable.
+    timed = run.budget is not None
+    bar = tqdm(total=round(run.budget) if timed else config.max_steps,
+               initial=min(round(run.schedule.elapsed), round(run.budget)) if timed else run.step,
+               desc="train", unit="s" if timed else "it", disable=not accelerator.is_main_process,
                mininterval=0.5 if sys.stderr.isatty() else 30)
     started, elapsed_before = time.perf_counter(), run.schedule.elapsed
     while not run.schedule.done(run.step):
@@ -277,11 +282,12 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
         run.schedule.elapsed = float(elapsed.item())
         run.scheduler.step()
         run.step += 1
-        bar.update(1)
+        bar.update(min(round(run.schedule.elapsed), bar.total) - bar.n if timed else 1)
         finished = run.schedule.done(run.step)
         if run.step % config.log_every == 0:
             log_step(accelerator, run, result)
-            bar.set_postfix(loss=f"{result.loss.item():.3f}", data=result.name[:12])
+            bar.set_postfix(**({"step": run.step} if timed else {}), loss=f"{result.loss.item():.3f}",
+                            data=result.name[:12])
         if run.step % config.eval_every == 0 or finished:
             validation_started = time.perf_counter()
             validate_and_steer(accelerator, config, run, specs)
