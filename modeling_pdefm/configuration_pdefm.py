@@ -52,8 +52,13 @@ DATASET_KEYS = ("n_fields", "n_constant_fields", "n_spatial_dims", "n_constant_s
 OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
-DECODERS = ("fno", "conv", "fno_conv")
-INCREMENT_SCALES = ("field", "step")
+DECODERS = ("fno", "conv")
+# Options that were measured worse and removed (docs/decisions.md has each entry): key -> (the value every model
+# now behaves as, the last pdefm version that supported another). A saved config holding that value still loads;
+# one holding another is refused by name.
+REMOVED_KEYS = {"film_every_layer": (False, "0.1.0"), "increment_scale": ("field", "0.1.0")}
+# Values of kept keys removed the same way: key -> {value: last pdefm version that supported it}.
+REMOVED_VALUES = {"decoder": {"fno_conv": "0.1.0"}}
 CONV_PADDINGS = ("zeros", "boundary")
 
 
@@ -134,6 +139,21 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def refuse_removed_options(kwargs: dict[str, Any], values: dict[str, Any]) -> None:
+    """Drop the removed keys of a saved config (`kwargs`, popped in place) that hold the value models now behave as;
+    refuse, naming the key, one that holds another, or a kept key (`values`) holding a removed value."""
+    for key, (kept, version) in REMOVED_KEYS.items():
+        if key in kwargs and kwargs.pop(key) != kept:
+            raise ValueError(f"PDEFMConfig key {key!r} was removed (docs/decisions.md says why); this config sets it "
+                             f"to something other than {kept!r}, which pdefm {version} was the last to support: "
+                             f"load it with pdefm {version}, or drop the key to get {kept!r}")
+    for key, removed in REMOVED_VALUES.items():
+        if values.get(key) in removed:
+            version = removed[values[key]]
+            raise ValueError(f"PDEFMConfig key {key!r}: {values[key]!r} was removed (docs/decisions.md says why); "
+                             f"pdefm {version} was the last to support it")
+
+
 # Version of the config's keys, saved with it: a config written by a newer format may hold keys this code does not know.
 PDEFM_FORMAT = 1
 # transformers' own keys of a saved config and of `from_pretrained`, beside a default config's attributes.
@@ -173,23 +193,14 @@ class PDEFMConfig(PretrainedConfig):
             sees only the last frame in full detail, and every change over time below the patch scale must pass
             through the tokens; more frames give it that change directly, as the baselines see every input frame.
         use_spectral_tokens, use_film, use_cross_attention: ablation switches.
-        film_every_layer: with `use_film`, the physics context also modulates the input of every backbone layer's
-            mixer and the decoder's lifted field (each FiLM starts as the identity), not only the tokens entering
-            the backbone: every dataset gets its own scaling of the shared layers' features.
         backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
-        decoder: `"fno"` (spectral convolutions), `"conv"` (3x3 convolutions) or `"fno_conv"` (both, summed in
-            every block: the global spectral path plus a local one for what the few kept modes cannot express).
-        decoder_conv_padding: how the decoder's 3x3 convolutions (`"conv"`, `"fno_conv"`) see past the grid's edge.
+        decoder: `"fno"` (spectral convolutions) or `"conv"` (3x3 convolutions).
+        decoder_conv_padding: how the decoder's 3x3 convolutions (`"conv"`) see past the grid's edge.
             `"zeros"`: zero padding on every axis. `"boundary"`: periodic axes wrap around (the field's neighbour
             across a periodic edge is the other side) and walls are zero-padded; a `"conv"` decoder then needs no
             `wall_padding` (it has no Fourier layer to decouple) and skips it.
         alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
         predict_increment: predict the change over the last input frame instead of the next frame.
-        increment_scale: the unit of that change. `"field"`: each field's std over the input window (the
-            normalisation's unit). `"step"`: the root-mean-square change of the field from one input frame to the
-            next (with a floor of 1% of the field's std, so a field that stood still can move), which tracks the
-            size of the next change closely; the decoder's output is then of order one for slow and fast systems
-            alike, as The Well's baselines predict a change scaled by its statistics. Needs 2 input frames.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
         norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
@@ -231,14 +242,12 @@ class PDEFMConfig(PretrainedConfig):
         use_spectral_tokens: bool = True,
         use_film: bool = True,
         use_cross_attention: bool = True,
-        film_every_layer: bool = False,
         backbone: str = "mamba",
         decoder: str = "fno",
         decoder_skip_frames: int = 1,
         decoder_conv_padding: str = "zeros",
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
-        increment_scale: str = "field",
         normalize_inputs: bool = True,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
@@ -276,14 +285,12 @@ class PDEFMConfig(PretrainedConfig):
         self.use_spectral_tokens = use_spectral_tokens
         self.use_film = use_film
         self.use_cross_attention = use_cross_attention
-        self.film_every_layer = film_every_layer
         self.backbone = backbone
         self.decoder = decoder
         self.decoder_skip_frames = decoder_skip_frames
         self.decoder_conv_padding = decoder_conv_padding
         self.alternate_scan_axes = alternate_scan_axes
         self.predict_increment = predict_increment
-        self.increment_scale = increment_scale
         self.normalize_inputs = normalize_inputs
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
@@ -296,6 +303,7 @@ class PDEFMConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.preset = preset
         self.pdefm_format = pdefm_format
+        refuse_removed_options(kwargs, {"decoder": decoder})
         self._refuse_unknown_keys(kwargs)
         super().__init__(**kwargs)
         self._validate()
@@ -340,15 +348,6 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
-        if self.increment_scale not in INCREMENT_SCALES:
-            raise ValueError(f"increment_scale must be one of {INCREMENT_SCALES}, got {self.increment_scale!r}")
-        if self.increment_scale == "step" and not (self.predict_increment and self.n_steps_input >= 2):
-            raise ValueError("increment_scale='step' needs predict_increment=True and n_steps_input >= 2 (it scales "
-                             "the predicted change by the change between input frames); set increment_scale='field' "
-                             "otherwise")
-        if self.film_every_layer and not self.use_film:
-            raise ValueError("film_every_layer=True needs use_film=True (it modulates with the physics context that "
-                             "use_film switches on)")
         for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
@@ -395,11 +394,11 @@ class PDEFMConfig(PretrainedConfig):
         """Build a config from a named size preset (`tiny`, `small`, `base`); keyword arguments override it."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
-        unknown = sorted(set(overrides) - set(cls.settable_keys()))
+        unknown = sorted(set(overrides) - set(cls.settable_keys()) - set(REMOVED_KEYS))
         if unknown:
             raise ValueError(f"unknown PDEFMConfig keys {unknown} (a typo would be saved and silently ignored); "
                              f"known: {sorted(cls.settable_keys())}")
-        values = {**copy.deepcopy(PRESETS[preset]), **overrides}
+        values = {**copy.deepcopy(PRESETS[preset]), **overrides}  # a removed key goes on to be refused by name
         return cls(datasets=datasets, preset=preset, **values)
 
     @classmethod

@@ -48,9 +48,6 @@ logger = logging.get_logger(__name__)
 # `model(**batch)` works. A test holds them to the reader's keys.
 IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars", "field_names"})
 NORM_MIN_STD = 1e-6
-# Floor of the step unit (`increment_scale="step"`) in normalised units: the slowest Mini-Well fields change by about
-# 2% of their window std per step, and a field at rest must still be able to start moving.
-STEP_UNIT_FLOOR = 0.01
 
 
 # Rollouts of this many steps or more show a progress bar (transformers' `logging.disable_progress_bar()` hides it).
@@ -139,14 +136,12 @@ class BackboneLayer(GradientCheckpointingLayer):
     """One pre-norm residual layer of the backbone over the token grid `[b, T, *grid, hidden]`.
 
     For Mamba, the grid is flattened time-major with the spatial axes rotated by `axis_shift`, so successive layers
-    scan rows, then columns (then depth): locality along every axis, not just the fastest one. With
-    `film_every_layer`, the mixer's input is modulated by the physics `context [b, hidden]`.
+    scan rows, then columns (then depth): locality along every axis, not just the fastest one.
     """
 
     def __init__(self, config: PDEFMConfig, axis_shift: int):
         super().__init__()
         self.axis_shift = axis_shift
-        self.film = FiLM(config.hidden_size, config.hidden_size) if config.film_every_layer else None
         if config.backbone == "mamba":
             self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
             self.mixer = BidirectionalMamba(
@@ -164,23 +159,17 @@ class BackboneLayer(GradientCheckpointingLayer):
             self.norm = None
             self.mixer = TransformerBlock(config.hidden_size, config.num_attention_heads, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, hidden = tokens.shape[0], tokens.shape[-1]
         if self.norm is None:  # attention is order-free: no scan order to choose
-            sequence = tokens.reshape(batch, -1, hidden)
-            if self.film is not None:  # the block norms its own input: modulate what enters it
-                sequence = self.film(sequence, context)
-            return self.mixer(sequence).reshape(tokens.shape)
+            return self.mixer(tokens.reshape(batch, -1, hidden)).reshape(tokens.shape)
         n_space = tokens.ndim - 3
         shift = self.axis_shift % n_space
         spatial = [2 + (i + shift) % n_space for i in range(n_space)]
         order = [0, 1, *spatial, tokens.ndim - 1]
         permuted = tokens.permute(order)
         sequence = permuted.reshape(batch, -1, hidden)
-        mixer_input = self.norm(sequence)
-        if self.film is not None:
-            mixer_input = self.film(mixer_input, context)
-        sequence = sequence + self.mixer(mixer_input)
+        sequence = sequence + self.mixer(self.norm(sequence))
         return sequence.reshape(permuted.shape).permute(torch.argsort(torch.tensor(order)).tolist())
 
 
@@ -195,43 +184,37 @@ class PDEFMBackbone(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """`context [b, hidden]`: the physics context, used by layers built with `film_every_layer`."""
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            tokens = layer(tokens, context)
+            tokens = layer(tokens)
         return self.final_norm(tokens)
 
 
 class DecoderBlock(nn.Module):
-    """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO, `"fno"`), a 3x3
-    convolution (`"conv"`) or their sum (`"fno_conv"`), and W pointwise; the residual keeps signal and gradient
-    alive through the stack. `[n, *space, width]` in and out (channels last)."""
+    """One full-resolution decoder block: `x + act(K(x) + W x)` with K a spectral convolution (FNO, `"fno"`) or a
+    3x3 convolution (`"conv"`), and W pointwise; the residual keeps signal and gradient alive through the stack.
+    `[n, *space, width]` in and out (channels last)."""
 
     def __init__(self, width: int, modes: int, n_spatial_dims: int, kind: str):
         super().__init__()
         # `kernel` keeps its name in every kind: saved models' state dicts and LoRA targets refer to it.
         conv = conv_class(n_spatial_dims)
         self.kernel = conv(width, width, 3, padding=1) if kind == "conv" else SpectralConv(width, width, modes, n_spatial_dims)
-        self.local = conv(width, width, 3, padding=1) if kind == "fno_conv" else None
         self.pointwise = FieldLinear(width, width)
 
     def forward(self, x: torch.Tensor, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
         """`periodic`: per spatial axis, whether the 3x3 convolutions wrap around it (else they zero-pad it)."""
-        d = x.ndim - 2
-        spectral, conv = (self.kernel(x), self.local) if isinstance(self.kernel, SpectralConv) else (None, self.kernel)
-        if conv is not None and type(conv) is conv_class(d) and type(self.pointwise) is FieldLinear:
+        if isinstance(self.kernel, SpectralConv):
+            return x + F.gelu(self.pointwise(x) + self.kernel(x))
+        d, conv = x.ndim - 2, self.kernel
+        if type(conv) is conv_class(d) and type(self.pointwise) is FieldLinear:
             # W is the 3x3 convolution's centre tap: one convolution instead of a convolution, a matrix product and
             # a sum (a quarter of a block's training step at tiny's size). Layers wrapped by an adapter (LoRA) are
             # called as themselves below.
             tap = self.pointwise.weight.view(*self.pointwise.weight.shape, *[1] * d)
-            local = periodic_conv(x, conv.weight + F.pad(tap, [1, 1] * d), conv.bias + self.pointwise.bias, periodic)
-            return x + F.gelu(local if spectral is None else spectral + local)
-        kernel = self.pointwise(x)
-        if spectral is not None:
-            kernel = kernel + spectral
-        if conv is not None:
-            kernel = kernel + boundary_conv(conv, x, periodic)
-        return x + F.gelu(kernel)
+            return x + F.gelu(periodic_conv(x, conv.weight + F.pad(tap, [1, 1] * d), conv.bias + self.pointwise.bias,
+                                            periodic))
+        return x + F.gelu(self.pointwise(x) + boundary_conv(conv, x, periodic))
 
 
 def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -323,21 +306,17 @@ class FNODecoder(nn.Module):
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
         )
         self.project = FieldLinear(config.decoder_width, channels)
-        self.film = FiLM(config.decoder_width, config.hidden_size) if config.film_every_layer else None
         self.wrap_periodic = config.decoder_conv_padding == "boundary"
         # Wall padding keeps Fourier layers from coupling opposite walls; 3x3 blocks that zero-pad walls need none.
         self.pads_walls = "wall_padding" not in config.inactive_keys()
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
-                wall_pad: tuple[int, ...] | None = None, context: torch.Tensor | None = None,
-                periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
+                wall_pad: tuple[int, ...] | None = None, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
         """`wall_pad`: points of zero padding on both sides of each spatial axis for the Fourier blocks (0 for a
-        periodic axis; see `wall_padding`). `context [n, hidden]`: modulates the lifted field (`film_every_layer`).
-        `periodic`: per spatial axis, whether every sample's boundary on it is periodic (`decoder_conv_padding`)."""
+        periodic axis; see `wall_padding`). `periodic`: per spatial axis, whether every sample's boundary on it is
+        periodic (`decoder_conv_padding`)."""
         space = tuple(skip.shape[1:-1])
         x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=-1))
-        if self.film is not None:
-            x = self.film(x, context)
         wrap = periodic if self.wrap_periodic else None
         padded = self.pads_walls and bool(wall_pad) and any(wall_pad)
         if padded:
@@ -638,10 +617,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return floor.clamp_min(NORM_MIN_STD).view(shape)
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
-                      wall_pad: tuple[int, ...] | None = None, increment_unit: torch.Tensor | None = None,
+                      wall_pad: tuple[int, ...] | None = None,
                       periodic: tuple[bool, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens.
-        `increment_unit [b, *1, C]`: the predicted change is the decoder's output times it (`increment_scale`)."""
+        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens."""
         adapter = self.adapters[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
@@ -660,7 +638,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         offsets = torch.arange(frames - 1, -1, -1, device=tokens.device)[:, None]
         frame_code = self.frame_proj(sinusoidal_encoding(offsets, hidden).to(tokens.dtype))  # [T, H]
         tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
-        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden), context)
+        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden))
         skip_frames = self.config.skip_frames()
         if frames < skip_frames:
             raise ValueError(f"this model's decoder joins the last {skip_frames} input frames (decoder_skip_frames); "
@@ -668,10 +646,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
                              f"the config for this window (PDEFMConfig.from_preset(..., n_steps_input={frames}))")
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
-        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, context, periodic)
+        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, wall_pad, periodic)
         delta = adapter.decode(decoded)
-        if increment_unit is not None:
-            delta = delta * increment_unit
         return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
 
     def forward(
@@ -747,14 +723,6 @@ class PDEFMModel(PDEFMPreTrainedModel):
             std = torch.ones_like(mean)
             centered = window
         window = centered / std
-        increment_unit = None
-        if self.config.increment_scale == "step":
-            if window.shape[1] < 2:
-                raise ValueError("increment_scale='step' measures the change between input frames: input_fields needs "
-                                 f"at least 2 frames, got {window.shape[1]}")
-            # One unit per call from the given frames, like the normalisation's mean and std.
-            step_ms = window.diff(dim=1).pow(2).mean(dim=tuple(range(1, d + 2)))  # [b, C]
-            increment_unit = (step_ms + STEP_UNIT_FLOOR ** 2).sqrt().view(batch, *([1] * d), -1)
         constants = None
         if spec["n_constant_fields"]:
             constants = constant_fields  # [b, *space, C_const]
@@ -774,7 +742,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             context = None
             if self.context_encoder is not None:
                 context = self.context_encoder(boundary_conditions, step_dt[:, step].to(input_fields.device), scalar_context)
-            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad, increment_unit, periodic)
+            next_frame, tokens = self._predict_next(name, window, constants, context, wall_pad, periodic)
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame.unsqueeze(1)], dim=1)
         prediction_norm = torch.stack(frames, dim=1)  # [b, T_out, *space, C]

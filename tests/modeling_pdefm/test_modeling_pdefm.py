@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from modeling_pdefm import PDEFMModel
+from modeling_pdefm import PDEFMConfig, PDEFMModel
 from modeling_pdefm.mamba_layers import Mamba2Mixer
 
 from conftest import DATASETS, make_batch, tiny_config
@@ -34,14 +34,10 @@ ABLATIONS = [
     dict(use_cross_attention=False),
     dict(backbone="attention"),
     dict(decoder="conv"),
-    dict(decoder="fno_conv"),
-    dict(predict_increment=False, increment_scale="field"),
+    dict(predict_increment=False),
     dict(normalize_inputs=False),
     dict(alternate_scan_axes=False),
-    dict(film_every_layer=True),
-    dict(film_every_layer=True, backbone="attention"),
     dict(decoder_skip_frames=2),
-    dict(increment_scale="step"),
 ]
 
 
@@ -64,9 +60,9 @@ def test_ablations_remove_their_modules():
     assert not any(isinstance(m, Mamba2Mixer) for m in attention.modules())
     conv = PDEFMModel(tiny_config(decoder="conv"))
     assert not any(type(m).__name__ == "SpectralConv" for m in conv.modules())
-    both = PDEFMModel(tiny_config(decoder="fno_conv"))
-    for block in both.decoders["2d"].blocks:  # the spectral path keeps its state-dict name beside the local one
-        assert type(block.kernel).__name__ == "SpectralConv" and isinstance(block.local, torch.nn.Conv2d)
+    fno = PDEFMModel(tiny_config(decoder="fno"))
+    for block in fno.decoders["2d"].blocks:  # either kind keeps the state-dict name `kernel`
+        assert type(block.kernel).__name__ == "SpectralConv"
 
 
 @pytest.mark.parametrize("backbone", ["mamba", "attention"])
@@ -97,9 +93,9 @@ def test_fresh_model_keeps_mamba_initialisation(tiny_model):
 
 def test_fresh_model_has_the_documented_initialisation():
     # transformers initialises only modules that own parameters: an init written for a container never runs.
-    model = PDEFMModel(tiny_config(film_every_layer=True))
+    model = PDEFMModel(tiny_config())
     films = [m for m in model.modules() if type(m).__name__ == "FiLM"]
-    assert len(films) == 1 + model.config.num_layers + len(model.decoders)  # input, every layer, every decoder
+    assert len(films) == 1  # the tokens entering the backbone
     for film in films:  # identity modulation at the start
         assert not film.proj.weight.any() and not film.proj.bias.any()
     for decoder in model.decoders.values():  # fan-in init, not transformers' std of 0.02
@@ -107,31 +103,12 @@ def test_fresh_model_has_the_documented_initialisation():
         assert weight.std().item() == pytest.approx(weight.shape[1] ** -0.5, rel=0.2)
 
 
-def test_film_every_layer_starts_as_the_model_without_it_and_learns_per_dataset():
-    torch.manual_seed(0)
-    plain = PDEFMModel(tiny_config())
-    torch.nn.init.normal_(plain.adapters["shear_flow"].out_proj.weight, std=0.1)
-    every = PDEFMModel(tiny_config(film_every_layer=True))
-    missing = every.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing and all(".film." in key for key in missing)
-    batch = make_batch("shear_flow")
-    torch.testing.assert_close(every(**batch).prediction, plain(**batch).prediction, rtol=0, atol=0)
-    every(**batch).loss.backward()
-    for layer in every.backbone.layers:  # the layers' modulations receive gradient from the first step
-        assert layer.film.proj.weight.grad.abs().sum() > 0
-    with torch.no_grad():  # once trained, the modulation depends on the dataset's context
-        for layer in every.backbone.layers:
-            layer.film.proj.weight.normal_(std=0.1)
-    assert not torch.allclose(every(**batch).prediction, plain(**batch).prediction)
-
-
 @pytest.mark.parametrize("skip_frames", [1, 2])
 def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
-    # With the un-patched tokens silenced and no window statistics (nor step unit), the input frames reach the decoder only
+    # With the un-patched tokens silenced and no window statistics, the input frames reach the decoder only
     # through its skip: exactly the last `decoder_skip_frames` of them may move the prediction.
     torch.manual_seed(0)
-    model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, increment_scale="field",
-                                   n_steps_input=3))
+    model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, n_steps_input=3))
     torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
     torch.nn.init.zeros_(model.decoders["2d"].unpatch.proj.weight)
     batch = make_batch("shear_flow", t_in=3)
@@ -156,9 +133,20 @@ def test_decoder_skip_frames_are_capped_by_the_input_window():
     assert model.config.skip_frames() == 3
 
 
-def test_film_every_layer_needs_film():
-    with pytest.raises(ValueError, match="film_every_layer=True needs use_film=True"):
-        tiny_config(film_every_layer=True, use_film=False)
+def test_removed_options_load_at_the_value_models_behave_as_and_are_refused_otherwise():
+    from modeling_pdefm.configuration_pdefm import REMOVED_KEYS
+
+    spec = {"shear_flow": {"n_fields": 4, "n_spatial_dims": 2}}
+    for key, (kept, version) in REMOVED_KEYS.items():
+        saved = PDEFMConfig(datasets=spec, **{key: kept})  # a config written before the removal
+        assert not hasattr(saved, key) and key not in saved.to_dict()
+        other = {bool: True, str: "step"}[type(kept)]
+        with pytest.raises(ValueError, match=rf"PDEFMConfig key '{key}' was removed .* pdefm {version} was the last"):
+            PDEFMConfig(datasets=spec, **{key: other})
+        with pytest.raises(ValueError, match=rf"PDEFMConfig key '{key}' was removed"):
+            PDEFMConfig.from_preset("tiny", datasets=spec, **{key: other})
+    with pytest.raises(ValueError, match=r"PDEFMConfig key 'decoder': 'fno_conv' was removed .* pdefm 0.1.0"):
+        PDEFMConfig.from_preset("tiny", datasets=spec, decoder="fno_conv")
 
 
 def test_new_dataset_adapter_starts_from_persistence(tiny_model):

@@ -17,7 +17,7 @@ def _constant_output_model(field_scales):
     """A model whose decoder adds exactly +1 (in normalised units) to every field: the physical change it makes is
     then the std it divides by."""
     spec = {"n_fields": 2, "n_spatial_dims": 2, "field_scales": field_scales}
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec}, increment_scale="field")).eval()
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec})).eval()
     with torch.no_grad():
         model.adapters["f"].out_proj.weight.zero_()
         model.adapters["f"].out_proj.bias.fill_(1.0)
@@ -116,8 +116,8 @@ def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
 
     def shift_gap(module, periodic, axis, wall_pad=None):
         with torch.no_grad():
-            shifted_first = module(tokens, (4, 4), skip.roll(4, dims=axis), wall_pad, None, periodic)
-            shifted_after = module(tokens, (4, 4), skip, wall_pad, None, periodic).roll(4, dims=axis)
+            shifted_first = module(tokens, (4, 4), skip.roll(4, dims=axis), wall_pad, periodic)
+            shifted_after = module(tokens, (4, 4), skip, wall_pad, periodic).roll(4, dims=axis)
         return ((shifted_first - shifted_after).norm() / shifted_after.norm()).item()
 
     wrapping, zero_padded = decoder("boundary"), decoder("zeros")
@@ -126,10 +126,10 @@ def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
     assert shift_gap(wrapping, (False, True), 1) > 1e-3  # the walled axis
     assert shift_gap(wrapping, (False, True), 2) < 1e-5  # the periodic one
     with torch.no_grad():
-        assert torch.equal(wrapping(tokens, (4, 4), skip, (2, 0), None, (False, True)),
-                           wrapping(tokens, (4, 4), skip, (0, 0), None, (False, True)))
-        assert not torch.allclose(zero_padded(tokens, (4, 4), skip, (2, 0), None, (False, True)),
-                                  zero_padded(tokens, (4, 4), skip, (0, 0), None, (False, True)))
+        assert torch.equal(wrapping(tokens, (4, 4), skip, (2, 0), (False, True)),
+                           wrapping(tokens, (4, 4), skip, (0, 0), (False, True)))
+        assert not torch.allclose(zero_padded(tokens, (4, 4), skip, (2, 0), (False, True)),
+                                  zero_padded(tokens, (4, 4), skip, (0, 0), (False, True)))
     with pytest.raises(ValueError, match="decoder_conv_padding must be one of"):
         tiny_config(decoder_conv_padding="circular")
 
@@ -148,9 +148,8 @@ def test_periodic_pad_copies_the_opposite_edges_and_folds_their_gradient_back(ax
     assert torch.autograd.gradcheck(lambda t: PeriodicPad.apply(t, axes), (x,))
 
 
-@pytest.mark.parametrize("kind", ["conv", "fno_conv"])
 @pytest.mark.parametrize("periodic", [None, (True, True), (False, True)])
-def test_decoder_block_folding_its_pointwise_map_into_the_3x3_centre_tap_changes_nothing(kind, periodic):
+def test_decoder_block_folding_its_pointwise_map_into_the_3x3_centre_tap_changes_nothing(periodic):
     """The fast path (W as the 3x3 kernel's centre tap, one convolution) against the same block computing the
     convolution and W apart, as it does when an adapter wraps a layer: outputs and every gradient."""
 
@@ -158,8 +157,8 @@ def test_decoder_block_folding_its_pointwise_map_into_the_3x3_centre_tap_changes
         pass
 
     torch.manual_seed(0)
-    fast = DecoderBlock(6, 3, 2, kind)
-    apart = DecoderBlock(6, 3, 2, kind)
+    fast = DecoderBlock(6, 3, 2, "conv")
+    apart = DecoderBlock(6, 3, 2, "conv")
     apart.pointwise = WrappedLinear(6, 6)
     apart.load_state_dict(fast.state_dict())
     x = torch.randn(2, 9, 8, 6, requires_grad=True)
@@ -221,28 +220,3 @@ def test_the_model_trains_under_bf16_autocast_on_cpu():
     before = [p.detach().clone() for p in model.parameters()]
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
-
-
-def test_step_increment_scale_measures_the_change_in_units_of_the_windows_steps():
-    g = torch.Generator().manual_seed(0)
-    ramp = torch.arange(4.0).view(1, 4, 1, 1, 1) * torch.tensor([0.5, 0.0])  # field 0 moves 0.5 per frame, field 1 rests
-    x = torch.randn(1, 1, 16, 16, 2, generator=g) + ramp
-    spec = {"n_fields": 2, "n_spatial_dims": 2}
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec}, increment_scale="step")).eval()
-    with torch.no_grad():
-        model.adapters["f"].out_proj.weight.zero_()
-        model.adapters["f"].out_proj.bias.fill_(1.0)  # +1 unit of change for every field
-    change = (model(input_fields=x).prediction[:, 0] - x[:, -1]).mean(dim=(1, 2))[0]
-    assert change[0].item() == pytest.approx(0.5 * (1 + 1e-4 * x[..., 0].std().item() ** 2 / 0.25) ** 0.5, rel=1e-3)
-    # A field at rest still moves: by the floor, 1% of its std over the window.
-    assert change[1].item() == pytest.approx(0.01 * x[..., 1].std().item(), rel=1e-3)
-
-
-def test_step_increment_scale_is_refused_where_there_is_no_step():
-    with pytest.raises(ValueError, match="increment_scale='step' needs predict_increment=True and n_steps_input >= 2"):
-        tiny_config(increment_scale="step", n_steps_input=1)
-    with pytest.raises(ValueError, match="increment_scale must be one of"):
-        tiny_config(increment_scale="dataset")
-    model = PDEFMModel(tiny_config(increment_scale="step"))
-    with pytest.raises(ValueError, match="input_fields needs at least 2 frames, got 1"):
-        model(**make_batch("shear_flow", t_in=1))

@@ -106,7 +106,7 @@ def test_extending_max_steps_on_a_finished_run_continues_on_the_new_schedule(dat
 
 
 @pytest.mark.parametrize("change", [{"batch_size": 1}, {"seed": 1}, {"learning_rate": 1e-3}, {"model_preset": "small"},
-                                    {"datasets": ["flow2d"]}, {"gradient_balance": True}])
+                                    {"datasets": ["flow2d"]}, {"curriculum_shares": "compute"}])
 def test_resume_refuses_settings_that_change_the_run(data_dir, tmp_path, change):
     out = tmp_path / "run"
     run(data_dir, out, max_steps=3)
@@ -116,11 +116,26 @@ def test_resume_refuses_settings_that_change_the_run(data_dir, tmp_path, change)
 
 
 def test_a_checkpoint_from_before_a_key_existed_reads_as_trained_without_it():
-    # Checkpoints written before `gradient_balance` existed were trained without it: resuming one with balance on
-    # is a change of the run, resuming it with balance off is not.
+    # Checkpoints written before `curriculum_shares` existed shared out windows: resuming one with shares of compute
+    # is a change of the run, resuming it with windows is not.
     saved = {"seed": 0}
-    assert resume_conflicts(saved, {"seed": 0, "gradient_balance": True}) == {"gradient_balance": (False, True)}
-    assert resume_conflicts(saved, {"seed": 0, "gradient_balance": False}) == {}
+    assert resume_conflicts(saved, {"seed": 0, "curriculum_shares": "compute"}) == {"curriculum_shares": ("windows", "compute")}
+    assert resume_conflicts(saved, {"seed": 0, "curriculum_shares": "windows"}) == {}
+
+
+def test_a_checkpoint_from_before_a_key_was_removed_resumes_when_it_ran_as_runs_do_now(tmp_path):
+    from pdefm.train.training.config import load_config
+
+    # gradient_balance was removed: a checkpoint that ran without it resumes, one that ran with it is a change.
+    now = {"seed": 0, "curriculum_shares": "windows"}  # a run's settings: every key of today's config, none removed
+    assert resume_conflicts({"seed": 0, "gradient_balance": False}, now) == {}
+    assert resume_conflicts({"seed": 0, "gradient_balance": True}, now) == {"gradient_balance": (True, False)}
+    old = tmp_path / "old.yaml"
+    old.write_text("gradient_balance: false\nmax_steps: 3\n")
+    assert load_config(["--config", str(old), "--data_dir", str(tmp_path)]).config.max_steps == 3
+    old.write_text("gradient_balance: true\n")
+    with pytest.raises(ValueError, match=r"old.yaml: config key 'gradient_balance' was removed .* pdefm 0.1.0"):
+        load_config(["--config", str(old), "--data_dir", str(tmp_path)])
 
 
 def test_allow_config_change_continues_with_the_new_settings(data_dir, tmp_path, capsys):

@@ -380,7 +380,7 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
     from pdefm.train.baselines.report import ablation_setting_notes
 
     spec = {"a": {"n_fields": 1, "n_spatial_dims": 2}}
-    for run, overrides in (("pdefm", {"decoder": "fno_conv"}), ("ablation_no_film", {"decoder": "fno_conv", "use_film": False}),
+    for run, overrides in (("pdefm", {"decoder": "fno"}), ("ablation_no_film", {"decoder": "fno", "use_film": False}),
                            ("ablation_old", {"use_film": False})):
         os.makedirs(tmp_path / "seed0" / run)
         PDEFMConfig.from_preset("tiny", datasets=spec, **overrides).to_json_file(str(tmp_path / "seed0" / run / "config.json"))
@@ -389,7 +389,7 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
     notes = ablation_setting_notes(str(tmp_path), runs)
     # Only the run whose other settings differ is flagged, with the key and both values.
     assert len(notes) == 1 and notes[0].startswith("- old (seed 0) was trained before the full model's settings changed")
-    assert "`decoder` ('conv' against the full model's 'fno_conv')" in notes[0]
+    assert "`decoder` ('conv' against the full model's 'fno')" in notes[0]
     # Settings that change nothing in a model are no difference: the FNO decoder has no 3x3 blocks to pad, and a
     # wrapping 3x3 decoder skips the wall padding the FNO decoder uses.
     for run, overrides in (("pdefm", {"decoder": "conv", "decoder_conv_padding": "boundary"}),

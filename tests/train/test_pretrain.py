@@ -187,22 +187,17 @@ def final_weights(folder):
     return {k: v.clone() for k, v in PDEFMModel.from_pretrained(folder).state_dict().items()}
 
 
-@pytest.mark.parametrize("balance", [False, True], ids=["plain", "gradient_balance"])
-def test_interrupted_then_resumed_run_ends_with_the_same_weights(data_dir, tmp_path, balance):
-    pretrain.train(make_config(data_dir, tmp_path / "straight", gradient_balance=balance))
+@pytest.mark.parametrize("shares", ["windows", "compute"])
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(data_dir, tmp_path, shares):
+    pretrain.train(make_config(data_dir, tmp_path / "straight", curriculum_shares=shares))
     expected = final_weights(tmp_path / "straight")
     AcceleratorState._reset_state(True)
     with pytest.raises(KeyboardInterrupt):
-        pretrain.train(make_config(data_dir, tmp_path / "broken", gradient_balance=balance), stop_after=4)
+        pretrain.train(make_config(data_dir, tmp_path / "broken", curriculum_shares=shares), stop_after=4)
     checkpoint = latest_checkpoint(str(tmp_path / "broken"))
     assert checkpoint.endswith("step_00000003")
-    balancer = json.load(open(os.path.join(checkpoint, "trainer_state.json")))["balancer"]
-    if balance:  # the running norms travel with the checkpoint (a resume that lost them would scale differently)
-        assert balancer["norms"] and all(v > 0 for v in balancer["norms"].values())
-    else:
-        assert balancer is None
     AcceleratorState._reset_state(True)
-    pretrain.train(make_config(data_dir, tmp_path / "broken", gradient_balance=balance), resume=True)
+    pretrain.train(make_config(data_dir, tmp_path / "broken", curriculum_shares=shares), resume=True)
     got = final_weights(tmp_path / "broken")
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
@@ -286,16 +281,6 @@ def test_the_shipped_one_process_accelerate_config_launches_without_default_warn
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: pdefm pretrain" in result.stdout
     assert "were not passed to `accelerate launch`" not in result.stdout + result.stderr
-
-
-def test_gradient_balance_is_refused_under_fsdp_by_name(data_dir, tmp_path):
-    from types import SimpleNamespace
-
-    from accelerate.utils import DistributedType
-
-    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)  # FSDP runs on GPUs only: its accelerator's answer
-    with pytest.raises(ValueError, match=r"config key 'gradient_balance' is not supported with FSDP .*set it to false"):
-        fit.prepare_run(fsdp, make_config(data_dir, tmp_path, gradient_balance=True), None, [], {})
 
 
 def test_the_report_shows_what_the_model_learned_with_rollouts_and_figures(data_dir, tmp_path):

@@ -60,7 +60,6 @@ class PretrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     mixed_precision: str = "auto"  # auto (bf16 where the hardware has it), bf16 or no
     spectral_loss_weight: float = 0.1  # weight of the wavenumber-weighted spectral loss next to VRMSE
-    gradient_balance: bool = False  # divide each step's trunk gradient by its dataset's running norm of it
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
     temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
     difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
@@ -174,13 +173,28 @@ class PretrainConfig:
 # Prefix of the run settings that hold each dataset's file fingerprint (`pdefm.data.fingerprint`).
 DATA_FILES_KEY = "data_files"
 # Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
-SETTINGS_BEFORE_THE_KEY = {"gradient_balance": False, "curriculum_shares": "windows"}
+SETTINGS_BEFORE_THE_KEY = {"curriculum_shares": "windows"}
+# Keys that were measured worse and removed (docs/decisions.md): key -> (the value every run now behaves as, the last
+# pdefm version that supported another). A config or checkpoint holding that value is taken as it is.
+REMOVED_TRAINING_KEYS = {"gradient_balance": (False, "0.1.0")}
+
+
+def drop_removed_keys(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` without the removed keys that hold the value runs now behave as; one holding another is refused,
+    naming the key, the place (`where`) and the last version that supported it."""
+    for key, (kept, version) in REMOVED_TRAINING_KEYS.items():
+        if key in values and values[key] != kept:
+            raise ValueError(f"{where}: config key {key!r} was removed (docs/decisions.md says why); {values[key]!r} "
+                             f"was last supported by pdefm {version}. Drop the key (runs now behave as {kept!r})")
+    return {k: v for k, v in values.items() if k not in REMOVED_TRAINING_KEYS}
 
 
 def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Settings of the run in a checkpoint (`saved`) that differ from this run's, other than those a resume may
     change: {key: (checkpoint's value, this run's value)}."""
-    saved = {**SETTINGS_BEFORE_THE_KEY, **saved}
+    # A checkpoint written before a key's removal ran as today's runs do when it holds the kept value.
+    removed = {key: kept for key, (kept, _) in REMOVED_TRAINING_KEYS.items()}
+    saved, current = {**SETTINGS_BEFORE_THE_KEY, **removed, **saved}, {**removed, **current}
     keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
     # Checkpoints written before data fingerprints were recorded cannot be compared on them.
     keys -= {k for k in current if k.startswith(DATA_FILES_KEY + ".") and k not in saved}
@@ -276,6 +290,8 @@ def load_config(argv: list[str] | None = None, description: str = "", prog: str 
         path = resolve_config_path(args.config)
         with open(path) as f:
             loaded = yaml.safe_load(f) or {}
+        if isinstance(loaded, dict):
+            loaded = drop_removed_keys(loaded, path)
         unknown = sorted(set(loaded) - set(fields))
         if unknown:
             raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(fields)}")

@@ -30,7 +30,6 @@ from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.windows import evaluation_batches
-from .balance import GradientBalancer, shared_parameters
 from .batches import MultiDatasetBatches, load_shard
 from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
                             read_latest_checkpoint, save_checkpoint)
@@ -110,7 +109,6 @@ class RunState:
     nonfinite_in_a_row: int = 0
     reference: dict | None = None  # persistence's validation VRMSE, for the "relative" difficulty measure
     curve: list = field(default_factory=list)  # validation VRMSE against step and training seconds
-    balancer: GradientBalancer | None = None  # per-dataset gradient scale (config key gradient_balance)
     # Where the wall-clock went: training steps per dataset drawn, validation, checkpoints (seconds).
     time_spent: dict = field(default_factory=lambda: {"datasets": {}, "validation": 0.0, "checkpoints": 0.0})
 
@@ -181,9 +179,6 @@ def _rounded(values: dict[str, float], digits: int) -> str:
 def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], run_settings: dict) -> RunState:
     """Data streams, curriculum, optimizer and schedule, prepared by Accelerate; the model's config records the
     training keys; `run_info/rank<k>.json` says what this process reads."""
-    if config.gradient_balance and accelerator.distributed_type == DistributedType.FSDP:
-        # Under FSDP each rank holds a shard of every gradient, so a rank's norm is not the dataset's.
-        raise ValueError("config key 'gradient_balance' is not supported with FSDP (sharded gradients); set it to false")
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories)
@@ -218,8 +213,7 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
                    "shard_windows": batches.shard_sizes(), "total_windows": batches.full_sizes,
                    "trainable_parameters": sum(p.numel() for p in trainable)}, f)
     return RunState(model, optimizer, scheduler, lr_schedule, schedule, sampler, batches, valid_sets, trainable,
-                    settings, budget,
-                    balancer=GradientBalancer(shared_parameters(model)) if config.gradient_balance else None)
+                    settings, budget)
 
 
 def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, allow_config_change: bool) -> None:
@@ -238,8 +232,6 @@ def resume_run(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     run.step, run.nonfinite_total = checkpoint.step, state.get("nonfinite_total", 0)
     run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
-    if run.balancer is not None:
-        run.balancer.load_state_dict(state.get("balancer", {}))
     run.curve = list(state.get("curve", []))
     run.time_spent = state.get("time_spent") or run.time_spent
     run.batches.load_state_dict(checkpoint.rank_state["batches"])
@@ -304,10 +296,8 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
     non-finite loss (on any process) skips the step; too many in a row stop the run."""
     run.optimizer.zero_grad(set_to_none=True)
     result = StepResult(name="")
-    drawn = []
     for micro in range(config.gradient_accumulation_steps):
         result.name = run.sampler.draw()
-        drawn.append(result.name)
         batch = run.batches.next_batch(result.name)
         target = batch["output_fields"].to(accelerator.device)
         sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(run.model)
@@ -336,10 +326,6 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
             )
         return result
     run.nonfinite_in_a_row = 0
-    if run.balancer is not None:
-        # The norm of the gradients as every process holds them after the backward pass (DDP averaged them).
-        # Micro-batches from several datasets share one running norm under their joint name.
-        run.balancer.balance("+".join(sorted(set(drawn))))
     result.grad_norm = float(accelerator.clip_grad_norm_(run.trainable, config.grad_clip))
     run.optimizer.step()
     return result
@@ -400,8 +386,7 @@ def save_run_checkpoint(accelerator: Accelerator, config: PretrainConfig, run: R
     save_checkpoint(accelerator, config.output_dir, run.step, model=run.model, optimizer=run.optimizer,
                     trainer_state={"nonfinite_total": run.nonfinite_total, "schedule": run.schedule.state_dict(),
                                    "sampler": run.sampler.state_dict(), "settings": run.settings,
-                                   "curve": run.curve, "time_spent": run.time_spent,
-                                   "balancer": run.balancer.state_dict() if run.balancer is not None else None},
+                                   "curve": run.curve, "time_spent": run.time_spent},
                     rank_state={"batches": run.batches.state_dict()}, keep=config.keep_checkpoints)
 
 
