@@ -2,8 +2,10 @@
 the header), the mean of VRMSE over persistence, and how many datasets stay below persistence at every rollout step
 (runs made with `report_rollout_steps`). Every number is read from the files; nothing is trained here.
 
-Run: python bench/compare_runs.py [--change] LABEL=OUTPUT_DIR [LABEL=OUTPUT_DIR ...]
-(`--change`: instead, per dataset and field, the predicted change's std over the true change's, median over windows.)
+Run: python bench/compare_runs.py [--change | --valid] LABEL=OUTPUT_DIR [LABEL=OUTPUT_DIR ...]
+(`--change`: instead, per dataset and field, the predicted change's std over the true change's, median over windows.
+`--valid`: instead, per dataset, the last validation VRMSE over persistence's on the same windows beside the report's
+test VRMSE over persistence's: does validation rank each model against persistence as test does?)
 """
 
 from __future__ import annotations
@@ -50,20 +52,39 @@ def change_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def valid_table(folders: dict[str, str], runs: dict[str, dict]) -> str:
+    """Per dataset (rows), each run's last validation VRMSE / persistence and its test VRMSE / persistence."""
+    labels = list(runs)
+    head = ["dataset", *[f"{label} {split}" for label in labels for split in ("valid", "test")]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    curves = {}
+    for label, folder in folders.items():
+        with open(os.path.join(folder, "validation_curve.json")) as f:
+            curves[label] = json.load(f)
+    for name in sorted(next(iter(runs.values()))["datasets"]):
+        cells = []
+        for label in labels:
+            curve, test = curves[label], runs[label]["datasets"][name]
+            cells += [f"{curve['points'][-1]['valid_vrmse'][name] / curve['persistence'][name]:.2f}",
+                      f"{test['vrmse'] / test['persistence_vrmse']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    change = "--change" in argv
-    argv = [a for a in argv if a != "--change"]
-    runs = {}
+    change, valid = "--change" in argv, "--valid" in argv
+    argv = [a for a in argv if a not in ("--change", "--valid")]
+    runs, folders = {}, {}
     for item in argv:
         label, sep, folder = item.partition("=")
         if not sep:
             print(f"error: {item!r}: expected LABEL=OUTPUT_DIR", file=sys.stderr)
             return 2
-        runs[label] = load(folder)
+        runs[label], folders[label] = load(folder), folder
     if not runs:
         print(__doc__)
         return 2
-    print(change_table(runs) if change else table(runs))
+    print(change_table(runs) if change else valid_table(folders, runs) if valid else table(runs))
     return 0
 
 
