@@ -139,19 +139,14 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def refuse_removed_options(kwargs: dict[str, Any], values: dict[str, Any]) -> None:
+def drop_removed_keys(kwargs: dict[str, Any]) -> None:
     """Drop the removed keys of a saved config (`kwargs`, popped in place) that hold the value models now behave as;
-    refuse, naming the key, one that holds another, or a kept key (`values`) holding a removed value."""
+    refuse, naming the key, one that holds another."""
     for key, (kept, version) in REMOVED_KEYS.items():
         if key in kwargs and kwargs.pop(key) != kept:
             raise ValueError(f"PDEFMConfig key {key!r} was removed (docs/decisions.md says why); this config sets it "
                              f"to something other than {kept!r}, which pdefm {version} was the last to support: "
                              f"load it with pdefm {version}, or drop the key to get {kept!r}")
-    for key, removed in REMOVED_VALUES.items():
-        if values.get(key) in removed:
-            version = removed[values[key]]
-            raise ValueError(f"PDEFMConfig key {key!r}: {values[key]!r} was removed (docs/decisions.md says why); "
-                             f"pdefm {version} was the last to support it")
 
 
 # Version of the config's keys, saved with it: a config written by a newer format may hold keys this code does not know.
@@ -303,7 +298,7 @@ class PDEFMConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.preset = preset
         self.pdefm_format = pdefm_format
-        refuse_removed_options(kwargs, {"decoder": decoder})
+        drop_removed_keys(kwargs)
         self._refuse_unknown_keys(kwargs)
         super().__init__(**kwargs)
         self._validate()
@@ -324,6 +319,11 @@ class PDEFMConfig(PretrainedConfig):
                          f"{sorted(self.settable_keys())}")
 
     def _validate(self) -> None:
+        for key, removed in REMOVED_VALUES.items():  # before the lists of allowed values, to say why it is gone
+            value = getattr(self, key)
+            if value in removed:
+                raise ValueError(f"PDEFMConfig key {key!r}: {value!r} was removed (docs/decisions.md says why); "
+                                 f"pdefm {removed[value]} was the last to support it")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.decoder not in DECODERS:

@@ -5,7 +5,7 @@
 `L_i` is a running average of dataset i's validation loss; alpha = 0 turns difficulty off, tau = 0 weighs
 datasets uniformly, tau = 1 proportionally to their size. `c_i` is the cost of one of dataset i's windows (its
 grid points per frame) when the weights are shares of compute, 1 when they are shares of windows: a 32^3 window
-costs about ten 64^2 ones, so with shares of windows a 3D dataset takes most of a mixture's wall-clock
+costs seven to ten 64^2 ones, so with shares of windows a 3D dataset takes most of a mixture's wall-clock
 (docs/decisions.md, "Shares of compute").
 """
 

@@ -40,8 +40,6 @@ from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
-# Training settings the model's config records (`PDEFMConfig`): the window it reads and the objective it learnt.
-
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
