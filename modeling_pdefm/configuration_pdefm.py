@@ -60,6 +60,7 @@ REMOVED_KEYS = {"film_every_layer": (False, "0.1.0"), "increment_scale": ("field
 # Values of kept keys removed the same way: key -> {value: last pdefm version that supported it}.
 REMOVED_VALUES = {"decoder": {"fno_conv": "0.1.0"}}
 CONV_PADDINGS = ("zeros", "boundary")
+ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
 
 
 # What a dataset or adapter name may be: it becomes a folder name (adapters, runs) and a module key (`adapters.<name>`),
@@ -198,6 +199,9 @@ class PDEFMConfig(PretrainedConfig):
         predict_increment: predict the change over the last input frame instead of the next frame.
         normalize_inputs: normalise each sample's fields by their mean and std over the input window
             (statistics are reused to map the prediction back to physical units).
+        rollout_normalization: which statistics each step of a rollout normalises its window with:
+            `"every_window"` recomputes them from the window the step is given, `"first_window"` keeps the first
+            window's for the whole rollout (docs/decisions.md, "One rollout").
         norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
             its scale over the dataset (`field_scales` of its dataset entry; without them the floor is an absolute
             1e-6), so a field that is constant over the window can still change. 0 keeps the absolute floor.
@@ -244,6 +248,7 @@ class PDEFMConfig(PretrainedConfig):
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
         normalize_inputs: bool = True,
+        rollout_normalization: str = "every_window",
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
         wall_padding: float = 0.125,
@@ -287,6 +292,7 @@ class PDEFMConfig(PretrainedConfig):
         self.alternate_scan_axes = alternate_scan_axes
         self.predict_increment = predict_increment
         self.normalize_inputs = normalize_inputs
+        self.rollout_normalization = rollout_normalization
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
         self.wall_padding = wall_padding
@@ -328,6 +334,8 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.rollout_normalization not in ROLLOUT_NORMALIZATIONS:
+            raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {self.rollout_normalization!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
             raise ValueError(f"decoder_conv_padding must be one of {CONV_PADDINGS}, got {self.decoder_conv_padding!r}")
         for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",

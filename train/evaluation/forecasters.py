@@ -7,7 +7,7 @@ frame `[B, 1, *space, C]` in physical units: `predict_next(batch)`. The baseline
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -47,3 +47,9 @@ class PDEFMForecaster:
     @torch.no_grad()
     def predict_next(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model(**model_inputs(batch, self.device), n_steps=1).prediction.float()
+
+    def iter_rollout(self, batch: dict[str, Any], n_steps: int) -> Iterator[torch.Tensor]:
+        """The model's own rollout (`PDEFMModel.iter_rollout`, the one that training and `forward(n_steps=k)` run):
+        frames `[B, 1, *space, C]` on the CPU, one per step."""
+        for frame in self.model.iter_rollout(n_steps, **model_inputs(batch, self.device)):
+            yield frame.float().cpu()

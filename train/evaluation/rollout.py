@@ -109,30 +109,40 @@ class NonFiniteForecastError(ValueError):
 
 def iter_rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = False,
                  require_finite: bool = False) -> Iterator[torch.Tensor]:
-    """Feed predictions back as inputs for `n_steps`, yielding each predicted frame `[B, 1, *space, C]` in physical
-    units as it is made (a long rollout need not be held whole). Time grids move with the window, so a model
-    conditioned on the step size sees the true one. `progress`: a bar over the steps. `require_finite`: stop with
-    `NonFiniteForecastError` at the first step that is not finite (evaluation instead lets a diverging model's error
-    grow)."""
+    """The forecaster's rollout for `n_steps`, yielding each predicted frame `[B, 1, *space, C]` in physical units
+    as it is made (a long rollout need not be held whole): the model's own (`iter_rollout`) where it has one, as
+    PDE-FM does, else one step at a time (`per_step_rollout`). `progress`: a bar over the steps. `require_finite`:
+    stop with `NonFiniteForecastError` at the first step that is not finite (evaluation instead lets a diverging
+    model's error grow)."""
+    own = getattr(forecaster, "iter_rollout", None)
+    frames = own(batch, n_steps) if own is not None else per_step_rollout(forecaster, batch, n_steps)
+    for step in tqdm(range(n_steps), desc="rollout", unit="step", disable=not progress):
+        # No-grad per step, not around the loop: a generator suspended inside `no_grad` would leave it on for
+        # whoever consumes it.
+        with torch.no_grad():
+            frame = next(frames)
+        if require_finite and not bool(torch.isfinite(frame).all()):
+            bad = (~torch.isfinite(frame)).flatten(0, -2).any(dim=0)
+            raise NonFiniteForecastError(step + 1, int(bad.nonzero()[0]))
+        yield frame
+
+
+def per_step_rollout(forecaster, batch: dict[str, Any], n_steps: int) -> Iterator[torch.Tensor]:
+    """Feed a one-step forecaster's predictions back as inputs (The Well's baselines): frames `[B, 1, *space, C]`.
+    Time grids move with the window, so a model conditioned on the step size sees the true one."""
     window = batch["input_fields"].float()
     n_in = window.shape[1]
     times = None
     if "input_time_grid" in batch and "output_time_grid" in batch:
         times = torch.cat([batch["input_time_grid"], batch["output_time_grid"]], dim=1)
-    for step in tqdm(range(n_steps), desc="rollout", unit="step", disable=not progress):
+    for step in range(n_steps):
         inputs = {k: v for k, v in batch.items() if k not in ("output_fields", "input_fields")}
         inputs["input_fields"] = window
         if times is not None:
             inputs["input_time_grid"] = times[:, step : step + n_in]
             inputs["output_time_grid"] = times[:, step + n_in : step + n_in + 1]
-        # No-grad per step, not around the loop: a generator suspended inside `no_grad` would leave it on for
-        # whoever consumes it.
-        with torch.no_grad():
-            frame = forecaster.predict_next(inputs).cpu()
-            window = torch.cat([window[:, 1:], frame], dim=1)
-        if require_finite and not bool(torch.isfinite(frame).all()):
-            bad = (~torch.isfinite(frame)).flatten(0, -2).any(dim=0)
-            raise NonFiniteForecastError(step + 1, int(bad.nonzero()[0]))
+        frame = forecaster.predict_next(inputs).cpu()
+        window = torch.cat([window[:, 1:], frame], dim=1)
         yield frame
 
 
