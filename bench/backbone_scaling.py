@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
-from modeling_pdefm.modeling_pdefm import BackboneLayer  # noqa: E402
+from modeling_pdefm.backbone_layers import BackboneLayer  # noqa: E402
 from modeling_pdefm.ssd_scan import ssd_scan_chunked, ssd_scan_sequential  # noqa: E402
 
 TOKENS = (1024, 4096, 16384)

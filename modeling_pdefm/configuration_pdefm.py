@@ -10,40 +10,38 @@ import re
 from typing import Any
 
 from transformers import PretrainedConfig
-from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
+from .config_versions import (
+    PDEFM_FORMAT,
+    REMOVED_KEYS,
+    drop_removed_keys,
+    refuse_removed_values,
+    refuse_unknown_keys,
+    renamed_value,
+)
 
-# Size presets. `small` is the paper's model size (about 13M parameters with 2D datasets), `tiny` runs in
-# seconds on a CPU for tests and demos, `base` is about 100M parameters. A first 3D dataset adds a 3D patch
-# embedding and decoder (`python bench/model_sizes.py` prints the counts).
+# Size presets. `tiny` (what `PDEFMConfig()` builds) runs in seconds on a CPU and is the main job's model, `small` is
+# the paper's model size (about 13M parameters with 2D datasets), `base` is about 100M parameters. A first 3D dataset
+# adds a 3D patch embedding and decoder (`python bench/model_sizes.py` prints the counts).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        hidden_size=32, num_layers=2, adapter_channels=8, patch_size=8, patch_size_3d=4,
-        # Chunks of 16 (any size computes the same scan): the fastest on a CPU for tiny's 256-token sequences.
-        ssm_state_size=16, ssm_head_dim=16, ssm_expand=2, ssm_chunk_size=16,
-        spectral_token_modes=4, spectral_token_modes_3d=2, num_attention_heads=2,
-        decoder_width=16, decoder_layers=2, decoder_modes=4, decoder_modes_3d=2,
-        # Measured on the Mini-Well suites (docs/decisions.md, "The tiny decoder and the unit of the change"): 3x3
-        # decoder blocks beat the paper's FNO decoder one step ahead at this size (rollouts: mixed). Their 3x3
-        # convolutions wrap around periodic axes (docs/decisions.md, "Periodic edges in the 3x3 decoder": a little
-        # better on the main job than zero padding, as the physics says). The decoder sees every input frame at full
-        # resolution (docs/decisions.md, "Every input frame in the decoder, trained on two-step rollouts": with
-        # the main job's two-step unrolled loss, mean VRMSE over persistence 0.674 -> 0.543 and every dataset below
-        # persistence at every rollout step). `small` and `base` keep the paper's decoder until measured.
-        decoder="conv", decoder_conv_padding="boundary", decoder_skip_frames=4,
-    ),
+    # The constructor's defaults. Measured on the Mini-Well suites (docs/decisions.md): 3x3 decoder blocks beat the
+    # paper's FNO decoder at this size ("The tiny decoder and the unit of the change"), wrapping around periodic axes
+    # ("Periodic edges in the 3x3 decoder"), and the decoder sees every input frame at full resolution ("Every input
+    # frame in the decoder, trained on two-step rollouts"). `small` and `base` keep the paper's decoder until measured.
+    "tiny": {},
     "small": dict(
-        hidden_size=256, num_layers=8, adapter_channels=16, patch_size=16, patch_size_3d=8,
+        hidden_size=256, num_layers=8, latent_channels=16, patch_size=16, patch_size_3d=8,
         ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=8, spectral_token_modes_3d=4, num_attention_heads=8,
         decoder_width=64, decoder_layers=4, decoder_modes=8, decoder_modes_3d=4,
+        decoder="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
     ),
     "base": dict(
-        hidden_size=768, num_layers=8, adapter_channels=48, patch_size=16, patch_size_3d=8,
+        hidden_size=768, num_layers=8, latent_channels=48, patch_size=16, patch_size_3d=8,
         ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=12, spectral_token_modes_3d=6, num_attention_heads=12,
         decoder_width=96, decoder_layers=4, decoder_modes=12, decoder_modes_3d=6,
+        decoder="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
     ),
 }
 
@@ -53,12 +51,6 @@ OPTIONAL_DATASET_KEYS = ("field_names", "field_scales")
 SUPPORTED_SPATIAL_DIMS = (2, 3)
 BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv")
-# Options that were measured worse and removed (docs/decisions.md has each entry): key -> (the value every model
-# now behaves as, the last pdefm version that supported another). A saved config holding that value still loads;
-# one holding another is refused by name.
-REMOVED_KEYS = {"film_every_layer": (False, "0.1.0"), "increment_scale": ("field", "0.1.0")}
-# Values of kept keys removed the same way: key -> {value: last pdefm version that supported it}.
-REMOVED_VALUES = {"decoder": {"fno_conv": "0.1.0"}}
 CONV_PADDINGS = ("zeros", "boundary")
 ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
 
@@ -140,78 +132,89 @@ def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def drop_removed_keys(kwargs: dict[str, Any]) -> None:
-    """Drop the removed keys of a saved config (`kwargs`, popped in place) that hold the value models now behave as;
-    refuse, naming the key, one that holds another."""
-    for key, (kept, version) in REMOVED_KEYS.items():
-        if key in kwargs and kwargs.pop(key) != kept:
-            raise ValueError(f"PDEFMConfig key {key!r} was removed (docs/decisions.md says why); this config sets it "
-                             f"to something other than {kept!r}, which pdefm {version} was the last to support: "
-                             f"load it with pdefm {version}, or drop the key to get {kept!r}")
-
-
-# Version of the config's keys, saved with it: a config written by a newer format may hold keys this code does not know.
-PDEFM_FORMAT = 1
-# transformers' own keys of a saved config and of `from_pretrained`, beside a default config's attributes.
-TRANSFORMERS_EXTRA_KEYS = frozenset({"auto_map", "torch_dtype", "_commit_hash", "attn_implementation", "name_or_path",
-                                     "pad_token_id", "bos_token_id", "eos_token_id", "num_labels",
-                                     "tie_word_embeddings"})
-
-
-def _transformers_config_keys() -> set[str]:
-    default = PretrainedConfig()
-    return set(vars(default)) | set(default.to_dict()) | TRANSFORMERS_EXTRA_KEYS
-
-
 class PDEFMConfig(PretrainedConfig):
-    r"""Configuration of [`PDEFMModel`].
+    r"""Configuration of [`PDEFMModel`]. With no arguments it describes `tiny`, the main job's model (about 0.2M
+    parameters with the six Mini-Well datasets): a 2-layer bidirectional Mamba-2 backbone of width 32 over 8-point
+    patches, and a 3x3 convolutional decoder that sees every input frame at full resolution. `from_preset("small")`
+    gives the paper's size and FNO decoder. docs/decisions.md has the measurements behind each default.
 
     Args:
-        datasets (`dict[str, dict]`): the datasets the model knows, by name. Each entry holds `n_fields`
-            (channels of the evolving fields), `n_constant_fields`, `n_spatial_dims` (2 or 3),
+        datasets (`dict[str, dict]`, *optional*): the datasets the model knows, by name. Each entry holds
+            `n_fields` (channels of the evolving fields), `n_constant_fields`, `n_spatial_dims` (2 or 3),
             `n_constant_scalars` and optionally `field_names` and `field_scales` (each field's std over the
             dataset, which sets the normalisation floor).
-        hidden_size: token width of the backbone.
-        num_layers: number of backbone layers.
-        adapter_channels: width of the shared latent field space the dataset adapters map into.
-        patch_size / patch_size_3d: patch edge for 2D / 3D grids.
-        ssm_state_size, ssm_head_dim, ssm_expand, ssm_conv_kernel, ssm_chunk_size: Mamba-2 mixer sizes.
-        ssm_segment_size: on a CPU, longer sequences are scanned in segments of this many tokens (0: never).
-        compile_mamba: run each Mamba-2 mixer's PyTorch path under `torch.compile` (one compiled graph shared by the
-            mixers; the first step of each new input shape pays the compile time, tens of seconds on a CPU). Ignored
-            where mamba-ssm's CUDA kernels run. A runtime switch: the weights do not depend on it.
-        spectral_token_modes / spectral_token_modes_3d: lowest Fourier modes kept per axis by the spectral tokenizer.
-        num_attention_heads: heads of the cross-attention fusion and of the attention backbone.
-        decoder_width, decoder_layers, decoder_modes, decoder_modes_3d: FNO decoder sizes.
-        decoder_skip_frames: the decoder joins the latent fields of the last input frames, this many but at most
-            `n_steps_input` when the config is built (`skip_frames()`), at full resolution (oldest first) to the
-            un-patched tokens. With 1 it
-            sees only the last frame in full detail, and every change over time below the patch scale must pass
-            through the tokens; more frames give it that change directly, as the baselines see every input frame.
-        use_spectral_tokens, use_film, use_cross_attention: ablation switches.
-        backbone: `"mamba"` (bidirectional Mamba-2) or `"attention"` (transformer encoder of the same width).
-        decoder: `"fno"` (spectral convolutions) or `"conv"` (3x3 convolutions).
-        decoder_conv_padding: how the decoder's 3x3 convolutions (`"conv"`) see past the grid's edge.
-            `"zeros"`: zero padding on every axis. `"boundary"`: periodic axes wrap around (the field's neighbour
-            across a periodic edge is the other side) and walls are zero-padded; a `"conv"` decoder then needs no
-            `wall_padding` (it has no Fourier layer to decouple) and skips it.
-        alternate_scan_axes: scan the spatial axes in a rotated order in successive Mamba layers.
-        predict_increment: predict the change over the last input frame instead of the next frame.
-        normalize_inputs: normalise each sample's fields by their mean and std over the input window
-            (statistics are reused to map the prediction back to physical units).
-        rollout_normalization: which statistics each step of a rollout normalises its window with:
-            `"every_window"` recomputes them from the window the step is given, `"first_window"` keeps the first
-            window's for the whole rollout (docs/decisions.md, "One rollout").
-        norm_std_floor: with `normalize_inputs`, a field's std over the input window is floored at this fraction of
-            its scale over the dataset (`field_scales` of its dataset entry; without them the floor is an absolute
-            1e-6), so a field that is constant over the window can still change. 0 keeps the absolute floor.
-        wall_padding: before the decoder's spectral layers, axes whose boundary is not periodic are zero-padded by
-            this fraction of their length on both sides (and cropped after), so the Fourier layers do not couple
-            the two walls as if they were neighbours. 0 switches it off.
-        n_steps_input / n_steps_output: frames per input window and predicted frames per window the model was
-            trained with; evaluation and prediction default to them.
-        spectral_loss_weight: weight of the wavenumber-weighted spectral loss next to VRMSE in `loss` (the training
-            objective; `vrmse_loss` and `spectral_loss` of the output hold the parts).
+        hidden_size (`int`, *optional*, defaults to 32): token width of the backbone.
+        num_layers (`int`, *optional*, defaults to 2): number of backbone layers.
+        latent_channels (`int`, *optional*, defaults to 8): width of the shared latent field space that the
+            per-dataset adapters map into.
+        patch_size (`int`, *optional*, defaults to 8), patch_size_3d (`int`, *optional*, defaults to 4): patch edge
+            for 2D / 3D grids.
+        ssm_state_size (`int`, *optional*, defaults to 16), ssm_head_dim (`int`, *optional*, defaults to 16),
+        ssm_expand (`int`, *optional*, defaults to 2), ssm_conv_kernel (`int`, *optional*, defaults to 4),
+        ssm_chunk_size (`int`, *optional*, defaults to 16): Mamba-2 mixer sizes (any chunk size computes the same
+            scan; 16 is the fastest on a CPU at tiny's sequence lengths).
+        ssm_segment_size (`int`, *optional*, defaults to 2048): on a CPU, longer sequences are scanned in segments
+            of this many tokens (0: never).
+        compile_mamba (`bool`, *optional*, defaults to `False`): run each Mamba-2 mixer's PyTorch path under
+            `torch.compile` (one graph shared by the mixers; the first step of each new input shape pays the
+            compile time, tens of seconds on a CPU). Ignored where mamba-ssm's CUDA kernels run. A runtime switch:
+            the weights do not depend on it.
+        spectral_token_modes (`int`, *optional*, defaults to 4), spectral_token_modes_3d (`int`, *optional*,
+            defaults to 2): lowest Fourier modes kept per axis by the spectral tokenizer.
+        num_attention_heads (`int`, *optional*, defaults to 2): heads of the cross-attention fusion and of the
+            attention backbone.
+        decoder (`str`, *optional*, defaults to `"conv"`): the decoder blocks' kernel, `"conv"` (3x3 convolutions)
+            or `"fno"` (spectral convolutions, the paper's FNO decoder).
+        decoder_width (`int`, *optional*, defaults to 16), decoder_layers (`int`, *optional*, defaults to 2),
+        decoder_modes (`int`, *optional*, defaults to 4), decoder_modes_3d (`int`, *optional*, defaults to 2):
+            decoder sizes (the modes are used by `"fno"` only).
+        decoder_skip_frames (`int`, *optional*, defaults to 4): the decoder joins the latent fields of the last
+            input frames, this many but at most `n_steps_input` when the config is built (`skip_frames()`), at full
+            resolution (oldest first) to the un-patched tokens. With 1 it sees only the last frame in full detail,
+            and every change over time below the patch scale must pass through the tokens; more frames give it that
+            change directly, as the baselines see every input frame.
+        decoder_conv_padding (`str`, *optional*, defaults to `"boundary"`): how the 3x3 blocks see past the grid's
+            edge. `"zeros"`: zero padding on every axis. `"boundary"`: periodic axes wrap around and walls are
+            zero-padded; such a decoder needs no `wall_padding` and skips it.
+        use_spectral_tokens, use_film, use_cross_attention (`bool`, *optional*, default to `True`): ablation
+            switches.
+        backbone (`str`, *optional*, defaults to `"mamba"`): `"mamba"` (bidirectional Mamba-2) or `"attention"`
+            (transformer encoder of the same width).
+        alternate_scan_axes (`bool`, *optional*, defaults to `True`): scan the spatial axes in a rotated order in
+            successive Mamba layers.
+        predict_increment (`bool`, *optional*, defaults to `True`): predict the change over the last input frame
+            instead of the next frame.
+        normalize_inputs (`bool`, *optional*, defaults to `True`): normalise each sample's fields by their mean and
+            std over the input window (statistics are reused to map the prediction back to physical units).
+        rollout_normalization (`str`, *optional*, defaults to `"every_window"`): which statistics each step of a
+            rollout normalises its window with: `"every_window"` recomputes them from the window the step is given,
+            `"first_window"` keeps the first window's for the whole rollout (docs/decisions.md, "One rollout").
+        check_finite_inputs (`bool`, *optional*, defaults to `True`): refuse inputs holding NaN or Inf by name.
+        norm_std_floor (`float`, *optional*, defaults to 0.05): with `normalize_inputs`, a field's std over the
+            input window is floored at this fraction of its scale over the dataset (`field_scales` of its dataset
+            entry; without them the floor is an absolute 1e-6), so a field that is constant over the window can
+            still change. 0 keeps the absolute floor.
+        wall_padding (`float`, *optional*, defaults to 0.125): before the decoder's spectral layers, axes whose
+            boundary is not periodic are zero-padded by this fraction of their length on both sides (and cropped
+            after), so the Fourier layers do not couple the two walls as if they were neighbours. 0 switches it off.
+        n_steps_input (`int`, *optional*, defaults to 4), n_steps_output (`int`, *optional*, defaults to 1): frames
+            per input window and predicted frames per training window; evaluation and prediction default to them.
+        spectral_loss_weight (`float`, *optional*, defaults to 0.1): weight of the wavenumber-weighted spectral
+            loss next to VRMSE in `loss` (the training objective).
+        max_constant_scalars (`int`, *optional*, defaults to 16): most constant scalars a dataset may have.
+        initializer_range (`float`, *optional*, defaults to 0.02): std of the normal init of linear layers.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the norms.
+        preset (`str`, *optional*): the preset the config was built from (`from_preset`), recorded.
+
+    Example:
+
+    ```python
+    >>> from modeling_pdefm import PDEFMConfig, PDEFMModel
+
+    >>> config = PDEFMConfig(datasets={"shear_flow": {"n_fields": 4, "n_spatial_dims": 2, "n_constant_scalars": 2}})
+    >>> model = PDEFMModel(config)  # tiny: the main job's model
+    >>> paper_sized = PDEFMConfig.from_preset("small", datasets=config.datasets)
+    ```
     """
 
     model_type = "pdefm"
@@ -219,32 +222,32 @@ class PDEFMConfig(PretrainedConfig):
     def __init__(
         self,
         datasets: dict[str, dict[str, Any]] | None = None,
-        hidden_size: int = 256,
-        num_layers: int = 8,
-        adapter_channels: int = 16,
-        patch_size: int = 16,
-        patch_size_3d: int = 8,
-        ssm_state_size: int = 64,
-        ssm_head_dim: int = 64,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        latent_channels: int = 8,
+        patch_size: int = 8,
+        patch_size_3d: int = 4,
+        ssm_state_size: int = 16,
+        ssm_head_dim: int = 16,
         ssm_expand: int = 2,
         ssm_conv_kernel: int = 4,
-        ssm_chunk_size: int = 64,
+        ssm_chunk_size: int = 16,
         ssm_segment_size: int = 2048,
         compile_mamba: bool = False,
-        spectral_token_modes: int = 8,
-        spectral_token_modes_3d: int = 4,
-        num_attention_heads: int = 8,
-        decoder_width: int = 64,
-        decoder_layers: int = 4,
-        decoder_modes: int = 8,
-        decoder_modes_3d: int = 4,
+        spectral_token_modes: int = 4,
+        spectral_token_modes_3d: int = 2,
+        num_attention_heads: int = 2,
+        decoder_width: int = 16,
+        decoder_layers: int = 2,
+        decoder_modes: int = 4,
+        decoder_modes_3d: int = 2,
         use_spectral_tokens: bool = True,
         use_film: bool = True,
         use_cross_attention: bool = True,
         backbone: str = "mamba",
-        decoder: str = "fno",
-        decoder_skip_frames: int = 1,
-        decoder_conv_padding: str = "zeros",
+        decoder: str = "conv",
+        decoder_skip_frames: int = 4,
+        decoder_conv_padding: str = "boundary",
         alternate_scan_axes: bool = True,
         predict_increment: bool = True,
         normalize_inputs: bool = True,
@@ -259,13 +262,13 @@ class PDEFMConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
         preset: str | None = None,
-        pdefm_format: int = 1,
+        pdefm_format: int = PDEFM_FORMAT,
         **kwargs,
     ):
         self.datasets = {name: validate_dataset_spec(name, spec) for name, spec in (datasets or {}).items()}
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.adapter_channels = adapter_channels
+        self.latent_channels = renamed_value(kwargs, "latent_channels", latent_channels)
         self.patch_size = patch_size
         self.patch_size_3d = patch_size_3d
         self.ssm_state_size = ssm_state_size
@@ -305,31 +308,14 @@ class PDEFMConfig(PretrainedConfig):
         self.preset = preset
         self.pdefm_format = pdefm_format
         drop_removed_keys(kwargs)
-        self._refuse_unknown_keys(kwargs)
+        refuse_unknown_keys(kwargs, pdefm_format, self.settable_keys())
         super().__init__(**kwargs)
         self._validate()
         # A preset's skip (tiny: 4) on a shorter window: the decoder is built for the frames there are.
         self.decoder_skip_frames = min(self.decoder_skip_frames, self.n_steps_input)
 
-    def _refuse_unknown_keys(self, kwargs: dict[str, Any]) -> None:
-        """A key that is neither PDE-FM's nor transformers' would be saved and silently ignored (a typo such as
-        `hidden_sise`): refused, or only warned about when the config was written by a newer format of PDE-FM."""
-        unknown = sorted(set(kwargs) - _transformers_config_keys())
-        if not unknown:
-            return
-        if isinstance(self.pdefm_format, int) and self.pdefm_format > PDEFM_FORMAT:
-            logger.warning(f"PDEFMConfig: keys {unknown} come from a newer PDE-FM (config format {self.pdefm_format}, "
-                           f"this one reads {PDEFM_FORMAT}) and are ignored; upgrade pdefm to use them")
-            return
-        raise ValueError(f"unknown PDEFMConfig keys {unknown} (a typo would be saved and silently ignored); known: "
-                         f"{sorted(self.settable_keys())}")
-
     def _validate(self) -> None:
-        for key, removed in REMOVED_VALUES.items():  # before the lists of allowed values, to say why it is gone
-            value = getattr(self, key)
-            if value in removed:
-                raise ValueError(f"PDEFMConfig key {key!r}: {value!r} was removed (docs/decisions.md says why); "
-                                 f"pdefm {removed[value]} was the last to support it")
+        refuse_removed_values(self)
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.decoder not in DECODERS:
@@ -338,7 +324,7 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {self.rollout_normalization!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
             raise ValueError(f"decoder_conv_padding must be one of {CONV_PADDINGS}, got {self.decoder_conv_padding!r}")
-        for key in ("hidden_size", "num_layers", "adapter_channels", "patch_size", "patch_size_3d",
+        for key in ("hidden_size", "num_layers", "latent_channels", "patch_size", "patch_size_3d",
                     "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
                     "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",
                     "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d", "decoder_skip_frames",
@@ -391,9 +377,9 @@ class PDEFMConfig(PretrainedConfig):
             patch, _, modes = self.grid_settings(d)
             width = self.decoder_width
             kernel = 3**d if self.decoder == "conv" else 2 * 2 ** (d - 1) * modes**d
-            total += 2 * self.adapter_channels * patch**d * h  # patch embedding and un-embedding
+            total += 2 * self.latent_channels * patch**d * h  # patch embedding and un-embedding
             total += self.decoder_layers * width * width * (kernel + 1)
-        total += sum(self.adapter_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
+        total += sum(self.latent_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
                      for spec in self.datasets.values())
         return int(total)
 

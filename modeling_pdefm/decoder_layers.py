@@ -141,18 +141,18 @@ class FieldDecoder(nn.Module):
     """Decodes the last frame's tokens to a full-resolution latent field with spectral (`"fno"`) or 3x3 (`"conv"`)
     residual blocks.
 
-    Tokens are un-patched to `adapter_channels` features per point, joined with the latent fields of the last
+    Tokens are un-patched to `latent_channels` features per point, joined with the latent fields of the last
     `config.skip_frames()` input frames (a full-resolution skip: patches alone lose sub-patch detail), lifted to
     `decoder_width`, passed through `decoder_layers` blocks and projected back to the shared latent space.
 
-    `tokens [n, n_patches, hidden]`, `skip [n, *space, skip_frames * adapter_channels]` ->
-    `[n, *space, adapter_channels]`.
+    `tokens [n, n_patches, hidden]`, `skip [n, *space, skip_frames * latent_channels]` ->
+    `[n, *space, latent_channels]`.
     """
 
     def __init__(self, config: PDEFMConfig, n_spatial_dims: int):
         super().__init__()
         patch, _, modes = config.grid_settings(n_spatial_dims)
-        channels = config.adapter_channels
+        channels = config.latent_channels
         self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
         self.lift = FieldLinear((1 + config.skip_frames()) * channels, config.decoder_width)
         self.blocks = nn.ModuleList(

@@ -1,6 +1,6 @@
 """PDE-FM: a foundation model for partial differential equations.
 
-Reads top to bottom: the output dataclass, the dataset adapters, the pretrained base class, then `PDEFMModel`, whose
+Reads top to bottom: the output dataclass, the inputs of a forecast, the pretrained base class, then `PDEFMModel`, whose
 `forward` runs in named stages (resolve and check the inputs, roll out, loss); the layers live in `*_layers.py`.
 Tensors follow The Well's layout: channels last, time first: `input_fields [batch, T_in, *space, C]`, predictions
 `[batch, T_out, *space, C]`. `docs/architecture.md` follows the shapes through `forward` stage by stage.
@@ -8,6 +8,7 @@ Tensors follow The Well's layout: channels last, time first: `input_fields [batc
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.utils import ModelOutput, logging
 
 from .backbone_layers import PDEFMBackbone
@@ -25,16 +28,26 @@ from .conditioning_layers import (
     ModulationProjection,
     PhysicsContextEncoder,
     SpectralSummaryFusion,
-    signed_log,
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
 from .field_matching import match_fields
-from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps
+from .head_layers import DatasetHead, init_head_from_fields
+from .input_checks import (
+    check_inputs,
+    check_rollout_memory,
+    resolve_dataset,
+    resolve_n_steps,
+)
 from .losses import pdefm_objective, unbiased_variance
 from .mamba_layers import Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import FieldLinear, PatchEmbedding, SpectralTokenizer, sinusoidal_encoding
+from .tokenizer_layers import (
+    FieldLinear,
+    PatchEmbedding,
+    SpectralTokenizer,
+    sinusoidal_encoding,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -42,6 +55,12 @@ logger = logging.get_logger(__name__)
 # `model(**batch)` works. A test holds them to the reader's keys.
 IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars", "field_names"})
 NORM_MIN_STD = 1e-6
+# Weights renamed since an earlier pdefm, old prefix -> new: 0.2.0 called the dataset heads `adapters`. Renamed on
+# load by transformers' conversion mapping (`from_pretrained`) and by a state-dict pre-hook (`load_state_dict`).
+RENAMED_WEIGHT_PREFIXES = {"adapters.": "dataset_heads."}
+register_checkpoint_conversion_mapping(
+    "PDEFMModel", [WeightRenaming(source_patterns=f"^{old[:-1]}\\.", target_patterns=new)
+                   for old, new in RENAMED_WEIGHT_PREFIXES.items()], overwrite=True)
 # Rollouts of this many steps or more show a progress bar (transformers' `logging.disable_progress_bar()` hides it).
 PROGRESS_FROM_STEPS = 50
 
@@ -68,35 +87,6 @@ class PDEFMOutput(ModelOutput):
 
 def dims_key(n_spatial_dims: int) -> str:
     return f"{n_spatial_dims}d"
-
-
-class DatasetAdapter(nn.Module):
-    """Per-dataset pointwise maps (1x1 convolutions) between the dataset's channels and the shared latent field
-    space, plus the dataset's embedding of its constant scalars and its identity. Channels last:
-
-    `encode`: `[n, *space, n_fields + n_constant_fields]` -> `[n, *space, adapter_channels]`.
-    `decode`: `[n, *space, adapter_channels]` -> `[n, *space, n_fields]`.
-    `context`: `constant_scalars [b, S]` -> `[b, hidden]`.
-    """
-
-    def __init__(self, spec: dict[str, Any], adapter_channels: int, hidden_size: int):
-        super().__init__()
-        self.in_proj = FieldLinear(spec["n_fields"] + spec["n_constant_fields"], adapter_channels)
-        self.out_proj = FieldLinear(adapter_channels, spec["n_fields"])
-        self.dataset_embedding = nn.Parameter(torch.zeros(hidden_size))
-        self.scalar_proj = nn.Linear(spec["n_constant_scalars"], hidden_size) if spec["n_constant_scalars"] else None
-
-    def encode(self, fields: torch.Tensor) -> torch.Tensor:
-        return self.in_proj(fields)
-
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(latent)
-
-    def context(self, constant_scalars: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        context = self.dataset_embedding.expand(batch_size, -1)
-        if self.scalar_proj is not None:
-            context = context + self.scalar_proj(signed_log(constant_scalars).to(context.dtype))
-        return context
 
 
 @dataclass
@@ -127,6 +117,11 @@ class PDEFMPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _no_split_modules = ["BackboneLayer"]
 
+    def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+        # Today's weight names on disk: transformers would otherwise write back the names a conversion mapping read
+        # (`RENAMED_WEIGHT_PREFIXES`, 0.2.0's), even for a model that was never loaded from such a folder.
+        return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Transformers' generic init would reset Mamba's A, D and dt bias; every module type is handled here.
@@ -142,12 +137,12 @@ class PDEFMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ModulationProjection):
             init.zeros_(module.weight)  # FiLM starts as the identity modulation
             init.zeros_(module.bias)
-        elif isinstance(module, DatasetAdapter):
+        elif isinstance(module, DatasetHead):
             init.normal_(module.dataset_embedding, std=std)
             init.zeros_(module.out_proj.weight)  # a new dataset starts by predicting "no change"
             init.zeros_(module.out_proj.bias)
         elif isinstance(module, (FieldLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            # Fan-in scaling: field maps often see few channels (an adapter from 2 fields, a decoder of width 16),
+            # Fan-in scaling: field maps often see few channels (a head's map from 2 fields, a decoder of width 16),
             # where a fixed std of 0.02 would shrink the signal tenfold per layer.
             fan_in = module.weight[0].numel()
             init.normal_(module.weight, std=fan_in**-0.5)
@@ -164,7 +159,7 @@ class PDEFMPreTrainedModel(PreTrainedModel):
 
 
 class PDEFMModel(PDEFMPreTrainedModel):
-    """PDE-FM: dataset adapters, dual spatial/spectral tokenizer, physics conditioning (FiLM and cross-attention),
+    """PDE-FM: dataset heads, dual spatial/spectral tokenizer, physics conditioning (FiLM and cross-attention),
     a bidirectional Mamba-2 backbone over space and time, and a full-resolution decoder.
 
     `model(input_fields=..., dataset_name=..., labels=...)` predicts the next `T_out` frames (`T_out` from `labels`,
@@ -175,10 +170,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def __init__(self, config: PDEFMConfig):
         super().__init__(config)
         hidden = config.hidden_size
-        self.adapters = nn.ModuleDict()
+        self.dataset_heads = nn.ModuleDict()
         self.patch_embeddings = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
-        self.spectral_tokenizer = SpectralTokenizer(config.adapter_channels, hidden) if config.use_spectral_tokens else None
+        self.spectral_tokenizer = SpectralTokenizer(config.latent_channels, hidden) if config.use_spectral_tokens else None
         if config.use_spectral_tokens:
             self.fusion = CrossAttentionFusion(hidden, config.num_attention_heads) if config.use_cross_attention else SpectralSummaryFusion(hidden)
         else:
@@ -189,17 +184,26 @@ class PDEFMModel(PDEFMPreTrainedModel):
         self.backbone = PDEFMBackbone(config)
         for name, spec in config.datasets.items():
             self._build_dataset_modules(name, spec)
+        self._register_load_state_dict_pre_hook(self._rename_old_weights)
         self.post_init()
+
+    @staticmethod
+    def _rename_old_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args) -> None:
+        """Weights saved under an earlier name (`RENAMED_WEIGHT_PREFIXES`) load under today's."""
+        for key in list(state_dict):
+            for old, new in RENAMED_WEIGHT_PREFIXES.items():
+                if key.startswith(prefix + old):
+                    state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
     # ----------------------------------------------------------------------------------------- datasets
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
         created: list[nn.Module] = []
-        self.adapters[name] = DatasetAdapter(spec, self.config.adapter_channels, self.config.hidden_size)
-        created.append(self.adapters[name])
+        self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size)
+        created.append(self.dataset_heads[name])
         key = dims_key(spec["n_spatial_dims"])
         if key not in self.patch_embeddings:
             patch = self.config.grid_settings(spec["n_spatial_dims"])[0]
-            self.patch_embeddings[key] = PatchEmbedding(self.config.adapter_channels, self.config.hidden_size, patch, spec["n_spatial_dims"])
+            self.patch_embeddings[key] = PatchEmbedding(self.config.latent_channels, self.config.hidden_size, patch, spec["n_spatial_dims"])
             self.decoders[key] = FieldDecoder(self.config, spec["n_spatial_dims"])
             created += [self.patch_embeddings[key], self.decoders[key]]
         return created
@@ -218,25 +222,31 @@ class PDEFMModel(PDEFMPreTrainedModel):
         n_constant_scalars: int = 0,
         field_names: list[str] | None = None,
         field_scales: list[float] | None = None,
-        adapter_init: str = "fields",
+        head_init: str = "fields",
         field_aliases: dict[str, str] | None = None,
-    ) -> DatasetAdapter:
-        """Give the model a new domain: registers it in the config and creates its adapter, plus the patch
-        embedding and decoder of its dimensionality if the model had none. `field_scales` (each field's std over
-        the dataset) sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the adapter, whose
-        `initialised_from` says where each field's weights came from.
+        adapter_init: str | None = None,
+    ) -> DatasetHead:
+        """Give the model a new domain: registers it in the config and creates its head, plus the patch embedding
+        and decoder of its dimensionality if the model had none. `field_scales` (each field's std over the dataset)
+        sets its normalisation floor (see `PDEFMConfig.norm_std_floor`). Returns the head, whose `initialised_from`
+        says where each field's weights came from.
 
-        `adapter_init="fields"` (the default) starts the adapter from the datasets the model knows: each field channel that
-        is a known quantity (by name, `field_matching`; `field_aliases` replaces its default aliases) takes the
-        mean of their adapter weights for it, the dataset embedding the mean of theirs, so the model can forecast
+        `head_init="fields"` (the default) starts the head from the datasets the model knows: each field channel
+        that is a known quantity (by name, `field_matching`; `field_aliases` replaces its default aliases) takes
+        the mean of their head weights for it, the dataset embedding the mean of theirs, so the model can forecast
         the new dataset before any training. Other input channels start at zero (ignored until trained), other
         output channels predict no change. Without a shared field (or without `field_names`) it says so and falls
-        back to `adapter_init="random"`: a fresh adapter that predicts no change.
+        back to `head_init="random"`: a fresh head that predicts no change. `adapter_init` is 0.2.0's name of
+        `head_init` (deprecated).
         """
+        if adapter_init is not None:
+            warnings.warn("add_dataset(adapter_init=...) is deprecated: the per-dataset maps are dataset heads now; "
+                          "use head_init=...", FutureWarning, stacklevel=2)
+            head_init = adapter_init
         if name in self.config.datasets:
             raise ValueError(f"dataset {name!r} is already known to the model; pick another name")
-        if adapter_init not in ("fields", "random"):
-            raise ValueError(f"adapter_init must be 'fields' or 'random', got {adapter_init!r}")
+        if head_init not in ("fields", "random"):
+            raise ValueError(f"head_init must be 'fields' or 'random', got {head_init!r}")
         spec = validate_dataset_spec(
             name,
             {"n_fields": n_fields, "n_spatial_dims": n_spatial_dims, "n_constant_fields": n_constant_fields,
@@ -245,82 +255,46 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if n_constant_scalars > self.config.max_constant_scalars:
             raise ValueError(f"n_constant_scalars={n_constant_scalars} exceeds max_constant_scalars={self.config.max_constant_scalars}")
         known = {k: v["field_names"] for k, v in self.config.datasets.items() if v.get("field_names")}
-        matches = match_fields(field_names, known, field_aliases) if adapter_init == "fields" and field_names else {}
+        matches = match_fields(field_names, known, field_aliases) if head_init == "fields" and field_names else {}
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
         for module in self._build_dataset_modules(name, spec):
             module.to(device=device, dtype=dtype)
             module.apply(self._init_weights)
-        adapter = self.adapters[name]
-        adapter.initialised_from = {}
+        head = self.dataset_heads[name]
+        head.initialised_from = {}
         if matches:
-            self._init_adapter_from_fields(adapter, matches)
-            adapter.initialised_from = {field_names[i]: [f"{d}/{self.config.datasets[d]['field_names'][j]}" for d, j in m]
+            init_head_from_fields(head, self.dataset_heads, matches)
+            head.initialised_from = {field_names[i]: [f"{d}/{self.config.datasets[d]['field_names'][j]}" for d, j in m]
                                         for i, m in matches.items()}
-        elif adapter_init == "fields":
+        elif head_init == "fields":
             why = (f"no field of {field_names} is a quantity of the known datasets {sorted(known)}" if field_names
                    else "no field_names given to match")
-            logger.warning(f"add_dataset({name!r}, adapter_init='fields'): {why}; its adapter starts fresh "
-                           "(adapter_init='random')")
+            logger.warning(f"add_dataset({name!r}, head_init='fields'): {why}; its head starts fresh "
+                           "(head_init='random')")
         self.config.datasets = {**self.config.datasets, name: spec}
-        return adapter
-
-    @torch.no_grad()
-    def _init_adapter_from_fields(self, adapter: DatasetAdapter, matches: dict[int, list[tuple[str, int]]]) -> None:
-        adapter.in_proj.weight.zero_()
-        shares: dict[str, int] = {}
-        for i, sources in matches.items():
-            adapter.in_proj.weight[:, i] = torch.stack([self.adapters[d].in_proj.weight[:, j] for d, j in sources]).mean(0)
-            adapter.out_proj.weight[i] = torch.stack([self.adapters[d].out_proj.weight[j] for d, j in sources]).mean(0)
-            adapter.out_proj.bias[i] = torch.stack([self.adapters[d].out_proj.bias[j] for d, j in sources]).mean()
-            for d, _ in sources:
-                shares[d] = shares.get(d, 0) + 1
-        # The shared parts, as a mean over the source datasets weighted by how many channels each one lends.
-        weights = torch.tensor([float(n) for n in shares.values()])
-        weights = (weights / weights.sum()).to(adapter.in_proj.bias)
-
-        def mean_of(part) -> torch.Tensor:
-            return sum(w * part(self.adapters[d]) for w, d in zip(weights, shares))
-
-        adapter.in_proj.bias.copy_(mean_of(lambda a: a.in_proj.bias))
-        # A source's context is its embedding plus its scalars' projection; the new dataset's constants have no
-        # known meaning yet, so its projection starts at zero and the embedding takes the sources' offsets.
-        adapter.dataset_embedding.copy_(mean_of(
-            lambda a: a.dataset_embedding + (a.scalar_proj.bias if a.scalar_proj is not None else 0.0)))
-        if adapter.scalar_proj is not None:
-            adapter.scalar_proj.weight.zero_()
-            adapter.scalar_proj.bias.zero_()
+        return head
 
     # ----------------------------------------------------------------------------------------- forward
-    def forward(
-        self,
-        input_fields: torch.Tensor,
-        dataset_name: str | list[str] | None = None,
-        labels: torch.Tensor | None = None,
-        constant_fields: torch.Tensor | None = None,
-        constant_scalars: torch.Tensor | None = None,
-        boundary_conditions: torch.Tensor | None = None,
-        input_time_grid: torch.Tensor | None = None,
-        output_time_grid: torch.Tensor | None = None,
-        output_fields: torch.Tensor | None = None,
-        n_steps: int | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> PDEFMOutput | tuple:
+    def forward(self, input_fields: torch.Tensor, dataset_name: str | list[str] | None = None,
+                labels: torch.Tensor | None = None, constant_fields: torch.Tensor | None = None,
+                constant_scalars: torch.Tensor | None = None, boundary_conditions: torch.Tensor | None = None,
+                input_time_grid: torch.Tensor | None = None, output_time_grid: torch.Tensor | None = None,
+                output_fields: torch.Tensor | None = None, n_steps: int | None = None,
+                return_dict: bool | None = None, **kwargs) -> PDEFMOutput | tuple:
         r"""
         Args:
             input_fields: `[batch, T_in, *space, C]` the last `T_in` frames.
-            dataset_name: which dataset adapter to use (one per batch).
+            dataset_name: which dataset's head to use (one per batch).
             labels: `[batch, T_out, *space, C]` target frames (`output_fields` is accepted as an alias).
             constant_fields: `[batch, *space, C_const]` fields constant in time (e.g. material maps).
             constant_scalars: `[batch, S]` physical parameters.
             boundary_conditions: `[batch, n_dims, 2]` codes WALL=0, OPEN=1, PERIODIC=2 for the low and high side.
             input_time_grid: `[batch, T_in]`, output_time_grid: `[batch, T_out]` frame times.
-            n_steps: number of frames to predict when labels do not say it (default: as many as output_time_grid
-                holds, else 1); a longer output_time_grid then only gives the times of the first n_steps.
+            n_steps: frames to predict when labels do not say it (default: as many as output_time_grid holds, else 1).
 
         Returns:
-            [`PDEFMOutput`] with `prediction [batch, T_out, *space, C]` and, when labels are given, `loss` (VRMSE +
+            [`PDEFMOutput`]: `prediction [batch, T_out, *space, C]` and, with labels, `loss` (VRMSE +
             `config.spectral_loss_weight` x spectral loss) with its parts `vrmse_loss` and `spectral_loss`.
         """
         inputs = self._resolve_inputs(input_fields, dataset_name, output_fields if labels is None else labels,
@@ -328,8 +302,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                                       output_time_grid, n_steps, **kwargs)
         check_rollout_memory(inputs.window, inputs.n_steps)
         frames, tokens = [], None
-        steps = self._rollout(inputs)
-        for frame, tokens in logging.tqdm(steps, total=inputs.n_steps, desc="rollout", unit="step",
+        for frame, tokens in logging.tqdm(self._rollout(inputs), total=inputs.n_steps, desc="rollout", unit="step",
                                           disable=inputs.n_steps < PROGRESS_FROM_STEPS):
             frames.append(frame)
         prediction = torch.stack(frames, dim=1)  # [b, T_out, *space, C]
@@ -388,7 +361,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 axes = tuple(range(1, d + 1))
                 constants = (constants - constants.mean(axes, keepdim=True)) / constants.std(axes, keepdim=True).clamp_min(NORM_MIN_STD)
         return ForecastInputs(name=name, spec=spec, window=window, n_steps=n_steps, constants=constants,
-                              context=self.adapters[name].context(constant_scalars, batch),
+                              context=self.dataset_heads[name].context(constant_scalars, batch),
                               boundary_conditions=boundary_conditions, labels=labels,
                               input_time_grid=input_time_grid, output_time_grid=output_time_grid)
 
@@ -470,14 +443,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
                       periodic: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens."""
-        adapter = self.adapters[name]
+        head = self.dataset_heads[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
         d = len(space)
         x = window
         if constants is not None:
             x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=-1)
-        latent = adapter.encode(x.flatten(0, 1))  # [b*T, *space, A]
+        latent = head.encode(x.flatten(0, 1))  # [b*T, *space, A]
         tokens, grid = self.patch_embeddings[dims_key(d)](latent)  # [b*T, N, H]
         if self.film is not None:
             tokens = self.film(tokens, context.repeat_interleave(frames, dim=0))
@@ -497,5 +470,5 @@ class PDEFMModel(PDEFMPreTrainedModel):
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, periodic)
-        delta = adapter.decode(decoded)
+        delta = head.decode(decoded)
         return (window[:, -1] + delta if self.config.predict_increment else delta), tokens

@@ -64,7 +64,7 @@ def main() -> None:
                                      num_layers=1, ssm_chunk_size=16, n_steps_input=2)
     model = PDEFMModel(config)
     with torch.no_grad():  # a fresh adapter predicts "no change": give the output map weights so gradients flow
-        model.adapters["flow"].out_proj.weight.normal_(std=0.1)
+        model.dataset_heads["flow"].out_proj.weight.normal_(std=0.1)
     g = torch.Generator().manual_seed(1)
     batch = {"input_fields": torch.randn(2, 2, 16, 16, 2, generator=g), "labels": torch.randn(2, 1, 16, 16, 2, generator=g)}
 

@@ -40,7 +40,7 @@ def test_added_dataset_survives_save_and_load(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path)
     loaded = PDEFMModel.from_pretrained(tmp_path)
     assert loaded.config.datasets["new_physics"]["field_names"] == ["u", "v"]
-    assert "new_physics" in loaded.adapters
+    assert "new_physics" in loaded.dataset_heads
 
 
 def test_auto_classes(tmp_path, tiny_model):

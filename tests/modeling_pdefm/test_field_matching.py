@@ -1,4 +1,4 @@
-"""Field-aware adapters: a new dataset starts from the known datasets' adapters for the quantities it shares."""
+"""Field-aware dataset heads: a new dataset starts from the known datasets' heads for the quantities it shares."""
 
 import pytest
 import torch
@@ -16,11 +16,11 @@ GAS = {"n_fields": 4, "n_spatial_dims": 2, "field_names": ["density", "pressure"
 
 
 def trained_looking_model(datasets=None) -> PDEFMModel:
-    """A model whose adapters are not at their initial values (out_proj starts at zero), as after training."""
+    """A model whose heads are not at their initial values (out_proj starts at zero), as after training."""
     torch.manual_seed(0)
     model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=datasets or {"flow": FLOW, "gas": GAS}, n_steps_input=2))
     with torch.no_grad():
-        for adapter in model.adapters.values():
+        for adapter in model.dataset_heads.values():
             for p in adapter.parameters():
                 p.normal_(std=0.3)
     return model.eval()
@@ -65,7 +65,7 @@ def test_shared_fields_take_the_mean_and_the_rest_starts_neutral():
     model = trained_looking_model()
     adapter = model.add_dataset("mix", n_fields=3, n_spatial_dims=2, n_constant_fields=1, n_constant_scalars=1,
                                 field_names=["pressure", "dye", "velocity_x"])
-    flow, gas = model.adapters["flow"], model.adapters["gas"]
+    flow, gas = model.dataset_heads["flow"], model.dataset_heads["gas"]
     torch.testing.assert_close(adapter.in_proj.weight[:, 0], (flow.in_proj.weight[:, 1] + gas.in_proj.weight[:, 1]) / 2)
     torch.testing.assert_close(adapter.out_proj.weight[2], (flow.out_proj.weight[2] + gas.out_proj.weight[2]) / 2)
     # The unknown field and the constant field are ignored on input; the unknown field is predicted unchanged.
@@ -81,12 +81,15 @@ def test_no_shared_field_says_so_and_starts_fresh():
     model = trained_looking_model()
     with CaptureLogger(logger) as captured:
         adapter = model.add_dataset("chem", n_fields=2, n_spatial_dims=2, field_names=["A", "B"])
-    assert "no field of ['A', 'B']" in captured.out and "adapter_init='random'" in captured.out
+    assert "no field of ['A', 'B']" in captured.out and "head_init='random'" in captured.out
     assert adapter.initialised_from == {} and adapter.out_proj.weight.abs().max() == 0
-    fresh = model.add_dataset("gas2", **GAS, adapter_init="random")
+    fresh = model.add_dataset("gas2", **GAS, head_init="random")
     assert fresh.initialised_from == {} and fresh.out_proj.weight.abs().max() == 0
 
 
-def test_an_unknown_adapter_init_is_refused():
-    with pytest.raises(ValueError, match="adapter_init must be 'fields' or 'random'"):
-        trained_looking_model().add_dataset("x", **GAS, adapter_init="copy")
+def test_an_unknown_head_init_is_refused_and_the_0_2_0_keyword_warns():
+    with pytest.raises(ValueError, match="head_init must be 'fields' or 'random'"):
+        trained_looking_model().add_dataset("x", **GAS, head_init="copy")
+    with pytest.warns(FutureWarning, match="use head_init"):
+        head = trained_looking_model().add_dataset("x", **GAS, adapter_init="random")
+    assert head.initialised_from == {}

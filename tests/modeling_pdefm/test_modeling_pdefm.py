@@ -70,7 +70,7 @@ def test_receptive_field_spans_the_whole_grid_and_all_frames(backbone):
     # Only the backbone links far-apart patches here: conv decoder, no spectral tokens, no global normalisation.
     torch.manual_seed(0)
     model = PDEFMModel(tiny_config(backbone=backbone, decoder="conv", use_spectral_tokens=False, normalize_inputs=False))
-    torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
+    torch.nn.init.normal_(model.dataset_heads["shear_flow"].out_proj.weight)
     batch = make_batch("shear_flow", batch=1, t_in=3, space=(16, 16))
     batch["input_fields"].requires_grad_(True)
     model(**batch).prediction[0, 0, 0, 0].sum().backward()
@@ -109,7 +109,7 @@ def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
     # through its skip: exactly the last `decoder_skip_frames` of them may move the prediction.
     torch.manual_seed(0)
     model = PDEFMModel(tiny_config(decoder_skip_frames=skip_frames, normalize_inputs=False, n_steps_input=3))
-    torch.nn.init.normal_(model.adapters["shear_flow"].out_proj.weight)
+    torch.nn.init.normal_(model.dataset_heads["shear_flow"].out_proj.weight)
     torch.nn.init.zeros_(model.decoders["2d"].unpatch.proj.weight)
     batch = make_batch("shear_flow", t_in=3)
     base = model(**batch).prediction
@@ -124,7 +124,7 @@ def test_decoder_sees_the_last_skip_frames_at_full_resolution(skip_frames):
 def test_decoder_skip_frames_are_capped_by_the_input_window():
     config = tiny_config(decoder_skip_frames=4, n_steps_input=2)
     assert config.skip_frames() == 2
-    assert PDEFMModel(config).decoders["2d"].lift.weight.shape[1] == (1 + 2) * config.adapter_channels
+    assert PDEFMModel(config).decoders["2d"].lift.weight.shape[1] == (1 + 2) * config.latent_channels
     model = PDEFMModel(tiny_config(decoder_skip_frames=3, n_steps_input=3))
     with pytest.raises(ValueError, match=r"decoder joins the last 3 input frames .*; input_fields has 2"):
         model(**make_batch("shear_flow", t_in=2))
@@ -179,7 +179,7 @@ def test_rollout_matches_step_by_step_prediction(tiny_model):
     batch = make_batch("shear_flow", batch=1, t_in=2)
     rolled = tiny_model.rollout(batch, n_steps=3)
     assert rolled.shape == (1, 3, 12, 20, 4)
-    torch.nn.init.normal_(tiny_model.adapters["shear_flow"].out_proj.weight, std=0.1)
+    torch.nn.init.normal_(tiny_model.dataset_heads["shear_flow"].out_proj.weight, std=0.1)
     rolled = tiny_model.rollout(batch, n_steps=3)
     first = tiny_model(**{k: v for k, v in batch.items() if k != "labels"}, n_steps=1).prediction
     assert torch.allclose(rolled[:, :1], first, atol=1e-5)

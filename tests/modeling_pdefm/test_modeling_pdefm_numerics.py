@@ -19,8 +19,8 @@ def _constant_output_model(field_scales):
     spec = {"n_fields": 2, "n_spatial_dims": 2, "field_scales": field_scales}
     model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"f": spec})).eval()
     with torch.no_grad():
-        model.adapters["f"].out_proj.weight.zero_()
-        model.adapters["f"].out_proj.bias.fill_(1.0)
+        model.dataset_heads["f"].out_proj.weight.zero_()
+        model.dataset_heads["f"].out_proj.bias.fill_(1.0)
     return model
 
 
@@ -66,7 +66,7 @@ def test_periodic_fields_are_decoded_as_before_and_walls_are_padded():
     torch.manual_seed(0)
     padded = PDEFMModel(tiny_config(decoder="fno")).eval()  # wall padding is for Fourier layers
     with torch.no_grad():  # a fresh adapter predicts "no change" whatever the decoder does
-        padded.adapters["shear_flow"].out_proj.weight.normal_()
+        padded.dataset_heads["shear_flow"].out_proj.weight.normal_()
     unpadded = PDEFMModel(tiny_config(decoder="fno", wall_padding=0.0)).eval()
     unpadded.load_state_dict(padded.state_dict())
     batch = make_batch("shear_flow", space=(16, 24))
@@ -87,7 +87,7 @@ def test_decoder_treats_walled_axes_as_bounded_and_periodic_ones_as_periodic():
     config = tiny_config(patch_size=4, decoder="fno", decoder_skip_frames=1)
     decoder = FieldDecoder(config, 2).eval()
     tokens = torch.zeros(1, 16, config.hidden_size)  # a constant token field: the skip carries the structure
-    skip = torch.randn(1, 16, 16, config.adapter_channels)  # channels last
+    skip = torch.randn(1, 16, 16, config.latent_channels)  # channels last
 
     def shift_gap(periodic, axis):
         with torch.no_grad():
@@ -112,7 +112,7 @@ def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
     def decoder(padding):
         torch.manual_seed(0)
         config = tiny_config(patch_size=4, decoder="conv", decoder_conv_padding=padding, hidden_size=32,
-                             adapter_channels=8, decoder_skip_frames=1)  # the skip below holds one frame
+                             latent_channels=8, decoder_skip_frames=1)  # the skip below holds one frame
         return FieldDecoder(config, 2).eval()
 
     def shift_gap(module, periodic, axis):
@@ -176,7 +176,7 @@ def test_the_model_passes_its_periodic_axes_to_the_decoder():
     torch.manual_seed(0)
     model = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="boundary")).eval()
     with torch.no_grad():
-        model.adapters["shear_flow"].out_proj.weight.normal_()
+        model.dataset_heads["shear_flow"].out_proj.weight.normal_()
     zero_padded = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="zeros", wall_padding=0.0)).eval()
     zero_padded.load_state_dict(model.state_dict())
     batch = make_batch("shear_flow", space=(16, 16))
@@ -219,3 +219,14 @@ def test_the_model_trains_under_bf16_autocast_on_cpu():
     before = [p.detach().clone() for p in model.parameters()]
     optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_wall_padding_pads_walled_axes_only_and_unpads_to_the_same_field():
+    padding = WallPadding(0.125)
+    assert padding.widths((False, True), (16, 24)) == (2, 0)
+    assert padding.widths((False, False), (4, 40)) == (1, 5)  # at least one point on a walled axis
+    assert WallPadding(0.0).widths((False, False), (16, 16)) == (0, 0)
+    x = torch.randn(2, 16, 24, 3)
+    padded = padding.pad(x, (2, 0))
+    assert padded.shape == (2, 20, 24, 3) and padded[:, :2].abs().max() == 0 and padded[:, -2:].abs().max() == 0
+    assert torch.equal(padding.unpad(padded, (2, 0)), x)

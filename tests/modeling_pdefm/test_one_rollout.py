@@ -17,7 +17,7 @@ def _model(policy: str) -> PDEFMModel:
     torch.manual_seed(0)
     model = PDEFMModel(tiny_config(rollout_normalization=policy)).eval()
     with torch.no_grad():  # a fresh adapter predicts "no change"; give it a change to roll out
-        model.adapters["shear_flow"].out_proj.weight.normal_(std=0.3)
+        model.dataset_heads["shear_flow"].out_proj.weight.normal_(std=0.3)
     return model
 
 

@@ -18,7 +18,7 @@ from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
-from modeling_pdefm.modeling_pdefm import BackboneLayer  # noqa: E402
+from modeling_pdefm.backbone_layers import BackboneLayer  # noqa: E402
 
 
 def train(model, steps: int, batches) -> list[float]:
@@ -42,7 +42,7 @@ def main() -> None:
     torch.manual_seed(0)
     sharded = PDEFMModel(config)
     with torch.no_grad():  # a fresh adapter predicts "no change"; give it weights so every layer learns
-        sharded.adapters["flow"].out_proj.weight.normal_(std=0.1)
+        sharded.dataset_heads["flow"].out_proj.weight.normal_(std=0.1)
     single = PDEFMModel(config)
     single.load_state_dict(sharded.state_dict())
     for module in sharded.modules():

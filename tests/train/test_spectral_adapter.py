@@ -45,7 +45,7 @@ def test_adapted_model_starts_equal_trains_only_adapters_and_merges_exactly():
     torch.manual_seed(0)
     model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder="fno", n_steps_input=2)).eval()
     with torch.no_grad():
-        model.adapters["shear_flow"].out_proj.weight.normal_()  # a fresh one predicts no change, whatever the decoder
+        model.dataset_heads["shear_flow"].out_proj.weight.normal_()  # a fresh one predicts no change, whatever the decoder
     batch = make_batch("shear_flow")
     with torch.no_grad():
         before = model(**batch).prediction

@@ -18,7 +18,7 @@ from torch import nn
 
 from modeling_pdefm.configuration_pdefm import check_name
 
-from .hub import resolve_folder
+from ..model_files.hub import resolve_folder
 
 ADAPTER_INFO = "pdefm_adapter.json"
 # Backbone layers by backbone kind (`PDEFMConfig.backbone`): the Mamba mixers' projections, or the transformer
@@ -63,10 +63,10 @@ class AdapterMismatchError(ValueError):
 
 
 def base_fingerprint(model: nn.Module) -> str:
-    """A hash of the shared weights (everything but the per-dataset adapters), taken before any dataset is added."""
+    """A hash of the shared weights (everything but the dataset heads), taken before any dataset is added."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith("adapters."):
+        if name.startswith("dataset_heads."):
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
@@ -101,7 +101,7 @@ def check_target_modules(model: nn.Module, target_modules: str | list[str]) -> l
 def wrap_with_lora(model: nn.Module, adapter_name: str, trainable_modules: list[str], r: int = 8, alpha: int | None = None,
                    dropout: float = 0.0, target_modules: str | list[str] | None = None):
     """`peft.get_peft_model` with LoRA on `target_modules` (default: `default_target_modules` of the model's
-    backbone) and `trainable_modules` (the new dataset's adapter, and any module added for it) fully trained and
+    backbone) and `trainable_modules` (the new dataset's head, and any module added for it) fully trained and
     saved with the adapter."""
     from peft import LoraConfig, get_peft_model
 
@@ -109,7 +109,8 @@ def wrap_with_lora(model: nn.Module, adapter_name: str, trainable_modules: list[
         raise ValueError(f"--lora-r must be >= 1, got {r}")
     check_name(adapter_name, "adapter name")
     if adapter_name in model.config.datasets:
-        # PEFT strips ".<adapter name>" from saved keys, which would also cut the dataset's module path.
+        # PEFT strips ".<adapter name>" from saved keys, which would also cut the dataset's module path
+        # (`dataset_heads.<name>`).
         raise ValueError(f"--adapter-name {adapter_name!r} is also the name of a dataset of the model; pick another "
                          f"name, e.g. {adapter_name + '_lora'!r}")
     if target_modules is None:
@@ -155,6 +156,36 @@ def read_adapter_info(path_or_id: str) -> tuple[str, dict[str, Any]]:
         return folder, json.load(f)
 
 
+def old_folder_renamed(folder: str) -> str:
+    """`folder`, or a temporary copy of it under today's module names when it was saved by pdefm 0.2.0: its
+    `modules_to_save` and weights then name the dataset heads `adapters.<name>`, which PEFT would not find (the new
+    dataset's head would load untrained, silently). The copy is made in a temporary folder; `folder` is not written."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    config_path = os.path.join(folder, "adapter_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    saved = config.get("modules_to_save") or []
+    if not any(m.startswith("adapters.") for m in saved):
+        return folder
+    copy = tempfile.mkdtemp(prefix="pdefm_adapter_0_2_0_")
+    for name in os.listdir(folder):
+        source = os.path.join(folder, name)
+        if os.path.isfile(source) and not os.path.islink(source) and name not in ("adapter_config.json",
+                                                                               "adapter_model.safetensors"):
+            shutil.copyfile(source, os.path.join(copy, name))
+    config["modules_to_save"] = [m.replace("adapters.", "dataset_heads.", 1) if m.startswith("adapters.") else m
+                                 for m in saved]
+    with open(os.path.join(copy, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    weights = load_file(os.path.join(folder, "adapter_model.safetensors"))
+    save_file({key.replace(".adapters.", ".dataset_heads.", 1): value for key, value in weights.items()},
+              os.path.join(copy, "adapter_model.safetensors"))
+    return copy
+
+
 def load_domain_adapters(model: nn.Module, adapters: list[str], is_trainable: bool = False):
     """Load domain adapters (folders or Hub ids) onto `model`; each adapter's dataset is added to the model first
     when the model lacks it. Returns a `peft.PeftModel` with the first adapter active (`set_adapter` switches)."""
@@ -179,7 +210,7 @@ def load_domain_adapters(model: nn.Module, adapters: list[str], is_trainable: bo
                               n_constant_fields=spec.get("n_constant_fields", 0),
                               n_constant_scalars=spec.get("n_constant_scalars", 0), field_names=spec.get("field_names"),
                               field_scales=spec.get("field_scales"))
-        loaded.append((folder, info))
+        loaded.append((old_folder_renamed(folder), info))
     folder, info = loaded[0]
     peft_model = PeftModel.from_pretrained(model, folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
     for folder, info in loaded[1:]:
