@@ -1,4 +1,4 @@
-"""What the training commands' allocator settings (`dataset_scripts/allocator.py`) do to a PDE-FM training step on
+"""What the training commands' allocator settings (`pdefm/runtime/allocator.py`) do to a PDE-FM training step on
 this CPU: median step time, peak RSS and page faults (minor, the ones a fresh `mmap` costs) with the C library's
 own settings (`PDEFM_MALLOC=default`) and with the commands' (`reuse`). Each measurement is its own process (the
 allocator's state is per process); the two settings alternate, `--rounds` times, and the reported time is the
@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pdefm.data.allocator import configure_allocator  # noqa: E402
+from pdefm.runtime.allocator import configure_allocator  # noqa: E402
 from train_throughput import timed, training_step  # noqa: E402
 
 MODES = ("default", "reuse")

@@ -1,4 +1,4 @@
-"""Thread defaults on a busy machine: the package's (`dataset_scripts/threads.py`) against torch's own.
+"""Thread defaults on a busy machine: the package's (`pdefm/runtime/threads.py`) against torch's own.
 
 Two workloads, each in a fresh process, alone and next to one busy process: a torch job with torch's default
 threads (as a second training run or test suite would be), or a single-threaded Python loop:
@@ -41,7 +41,7 @@ def train_child(steps: int, package_defaults: bool) -> None:
     sys.path.insert(0, ROOT)
     from modeling_pdefm import PDEFMConfig, PDEFMModel
     from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss
-    from pdefm.data.threads import configure_threads
+    from pdefm.runtime.threads import configure_threads
 
     if package_defaults:
         configure_threads("train")
@@ -98,7 +98,7 @@ def main() -> None:
     if args.train_child:
         train_child(int(args.train_child[0]), args.train_child[1] == "1")
         return
-    from pdefm.data.threads import available_cores, default_threads
+    from pdefm.runtime.threads import available_cores, default_threads
 
     print(f"{available_cores()} cores; package defaults: generation {default_threads('generate')} thread(s), "
           f"training up to {default_threads('train')} (fewer when cores are busy); torch's default: one per core")

@@ -11,7 +11,7 @@ process are slower than its later ones while the U-Net's are not (docs/performan
 is the former protocol, kept to compare with: each model alone in its own process, timed from its second step.
 Peak RSS and the first step (which pays `torch.compile` under `--compile`, building PDE-FM with
 `compile_mamba=True`) come from each model alone in its own process. Every process takes the allocator settings of
-the training commands (`dataset_scripts/allocator.py`; `PDEFM_MALLOC=default` in the environment leaves glibc's).
+the training commands (`pdefm/runtime/allocator.py`; `PDEFM_MALLOC=default` in the environment leaves glibc's).
 
 Run: python bench/train_throughput.py [--presets tiny small] [--compile] [--rounds N] [--repeats N] [--warmup N]
      (needs `pip install --no-deps the-well`)
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel  # noqa: E402
 from modeling_pdefm.losses import vrmse_training_loss as vrmse_loss  # noqa: E402
-from pdefm.data.allocator import configure_allocator  # noqa: E402
+from pdefm.runtime.allocator import configure_allocator  # noqa: E402
 from pdefm.train.baselines.forecaster import matched_sizes  # noqa: E402
 from pdefm.train.baselines.models import WellBaseline, unet_convnext_class  # noqa: E402
 

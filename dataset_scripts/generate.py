@@ -29,12 +29,20 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cli_format import HelpFormatter
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.process import setup_process
+
 from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
-from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
+from .pde import (
+    acoustic_scattering,
+    euler,
+    gray_scott,
+    mhd,
+    rayleigh_benard,
+    shear_flow,
+)
 from .pde.simulation import Simulation, SolverBreakdownError
 from .the_well import compute_stats
-from .process import setup_process
 from .well_writer import write_well_file
 
 
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a dataset's files made with other settings and regenerate it")
     args = parser.parse_args(argv)
-    setup_process("generate")  # no more busy threads than cores (pdefm.data.process)
+    setup_process("generate")  # no more busy threads than cores (pdefm.runtime.process)
     kwargs = dict(resolution=args.resolution, n_trajectories=args.n_trajectories, n_steps=args.n_steps, seed=args.seed,
                   trajectories_per_file=args.trajectories_per_file, device=args.device, overwrite=args.overwrite)
     def report(r: dict) -> None:

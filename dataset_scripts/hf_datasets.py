@@ -21,10 +21,15 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import torch
 
+from pdefm.runtime.remote import (
+    RemoteUnreachableError,
+    is_unreachable,
+    unreachable_message,
+)
+
 from .layout import SPLITS, dataset_dir_of_split, split_dir, stats_path
 from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
-from .remote import RemoteUnreachableError, is_unreachable, unreachable_message
 from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
 
 if TYPE_CHECKING:

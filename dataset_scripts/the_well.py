@@ -16,7 +16,8 @@ import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cli_format import HelpFormatter
+from pdefm.runtime.cli_format import HelpFormatter
+
 from .dynamics import format_dynamics, relative_step_change, summarise_dynamics
 from .hf_datasets import resolve_split_files
 from .layout import SPLITS, split_dir, stats_path

@@ -7,4 +7,4 @@
 - `pdefm` on the command line: one command with a subcommand for each (`pdefm --help`).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -56,7 +56,7 @@ def tiny_model() -> PDEFMModel:
 def no_thread_keeper_across_tests():
     """A command run in-process (`pretrain.main`) leaves the package's thread keeper on; the next test must not
     inherit it."""
-    from pdefm.data import threads
+    from pdefm.runtime import threads
 
     yield
     threads._keeper = None

@@ -76,7 +76,7 @@ def test_every_readme_command_exists_with_the_options_it_shows():
     import sys
 
     commands = readme_shell_commands()
-    assert {m for m, _, _ in commands} >= {"pdefm.train.pretrain", "pdefm.train.evaluate", "pdefm.train.benchmark",
+    assert {m for m, _, _ in commands} >= {"pdefm.train.pretrain", "pdefm.train.evaluate", "pdefm.studies.benchmark",
                                            "pdefm.train.finetune", "pdefm.train.predict", "pdefm.data.generate"}
     # One process imports every module and asks each main() for --help (a process per module costs ~5 s each).
     script = (

@@ -4,7 +4,7 @@
     python -m pdefm.train.evaluate --model ORG/REPO --adapter ADAPTER_DIR_OR_ID --data data/my_system
 
 `--model`: a PDE-FM folder or Hub id (the Hugging Face cache is used offline), a baseline folder written by
-`pdefm.train.benchmark`, or a folder of per-dataset baseline folders. `--data`: one dataset folder or a folder of them.
+`pdefm.studies.benchmark`, or a folder of per-dataset baseline folders. `--data`: one dataset folder or a folder of them.
 Writes `evaluation.json`, `evaluation.md` and `figures/*.png` into `--out` (default: `<model>/evaluation` for a
 local model).
 """
@@ -16,51 +16,14 @@ import os
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
-from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.layout import dataset_folders, has_split
-from pdefm.data.paths import check_output_folder
-from pdefm.data.process import setup_process
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.paths import check_output_folder
+from pdefm.runtime.process import setup_process
 
 from .baselines.forecaster import load_forecaster
 from .evaluation.report import markdown_table, summary, write_evaluation
-from .evaluation.rollout import evaluate_dataset
-
-
-def resolve_datasets(data: str, split: str, requested: list[str] | None) -> tuple[str, list[str]]:
-    """(root, dataset names): `data` is one dataset folder (has `data/<split>`) or a folder of them."""
-    if has_split(data, split):
-        root, found = os.path.dirname(os.path.abspath(data)), [os.path.basename(os.path.abspath(data))]
-    else:
-        root, found = data, dataset_folders(data, split)
-    if not found:
-        raise FileNotFoundError(f"--data {data!r}: no dataset with a data/{split}/ folder there")
-    if requested:
-        missing = [n for n in requested if n not in found]
-        if missing:
-            raise ValueError(f"--datasets {missing} not found in {data!r} (split {split}); available: {found}")
-        found = list(requested)
-    return root, found
-
-
-def evaluate_model(forecaster, root: str, names: list[str], split: str = "test", rollout_steps: int = 30,
-                   batch_size: int = 8, n_steps_input: int | None = None, show_progress: bool = True,
-                   n_batches: int | None = None) -> dict:
-    """Evaluate `forecaster` on datasets `names` under `root`; `n_batches` limits the one-step windows (spread evenly
-    over the split) to that many batches per dataset. `n_steps_input` defaults to the forecaster's own."""
-    n_steps_input = n_steps_input or forecaster.n_steps_input
-    unknown = [n for n in names if not forecaster.knows(n)]
-    if unknown:
-        raise ValueError(f"the model has no adapter for dataset(s) {unknown}; finetune it first "
-                         "(python -m pdefm.train.finetune) or pick --datasets it knows")
-    results = {}
-    bar = tqdm(names, desc="evaluate", disable=not show_progress, mininterval=0.5 if sys.stderr.isatty() else 30)
-    for name in bar:
-        bar.set_postfix(data=name[:16])
-        results[name] = evaluate_dataset(forecaster, root, name, split, n_steps_input, rollout_steps, batch_size,
-                                         n_batches=n_batches)
-    return results
+from .evaluation.suite import evaluate_model, resolve_datasets
 
 
 def add_evaluation_arguments(parser) -> None:
@@ -85,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-fields", nargs="+", default=None,
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
-    setup_process("train")  # threads and memory reuse (pdefm.data.process)
+    setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
     for flag, value in (("--rollout-steps", args.rollout_steps), ("--batch-size", args.batch_size),
                         ("--n-steps-input", args.n_steps_input)):
         if value is not None and value < 1:

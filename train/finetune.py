@@ -12,31 +12,35 @@ The adapter is saved in `<output_dir>/<adapter-name>/` with a model card.
 
 `--mode` compares finetuning strategies on the same data and budget: `lora` (default), `spectral_lora` (LoRA plus
 frequency-band adapters on the decoder's Fourier layers, which LoRA cannot reach: `adapters/spectral.py`; saved
-merged, as a full model), `adapters` (only the new dataset adapters train), `full` (every weight of the base
-trains), `scratch` (the base's architecture, freshly initialised).
+merged, as a full model), `heads` (only the new dataset's head trains: its input and output maps), `full` (every
+weight of the base trains), `scratch` (the base's architecture, freshly initialised).
 
-A new dataset's adapters start from the base's adapters for the fields it shares with the base's datasets
-(`--adapter-init fields`, the default; by name, with aliases `momentum`~`velocity` and `buoyancy`~`tracer`, or those
-given by `--field-alias`), so the model forecasts it before any training; `--adapter-init random` starts them fresh.
+A new dataset's head starts from the base's heads for the fields it shares with the base's datasets (`--head-init
+fields`, the default; by name, with aliases `momentum`~`velocity` and `buoyancy`~`tracer`, or those given by
+`--field-alias`), so the model forecasts it before any training; `--head-init random` starts it fresh. pdefm 0.2.0
+called the heads adapters: `--mode adapters` and `--adapter-init` still work, with a warning.
+
+From Python: `finetune(FinetuneConfig(base=..., data=..., adapter_name=...), config)` with a `PretrainConfig`
+(`pdefm.train.training.config.config_from_file`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import sys
+import warnings
 
 from accelerate.utils import set_seed
+from pdefm.data.layout import has_split
 
 from modeling_pdefm.configuration_pdefm import check_name
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.process import setup_process
 
-from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.layout import has_split
-from pdefm.data.process import setup_process
-
-from .adapters.loading import architecture_settings, load_pdefm
 from .adapters.lora import (
     base_fingerprint,
     default_target_modules,
@@ -44,15 +48,53 @@ from .adapters.lora import (
     trainable_parameters,
     wrap_with_lora,
 )
-from .adapters.model_card import write_model_card
 from .adapters.spectral import add_spectral_adapters, merge_spectral_adapters
+from .model_files.loading import architecture_settings, load_pdefm
+from .model_files.model_card import write_model_card
 from .training.batches import model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import config_parser, load_config
-from .training.fit import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
+from .training.fit import (
+    TRAINING_KEYS_IN_MODEL,
+    fit,
+    make_accelerator,
+    print_outputs,
+    write_report,
+)
 from .training.run_lock import RunLockError
 
-MODES = ("lora", "spectral_lora", "adapters", "full", "scratch")
+MODES = ("lora", "spectral_lora", "heads", "full", "scratch")
+# 0.2.0's names of today's options (the per-dataset maps were called adapters), still accepted with a warning.
+DEPRECATED_MODES = {"adapters": "heads"}
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """What to finetune and how; the training itself is a `PretrainConfig` (steps, learning rate, output folder)."""
+
+    base: str  # pretrained PDE-FM folder or Hub id
+    data: str  # the new dataset's folder (The Well's layout)
+    adapter_name: str  # name of the PEFT adapter (also its folder name)
+    mode: str = "lora"  # lora, spectral_lora, heads, full or scratch
+    lora_r: int = 8
+    lora_alpha: int | None = None  # default: equal to lora_r
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None  # LoRA on layers whose names end in these
+    target_regex: str | None = None  # LoRA on layers whose full names match this regex
+    spectral_rank: int = 4  # spectral_lora: rank of the lowest frequency band
+    spectral_bands: int = 3  # spectral_lora: frequency bands per Fourier layer
+    head_init: str = "fields"  # a new dataset's head: from the base's for shared fields, or "random"
+    field_alias: list[str] | None = None  # QUANTITY=QUANTITY pairs replacing the default field aliases
+
+    def __post_init__(self):
+        if self.mode in DEPRECATED_MODES:
+            warnings.warn(f"finetune mode {self.mode!r} is deprecated: the per-dataset maps are dataset heads now; "
+                          f"use {DEPRECATED_MODES[self.mode]!r}", FutureWarning, stacklevel=3)
+            self.mode = DEPRECATED_MODES[self.mode]
+        if self.mode not in MODES:
+            raise ValueError(f"finetune mode must be one of {MODES}, got {self.mode!r}")
+        if self.head_init not in ("fields", "random"):
+            raise ValueError(f"head_init must be 'fields' or 'random', got {self.head_init!r}")
 
 
 def _finetune_parser() -> argparse.ArgumentParser:
@@ -60,7 +102,8 @@ def _finetune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", required=True, help="pretrained PDE-FM folder or Hub id")
     parser.add_argument("--data", required=True, help="the new dataset's folder (The Well's layout)")
     parser.add_argument("--adapter-name", required=True, help="name of the LoRA adapter (also its folder name)")
-    parser.add_argument("--mode", default="lora", choices=MODES)
+    parser.add_argument("--mode", default="lora", choices=(*MODES, *DEPRECATED_MODES),
+                        help="what trains (adapters: 0.2.0's name of heads, deprecated)")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=int, default=None, help="default: equal to --lora-r")
     parser.add_argument("--lora-dropout", type=float, default=0.0)
@@ -68,8 +111,10 @@ def _finetune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-regex", default=None, help="LoRA on layers whose full names match this regex")
     parser.add_argument("--spectral-rank", type=int, default=4, help="spectral_lora: rank of the lowest frequency band")
     parser.add_argument("--spectral-bands", type=int, default=3, help="spectral_lora: frequency bands per Fourier layer")
-    parser.add_argument("--adapter-init", default="fields", choices=("fields", "random"),
-                        help="a new dataset's adapters: from the base's for shared fields, or fresh")
+    parser.add_argument("--head-init", default="fields", choices=("fields", "random"),
+                        help="a new dataset's head: from the base's for shared fields, or fresh")
+    parser.add_argument("--adapter-init", dest="adapter_init", default=None, choices=("fields", "random"),
+                        help="0.2.0's name of --head-init (deprecated)")
     parser.add_argument("--field-alias", nargs="+", default=None, metavar="QUANTITY=QUANTITY",
                         help="replace the default field aliases (momentum=velocity buoyancy=tracer)")
     return parser
@@ -88,15 +133,22 @@ def parse_field_aliases(values: list[str] | None) -> dict[str, str] | None:
     return aliases
 
 
-def finetune_arguments(argv: list[str] | None):
-    """The finetuning options, and the rest (training config keys) for `load_config`."""
-    return _finetune_parser().parse_known_args(argv)
+def finetune_arguments(argv: list[str] | None) -> tuple[FinetuneConfig, list[str]]:
+    """The finetuning options as a `FinetuneConfig`, and the rest (training config keys) for `load_config`."""
+    args, rest = _finetune_parser().parse_known_args(argv)
+    options = vars(args)
+    old_init = options.pop("adapter_init")
+    if old_init is not None:
+        warnings.warn("--adapter-init is deprecated: the per-dataset maps are dataset heads now; use --head-init",
+                      FutureWarning, stacklevel=2)
+        options["head_init"] = old_init
+    return FinetuneConfig(**options), rest
 
 
-def new_dataset_modules(model, name: str, spec: dict | None, base: str, adapter_init: str = "fields",
+def new_dataset_modules(model, name: str, spec: dict | None, base: str, head_init: str = "fields",
                         field_aliases: dict[str, str] | None = None) -> list[str]:
     """Give `model` the dataset `name` if it lacks it; returns the names of the modules that belong to it and train
-    in full (its adapter, plus the patch embedding and decoder of a dimensionality the base never saw)."""
+    in full (its head, plus the patch embedding and decoder of a dimensionality the base never saw)."""
     if name in model.config.datasets:
         known = model.config.datasets[name]
         if spec is not None:
@@ -105,7 +157,7 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str, adapter_
                     raise ValueError(f"dataset {name!r}: the base model {base!r} knows it with {key}={known[key]}, "
                                      f"the data has {key}={spec[key]}; to add it as a new dataset, give its folder and "
                                      "its files' dataset_name another name")
-        return [f"adapters.{name}"]
+        return [f"dataset_heads.{name}"]
     if spec is None:
         raise ValueError(f"the base model {base!r} has no dataset {name!r} and no field description was given: point "
                          "--data at files in The Well's format (their t0_fields/t1_fields describe the fields)")
@@ -113,12 +165,12 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str, adapter_
     model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                       n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
                       field_names=spec.get("field_names"), field_scales=spec.get("field_scales"),
-                      adapter_init=adapter_init, field_aliases=field_aliases)
-    if model.adapters[name].initialised_from:
-        print(f"dataset {name!r}: adapters start from the base's fields "
-              + "; ".join(f"{k} <- {', '.join(v)}" for k, v in model.adapters[name].initialised_from.items()))
+                      head_init=head_init, field_aliases=field_aliases)
+    if model.dataset_heads[name].initialised_from:
+        print(f"dataset {name!r}: its head starts from the base's fields "
+              + "; ".join(f"{k} <- {', '.join(v)}" for k, v in model.dataset_heads[name].initialised_from.items()))
     added_dims = [k for k in model.patch_embeddings.keys() if k not in dims_before]
-    return [f"adapters.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
+    return [f"dataset_heads.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
 
 
 def base_hub_id(base: str) -> str | None:
@@ -132,17 +184,17 @@ def base_hub_id(base: str) -> str | None:
     return None
 
 
-def build_model(args, base_model, name: str, spec: dict):
+def build_model(args: FinetuneConfig, base_model, name: str, spec: dict):
     """The model to train for `args.mode`, and the names of its fully trained modules."""
     if args.mode == "scratch":
         from modeling_pdefm import PDEFMConfig, PDEFMModel
 
         return PDEFMModel(PDEFMConfig(**architecture_settings(base_model.config), datasets={name: spec})), []
-    trained = new_dataset_modules(base_model, name, spec, args.base, args.adapter_init,
+    trained = new_dataset_modules(base_model, name, spec, args.base, args.head_init,
                                   parse_field_aliases(args.field_alias))
     if args.mode == "full":
         return base_model, trained
-    if args.mode == "adapters":
+    if args.mode == "heads":
         for param_name, param in base_model.named_parameters():
             param.requires_grad = any(param_name.startswith(m + ".") for m in trained)
         return base_model, trained
@@ -158,7 +210,7 @@ def build_model(args, base_model, name: str, spec: dict):
     return model, trained
 
 
-def finetune(args, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False,
+def finetune(args: FinetuneConfig, config, resume: bool = False, stop_after: int | None = None, allow_config_change: bool = False,
              explicit_keys: set[str] | None = None, overwrite_output_dir: bool = False) -> dict:
     """Finetune `args.base` on `config.datasets[0]`. Training keys the model records (input window, objective) that
     are not in `explicit_keys` (those the user set) follow the base's config when `explicit_keys` is given."""
@@ -209,7 +261,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
             description=f"{args.mode} finetuning of {f'`{hub_id}`' if hub_id else f'a local base model (`{args.base}`, not on the Hub)'} "
                         f"on `{name}` for {step} steps: "
                         f"{counts['trainable']:,} trainable parameters of {counts['total']:,} "
-                        f"({100 * counts['fraction']:.2f}%). Load with `pdefm.train.adapters.loading.load_pdefm(base, adapter=...)`.",
+                        f"({100 * counts['fraction']:.2f}%). Load with `pdefm.train.model_files.loading.load_pdefm(base, adapter=...)`.",
         )
         print_outputs(config, "finetune", model_folder=folder)
 
@@ -217,7 +269,7 @@ def finetune(args, config, resume: bool = False, stop_after: int | None = None, 
     settings = {"finetune": {"base": args.base, "mode": args.mode, "adapter_name": args.adapter_name,
                              "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
                              "target_modules": args.target_modules, "target_regex": args.target_regex,
-                             "adapter_init": args.adapter_init,
+                             "head_init": args.head_init,
                              "field_alias": args.field_alias}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
                  run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune",
@@ -255,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--output_dir", os.path.join("outputs", "finetune", args.adapter_name)]
     try:
         config, parsed, explicit_keys = load_config([*overrides, *rest], __doc__)
-        setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
+        setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.runtime.process)
         finetune(args, config, resume=parsed.resume, allow_config_change=parsed.allow_config_change,
                  explicit_keys=explicit_keys, overwrite_output_dir=parsed.overwrite_output_dir)
     except (ValueError, OSError, RunLockError, CheckpointError) as error:

@@ -23,12 +23,12 @@ import torch
 
 from modeling_pdefm.modeling_pdefm import PROGRESS_FROM_STEPS
 from pdefm.data import WellSplitReader, collate_window_samples
-from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.process import setup_process
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.process import setup_process
 from pdefm.data.well_format import FIELD_GROUPS
 from pdefm.data.well_reader import open_hdf5
 
-from .adapters.loading import load_pdefm
+from .model_files.loading import load_pdefm
 from .evaluation.forecasters import PDEFMForecaster
 from .evaluation.rollout import NonFiniteForecastError, iter_rollout
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="input frames the model sees (default: what it was trained with)")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
     args = parser.parse_args(argv)
-    setup_process("train")  # threads and memory reuse (pdefm.data.process)
+    setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
 
     try:
         if not os.path.isfile(args.input):

@@ -19,9 +19,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.data.process import setup_process
+from pdefm.runtime.process import setup_process
 
-from .adapters.model_card import write_model_card
+from .model_files.model_card import write_model_card
 from .training.batches import find_datasets, model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import PretrainConfig, load_config
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
+    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.runtime.process)
     try:
         train(config, resume=args.resume, allow_config_change=args.allow_config_change,
               overwrite_output_dir=args.overwrite_output_dir)

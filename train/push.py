@@ -11,10 +11,10 @@ import sys
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from pdefm.data.cli_format import HelpFormatter
-from pdefm.data.remote import RemoteUnreachableError
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.remote import RemoteUnreachableError
 
-from .adapters.hub import push_folder
+from .model_files.hub import push_folder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The training commands' allocator settings (dataset_scripts/allocator.py): freed memory is reused instead of
+"""The training commands' allocator settings (pdefm/runtime/allocator.py): freed memory is reused instead of
 page-faulted in again, the opt-out works, and a bad setting is named."""
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pdefm.data.allocator import ENV, configure_allocator
+from pdefm.runtime.allocator import ENV, configure_allocator
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's mallopt")
 
@@ -18,7 +18,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the s
 PROBE = """
 import json, resource
 import torch
-from pdefm.data.allocator import configure_allocator
+from pdefm.runtime.allocator import configure_allocator
 applied = configure_allocator()
 for _ in range(15):
     torch.ones(10 << 20)
@@ -55,7 +55,7 @@ def test_a_bad_setting_is_named(monkeypatch):
 
 
 def test_setup_process_names_a_wrong_kind():
-    from pdefm.data.process import setup_process
+    from pdefm.runtime.process import setup_process
 
     with pytest.raises(ValueError, match="kind must be one of"):
         setup_process("training")

@@ -1,10 +1,10 @@
-"""Thread defaults of the command-line tools (dataset_scripts/threads.py): never more busy threads than cores, and
+"""Thread defaults of the command-line tools (pdefm/runtime/threads.py): never more busy threads than cores, and
 the user's explicit choice always wins."""
 
 import pytest
 import torch
 
-from pdefm.data import threads
+from pdefm.runtime import threads
 
 MEASURE_IDLE_CORES = threads.idle_cores
 

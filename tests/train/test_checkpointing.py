@@ -106,7 +106,7 @@ def test_extending_max_steps_on_a_finished_run_continues_on_the_new_schedule(dat
 
 
 @pytest.mark.parametrize("change", [{"batch_size": 1}, {"seed": 1}, {"learning_rate": 1e-3}, {"model_preset": "small"},
-                                    {"datasets": ["flow2d"]}, {"curriculum_shares": "compute"}])
+                                    {"datasets": ["flow2d"]}, {"curriculum_shares": "windows"}])
 def test_resume_refuses_settings_that_change_the_run(data_dir, tmp_path, change):
     out = tmp_path / "run"
     run(data_dir, out, max_steps=3)

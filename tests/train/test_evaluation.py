@@ -12,7 +12,7 @@ from modeling_pdefm import PDEFMConfig, PDEFMModel
 from pdefm.data import load_well_dataset
 from pdefm.data.the_well import compute_stats
 from pdefm.train.baselines.forecaster import load_forecaster
-from pdefm.train.baselines.training import train_baseline
+from pdefm.studies.baseline_training import train_baseline
 from pdefm.train.evaluate import main as evaluate_main
 from pdefm.train.evaluation.rollout import evaluate_one_step, evaluate_rollout, rollout
 from pdefm.train.training.batches import model_specs
@@ -258,7 +258,7 @@ def test_budget_schedule_decays_over_time_and_stops():
 
 
 def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
-    from pdefm.train.baselines.report import write_benchmark_doc
+    from pdefm.studies.benchmark_report import write_benchmark_doc
 
     out = tmp_path / "bench"
     names = ["a", "b"]
@@ -282,7 +282,7 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
                    "curve": {"persistence": {"a": 0.25, "b": 0.5},
                              "points": [{"step": 3, "seconds": 5, "samples": {"a": 16, "b": 8}, "valid_vrmse": {"a": 0.3, "b": 0.4}}]}}
             (folder / "evaluation.json").write_text(json.dumps(doc))
-    path = write_benchmark_doc(str(out), str(tmp_path / "docs" / "benchmark.md"), "python -m pdefm.train.benchmark --x")
+    path = write_benchmark_doc(str(out), str(tmp_path / "docs" / "benchmark.md"), "python -m pdefm.studies.benchmark --x")
     text = open(path).read()
     assert "| a | 0.1050 ± 0.0071 | 0.0550 ± 0.0071 | 0.4050 ± 0.0071 | 1.0000 |" in text
     # mean of PDE-FM (0.155) against FNO (0.455): 65.9% lower; lower on both datasets.
@@ -304,7 +304,7 @@ def test_benchmark_report_reads_every_number_from_the_runs(tmp_path):
 
 
 def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
-    from pdefm.train.benchmark import ABLATIONS, main as benchmark_main
+    from pdefm.studies.benchmark import ABLATIONS, main as benchmark_main
 
     data_dir = write_two_system_suite(str(tmp_path / "data"))
     out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
@@ -332,7 +332,7 @@ def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
 
 
 def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path):
-    from pdefm.train.benchmark import main as benchmark_main
+    from pdefm.studies.benchmark import main as benchmark_main
 
     data_dir = write_two_system_suite(str(tmp_path / "data"))
     out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"
@@ -352,7 +352,7 @@ def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path)
 
 
 def test_ablation_and_backbone_sentences_come_from_the_runs():
-    from pdefm.train.baselines.report import ablation_verdicts, backbone_verdict
+    from pdefm.studies.benchmark_report import ablation_verdicts, backbone_verdict
 
     def doc(one, roll, **extra):
         return {"datasets": {"a": {"one_step": {"vrmse": one, "persistence_vrmse": 1.0},
@@ -377,7 +377,7 @@ def test_ablation_and_backbone_sentences_come_from_the_runs():
 
 
 def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
-    from pdefm.train.baselines.report import ablation_setting_notes
+    from pdefm.studies.benchmark_report import ablation_setting_notes
 
     spec = {"a": {"n_fields": 1, "n_spatial_dims": 2}}
     for run, overrides in (("pdefm", {"decoder": "fno"}), ("ablation_no_film", {"decoder": "fno", "use_film": False}),
@@ -405,7 +405,7 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
 
 
 def test_benchmark_alone_part_compares_each_dataset_alone_with_the_mixture(tmp_path):
-    from pdefm.train.benchmark import main as benchmark_main
+    from pdefm.studies.benchmark import main as benchmark_main
 
     data_dir = write_two_system_suite(str(tmp_path / "data"))
     out, doc = tmp_path / "bench", tmp_path / "docs" / "benchmark.md"

@@ -11,7 +11,7 @@ from accelerate.state import AcceleratorState
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 from pdefm.data import WellSplitReader, load_well_dataset
-from pdefm.train.adapters.loading import load_pdefm
+from pdefm.train.model_files.loading import load_pdefm
 from pdefm.train.adapters.lora import (
     AdapterMismatchError,
     check_target_modules,
@@ -90,7 +90,7 @@ def test_lora_is_under_five_percent_of_the_small_model():
     from pdefm.train.adapters.lora import default_target_modules
 
     model.add_dataset("b", n_fields=3, n_spatial_dims=2)
-    peft_model = wrap_with_lora(model, "b_lora", ["adapters.b"], r=8, target_modules=default_target_modules(model, 2))
+    peft_model = wrap_with_lora(model, "b_lora", ["dataset_heads.b"], r=8, target_modules=default_target_modules(model, 2))
     counts = trainable_parameters(peft_model)
     assert 0 < counts["fraction"] < 0.05
 
@@ -118,10 +118,10 @@ def test_default_lora_targets_name_the_backbones_they_know():
         default_target_pattern("rnn")
 
 
-def test_adapters_mode_trains_only_the_new_dataset_adapter(setup, tmp_path):
+def test_heads_mode_trains_only_the_new_dataset_head(setup, tmp_path):
     root, base_dir = setup
-    run_finetune(root, base_dir, tmp_path / "ad", "waves", "waves_adapters", "--mode", "adapters")
-    tuned = PDEFMModel.from_pretrained(str(tmp_path / "ad" / "waves_adapters"))
+    run_finetune(root, base_dir, tmp_path / "ad", "waves", "waves_heads", "--mode", "heads")
+    tuned = PDEFMModel.from_pretrained(str(tmp_path / "ad" / "waves_heads"))
     base = PDEFMModel.from_pretrained(base_dir)
     assert torch.equal(tuned.backbone.layers[0].mixer.forward_mixer.in_proj.weight,
                        base.backbone.layers[0].mixer.forward_mixer.in_proj.weight)
@@ -160,7 +160,7 @@ def test_every_default_lora_target_of_tiny_acts_in_the_forward(boundary):
     torch.manual_seed(0)
     model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets={"flow": {"n_fields": 2, "n_spatial_dims": 2}})).eval()
     with torch.no_grad():
-        model.adapters["flow"].out_proj.weight.normal_()  # zero at init: the decoder would not reach the output
+        model.dataset_heads["flow"].out_proj.weight.normal_()  # zero at init: the decoder would not reach the output
     inputs = {"input_fields": torch.randn(2, 4, 16, 16, 2), "dataset_name": "flow",
               "boundary_conditions": torch.full((2, 2, 2), 2 if boundary == "periodic" else 0)}
     peft_model = wrap_with_lora(model, "tuned", [], r=2)
@@ -283,17 +283,30 @@ def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup
     assert not (tmp_path / "c" / "short").exists()
 
 
-def test_new_dataset_adapters_start_from_the_base_fields_unless_asked_otherwise(setup, tmp_path, capsys):
+def test_a_new_dataset_head_starts_from_the_base_fields_unless_asked_otherwise(setup, tmp_path, capsys):
     root, base_dir = setup
-    run_finetune(root, base_dir, tmp_path / "fields", "waves", "w", "--mode", "adapters")
-    assert "dataset 'waves': adapters start from the base's fields a <- flow2d/a; v_x <- flow2d/v_x" in capsys.readouterr().out
-    run_finetune(root, base_dir, tmp_path / "random", "waves", "w", "--mode", "adapters", "--adapter-init", "random")
-    assert "adapters start from the base's fields" not in capsys.readouterr().out
+    run_finetune(root, base_dir, tmp_path / "fields", "waves", "w", "--mode", "heads")
+    assert "dataset 'waves': its head starts from the base's fields a <- flow2d/a; v_x <- flow2d/v_x" in capsys.readouterr().out
+    run_finetune(root, base_dir, tmp_path / "random", "waves", "w", "--mode", "heads", "--head-init", "random")
+    assert "head starts from the base's fields" not in capsys.readouterr().out
     curve = json.load(open(tmp_path / "random" / "validation_curve.json"))
     assert [p["step"] for p in curve["points"]] == [0, 2, 4] and set(curve["persistence"]) == {"waves"}
     assert [p["samples"] for p in curve["points"]] == [{"waves": 0}, {"waves": 4}, {"waves": 8}]  # batch 2
-    # A fresh adapter predicts no change: its first validation point is persistence's.
+    # A fresh head predicts no change: its first validation point is persistence's.
     assert curve["points"][0]["valid_vrmse"]["waves"] == pytest.approx(curve["persistence"]["waves"], rel=1e-5)
+
+
+def test_the_0_2_0_names_of_the_head_options_still_work_and_warn(setup, tmp_path, capsys):
+    """`--mode adapters` and `--adapter-init` (0.2.0, when the dataset heads were called adapters) run as `--mode
+    heads` and `--head-init`, with a warning that names the new option."""
+    from pdefm.train.finetune import finetune_arguments
+
+    with pytest.warns(FutureWarning, match="use 'heads'"):
+        options, _ = finetune_arguments(["--base", "b", "--data", "d", "--adapter-name", "x", "--mode", "adapters"])
+    assert options.mode == "heads"
+    with pytest.warns(FutureWarning, match="use --head-init"):
+        options, _ = finetune_arguments(["--base", "b", "--data", "d", "--adapter-name", "x", "--adapter-init", "random"])
+    assert options.head_init == "random"
 
 
 def test_spectral_lora_finetune_saves_a_merged_model(setup, tmp_path):

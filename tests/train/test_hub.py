@@ -9,7 +9,7 @@ import torch
 from accelerate.state import AcceleratorState
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.train.adapters.model_card import write_model_card
+from pdefm.train.model_files.model_card import write_model_card
 from pdefm.train.finetune import main as finetune_main
 from pdefm.train.training.batches import model_specs
 
@@ -45,14 +45,14 @@ def pushed(tmp_path_factory):
                           "--eval_batches", "1", "--log_with", "none", "--lora-r", "2", "--warmup_steps", "1"]) == 0
     AcceleratorState._reset_state(True)
     with LocalHub() as hub:
-        code = (f"from pdefm.train.adapters.hub import push_folder\nfrom pdefm.cli import main\n"
+        code = (f"from pdefm.train.model_files.hub import push_folder\nfrom pdefm.cli import main\n"
                 f"print(push_folder({base_dir!r}, 'pdefm-org/tiny-base', token={TOKEN!r}))\n"
                 f"main(['push', {os.path.join(out, 'waves_lora')!r}, 'pdefm-org/waves-lora'])\n")
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": TOKEN}
         result = run_python(code, env, ROOT)
         assert result.returncode == 0, (hub.requests, result.stderr[-3000:])
         assert hub.endpoint in result.stdout
-        denied = run_python(f"from pdefm.train.adapters.hub import push_folder\npush_folder({base_dir!r}, 'pdefm-org/x', token='hf_wrong')",
+        denied = run_python(f"from pdefm.train.model_files.hub import push_folder\npush_folder({base_dir!r}, 'pdefm-org/x', token='hf_wrong')",
                             {"HF_ENDPOINT": hub.endpoint}, ROOT)
         assert run_python(f"from pdefm.cli import main\nraise SystemExit(main(['push', {root!r}, 'pdefm-org/y']))",
                           env, ROOT).returncode == 2
@@ -83,7 +83,7 @@ def test_offline_loading_from_the_cache_with_remote_code(pushed, tmp_path):
     result = run_python(code, {**offline, "without_package": "1"}, str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PDEFMModel" in result.stdout and "transformers_modules" in result.stdout and "flow2d" in result.stdout
-    code = ("from pdefm.train.adapters.loading import load_pdefm\n"
+    code = ("from pdefm.train.model_files.loading import load_pdefm\n"
             "m = load_pdefm('pdefm-org/tiny-base', adapter='pdefm-org/waves-lora')\n"
             "print(sorted(m.config.datasets))")
     result = run_python(code, offline, ROOT)
@@ -92,7 +92,7 @@ def test_offline_loading_from_the_cache_with_remote_code(pushed, tmp_path):
 
 
 def test_an_id_missing_from_the_offline_cache_is_a_clear_error(tmp_path):
-    code = ("from pdefm.train.adapters.loading import load_pdefm\n"
+    code = ("from pdefm.train.model_files.loading import load_pdefm\n"
             "try:\n    load_pdefm('pdefm-org/not-cached')\n"
             "except OSError as e:\n    print('ERROR', e)\n")
     result = run_python(code, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}, ROOT)

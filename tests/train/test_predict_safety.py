@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
-from pdefm.train.adapters.loading import load_pdefm
+from pdefm.train.model_files.loading import load_pdefm
 from pdefm.train.predict import main as predict_main
 
 from well_files import write_dataset

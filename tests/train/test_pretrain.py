@@ -77,7 +77,7 @@ def test_a_run_with_compute_shares_weighs_datasets_by_grid_points(data_dir, tmp_
     monkeypatch.setattr(fit, "CurriculumSampler", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
     pretrain.train(make_config(data_dir, tmp_path / "compute", max_steps=1, curriculum_shares="compute",
                                difficulty_alpha=0.0))
-    pretrain.train(make_config(data_dir, tmp_path / "windows", max_steps=1))
+    pretrain.train(make_config(data_dir, tmp_path / "windows", max_steps=1, curriculum_shares="windows"))
     compute, windows = made
     assert compute.costs == {"flow2d": 16 * 12, "cube3d": 8 * 8 * 8} and windows.costs is None
     sizes = compute.sizes
@@ -266,7 +266,7 @@ def test_two_cpu_processes_split_the_data(data_dir, tmp_path):
 
 
 def test_the_report_gives_a_verdict_per_field():
-    from pdefm.train.adapters.model_card import metrics_table
+    from pdefm.train.model_files.model_card import metrics_table
 
     report = {"gray_scott": {"vrmse": 0.0455, "persistence_vrmse": 0.0548, "windows": 4, "field_names": ["A", "B"],
                              "vrmse_per_field": [0.0447, 0.0463], "persistence_vrmse_per_field": [0.0661, 0.0435]}}

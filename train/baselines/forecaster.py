@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..adapters.loading import load_pdefm
+from ..model_files.loading import load_pdefm
 from ..evaluation.forecasters import PDEFMForecaster
 from .models import WellBaseline, fno_class, unet_classic_class, unet_convnext_class
 

@@ -17,9 +17,9 @@ import yaml
 
 from modeling_pdefm import PRESETS, PDEFMConfig
 from modeling_pdefm.configuration_pdefm import check_name
-from pdefm.data.cli_format import HelpFormatter
+from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
-from pdefm.data.paths import check_output_folder
+from pdefm.runtime.paths import check_output_folder
 
 CONFIG_VERSION = 1
 # Training keys the run writes into the saved model's config (evaluation and prediction default to them).
@@ -70,7 +70,7 @@ class PretrainConfig:
     difficulty_measure: str = "relative"  # relative (VRMSE over persistence's) or absolute (raw VRMSE)
     # What the curriculum's weights share out: "windows" (p_i ~ w_i) or "compute" (p_i ~ w_i / grid points per frame
     # of dataset i, so that a 3D dataset's costly windows do not take the wall-clock of the 2D ones).
-    curriculum_shares: str = "windows"
+    curriculum_shares: str = "compute"
     # bookkeeping
     output_dir: str = "outputs/pretrain"  # model, report, checkpoints and logs go here (one run at a time)
     checkpoint_every: int = 200  # steps between checkpoints
@@ -277,25 +277,39 @@ class LoadedConfig(NamedTuple):
     keys the config file or the command line set (the others are `PretrainConfig`'s defaults)."""
 
     config: PretrainConfig
-    args: argparse.Namespace
+    args: argparse.Namespace | None
     explicit_keys: frozenset[str]
+
+
+def read_config_file(value: str) -> dict[str, Any]:
+    """The keys of a config file (or a bundled config by name), removed keys dropped, unknown keys refused."""
+    path = resolve_config_path(value)
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if isinstance(loaded, dict):
+        loaded = drop_removed_keys(loaded, path)
+    unknown = sorted(set(loaded) - {f.name for f in dataclasses.fields(PretrainConfig)})
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(f.name for f in dataclasses.fields(PretrainConfig))}")
+    return loaded
+
+
+def config_from_file(config: str | None = None, **overrides: Any) -> LoadedConfig:
+    """The Python API of `load_config`: a config file or bundled name (`mini_well`), then `overrides` as Python
+    values (`max_steps=100, datasets=["shear_flow"]`), validated. `args` of the result is None."""
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; known: {sorted(fields)}")
+    values = {**(read_config_file(config) if config else {}), **overrides}
+    return LoadedConfig(PretrainConfig(**values).validate(), None, frozenset(values))
 
 
 def load_config(argv: list[str] | None = None, description: str = "", prog: str | None = None) -> LoadedConfig:
     """`--config FILE_OR_NAME` plus `--key value` overrides for every field, plus `--resume`."""
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     args = config_parser(description, prog=prog).parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        path = resolve_config_path(args.config)
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-        if isinstance(loaded, dict):
-            loaded = drop_removed_keys(loaded, path)
-        unknown = sorted(set(loaded) - set(fields))
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(fields)}")
-        values.update(loaded)
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     defaults = PretrainConfig()
     for name, f in fields.items():
         text = getattr(args, name)

@@ -19,22 +19,34 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+from pdefm.data.fingerprint import dataset_fingerprint
 from tqdm.auto import tqdm
 
-from pdefm.data.fingerprint import dataset_fingerprint
-from pdefm.data.threads import refresh_threads
+from pdefm.runtime.threads import refresh_threads
 
-from ..adapters.model_card import metrics_table
 from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict
 from ..evaluation.rollout import one_step_vrmse
+from ..evaluation.suite import evaluate_model
 from ..evaluation.windows import evaluation_batches
+from ..model_files.model_card import metrics_table
 from .batches import MultiDatasetBatches, load_shard
-from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
-                            read_latest_checkpoint, save_checkpoint)
-from .config import (CHANGEABLE_ON_RESUME, DATA_FILES_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig,
-                     resume_conflicts)
+from .checkpointing import (
+    CheckpointError,
+    apply_checkpoint,
+    checkpoint_root,
+    complete_checkpoints,
+    read_latest_checkpoint,
+    save_checkpoint,
+)
+from .config import (
+    CHANGEABLE_ON_RESUME,
+    DATA_FILES_KEY,
+    TRAINING_KEYS_IN_MODEL,
+    PretrainConfig,
+    resume_conflicts,
+)
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
@@ -259,7 +271,7 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     while not run.schedule.done(run.step):
         if stop_after is not None and run.step >= stop_after:
             raise KeyboardInterrupt(f"stopped at step {run.step} (simulated interruption)")
-        refresh_threads()  # a training command's thread choice follows the machine's load (pdefm.data.threads)
+        refresh_threads()  # a training command's thread choice follows the machine's load (pdefm.runtime.threads)
         step_started = time.perf_counter()
         result = train_step(accelerator, config, run)
         spent = run.time_spent["datasets"]
@@ -399,7 +411,6 @@ def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -
         report[name] = one_step_vrmse(model, test, specs[name]["n_spatial_dims"], config.batch_size)
         report[name]["field_names"] = specs[name].get("field_names")
     if config.report_rollout_steps and not config.use_normalization:  # rollouts are evaluated in physical units
-        from ..evaluate import evaluate_model  # the command module: imported only where a report needs rollouts
         from ..evaluation.report import write_evaluation
 
         results = evaluate_model(PDEFMForecaster(model), config.data_dir, names, config.report_split,

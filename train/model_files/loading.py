@@ -7,7 +7,7 @@ import os
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 
 from .hub import ModelResolutionError, resolve_folder
-from .lora import load_domain_adapters
+from ..adapters.lora import load_domain_adapters
 
 
 # Config keys that describe the saved model's datasets and provenance, not its architecture.

@@ -59,7 +59,7 @@ def write_model_card(folder: str, *, title: str, datasets: list[str], descriptio
         "## Loading",
         "",
         "```python",
-        *(["from pdefm.train.adapters.loading import load_pdefm  # pip install pdefm",
+        *(["from pdefm.train.model_files.loading import load_pdefm  # pip install pdefm",
            f"model = load_pdefm(\"{base_model or '<the base model folder>'}\", adapter=\"<this repo or folder>\")"] if library_name == "peft" else
           ["from transformers import AutoModel",
            "model = AutoModel.from_pretrained(\"<this repo or folder>\", trust_remote_code=True)"]),

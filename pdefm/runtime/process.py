@@ -9,8 +9,8 @@ KINDS = ("train", "generate")
 
 
 def setup_process(kind: str, keep_current: bool = False) -> None:
-    """`train` (training, evaluation, prediction): no more busy threads than cores (`pdefm.data.threads`) and freed
-    memory kept for reuse instead of page-faulted in afresh (`pdefm.data.allocator`). `generate`: the threads only
+    """`train` (training, evaluation, prediction): no more busy threads than cores (`pdefm.runtime.threads`) and freed
+    memory kept for reuse instead of page-faulted in afresh (`pdefm.runtime.allocator`). `generate`: the threads only
     (solvers allocate little). `keep_current`: keep a thread count the user set (`configure_threads`)."""
     if kind not in KINDS:
         raise ValueError(f"setup_process: kind must be one of {KINDS}, got {kind!r}")

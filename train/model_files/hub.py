@@ -8,7 +8,7 @@ import os
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from pdefm.data.remote import RemoteUnreachableError, is_unreachable, unreachable_message
+from pdefm.runtime.remote import RemoteUnreachableError, is_unreachable, unreachable_message
 
 
 class ModelResolutionError(OSError):

@@ -11,19 +11,18 @@ import time
 
 import numpy as np
 import torch
-
-from .report import mean_sd_cell
+from pdefm.train.evaluation.report import mean_sd_cell
 
 WINDOW = "6:12"
 LABELS = {
-    "zero_shot": "zero-shot (field-aware adapters, no training)",
-    "adapters": "new dataset adapters only",
-    "lora": "LoRA + adapters",
+    "zero_shot": "zero-shot (field-aware dataset head, no training)",
+    "heads": "new dataset head only",
+    "lora": "LoRA + dataset head",
     "spectral_lora": "LoRA + frequency-band spectral adapters",
     "full": "full finetuning",
     "scratch": "same architecture from scratch",
 }
-PRETRAINED = ("adapters", "lora", "spectral_lora", "full")
+PRETRAINED = ("heads", "lora", "spectral_lora", "full")
 TARGET_GAIN = 0.10  # the floor: the best pretrained strategy at least 10% below scratch
 
 
@@ -248,7 +247,7 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
             shared = zero["initialised_from"] or {}
             text += ["### Zero-shot", "",
                      "Fields started from the base's: " + ("; ".join(f"`{k}` <- {', '.join(v)}" for k, v in shared.items())
-                                                           or "none (fresh adapters: persistence)") + ".", "",
+                                                           or "none (fresh head: persistence)") + ".", "",
                      "Zero-shot involves no training, so finetuning seeds do not change it: it is the forecast of "
                      f"the one base pretrained without `{held_out}` (seed {args.base_seed}).", "",
                      "| | one-step VRMSE | rollout VRMSE 6:12 |", "|---|---|---|",

@@ -26,20 +26,21 @@ import sys
 import time
 
 import torch
-
-from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
-from pdefm.data.paths import check_output_folder
-from pdefm.data.process import setup_process
+from pdefm.train.baselines.forecaster import BASELINE_TARGETS, load_forecaster
+from pdefm.train.evaluate import add_evaluation_arguments
+from pdefm.train.evaluation.report import write_evaluation
+from pdefm.train.evaluation.suite import evaluate_model
+from pdefm.train.model_files.loading import architecture_settings
+from pdefm.train.training.config import config_from_file
+from pdefm.train.training.fit import reset_accelerate_state
 
-from .adapters.loading import architecture_settings
-from .baselines.forecaster import BASELINE_TARGETS, load_forecaster
-from .baselines.report import baseline_minutes_per_dataset, write_benchmark_doc
-from .baselines.training import train_baseline
-from .evaluate import add_evaluation_arguments, evaluate_model
-from .evaluation.report import write_evaluation
-from .training.config import load_config
-from .training.fit import reset_accelerate_state
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.paths import check_output_folder
+from pdefm.runtime.process import setup_process
+
+from .baseline_training import train_baseline
+from .benchmark_report import baseline_minutes_per_dataset, write_benchmark_doc
 
 SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"}}
 BASELINES = ("cnextunet", "unet_classic", "fno")
@@ -54,18 +55,16 @@ ABLATIONS = {
 
 def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None,
                    budget_minutes: float | None = None) -> str:
-    from .pretrain import train
+    from pdefm.train.pretrain import train
 
     minutes = budget_minutes if budget_minutes is not None else args.budget_minutes
-    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
-           "--config", SUITES[args.suite]["config"], "--data_dir", args.data, "--output_dir", out, "--seed", str(seed),
-           "--time_budget_minutes", str(minutes), "--max_steps", "100000000", "--checkpoint_every", "500",
-           "--eval_every", str(args.valid_every), "--log_with", "none"]
+    keys = {"datasets": datasets} if datasets else {}
     if overrides:
-        cli += ["--model_overrides", json.dumps(overrides)]
-    if datasets:
-        cli += ["--datasets", ",".join(datasets)]
-    config = load_config(cli).config
+        keys["model_overrides"] = overrides
+    config = config_from_file(
+        SUITES[args.suite]["config"], report_rollout_steps=0,  # the study evaluates its runs itself
+        data_dir=args.data, output_dir=out, seed=seed, time_budget_minutes=minutes, max_steps=100_000_000,
+        checkpoint_every=500, eval_every=args.valid_every, log_with="none", **keys).config
     reset_accelerate_state()
     train(config, resume=os.path.isdir(os.path.join(out, "checkpoints")))  # an interrupted run continues
     return out
@@ -76,7 +75,7 @@ def evaluate_run(args, forecaster, names: list[str], out: str, label: str, extra
         results = evaluate_model(forecaster, args.data, names, "test", args.rollout_steps, show_progress=False,
                                  n_batches=args.eval_batches)
     write_evaluation(out, results, {"model": label, "data": args.data, "split": "test", **extra,
-                                    "command": "python -m pdefm.train.benchmark"}, figures=False)
+                                    "command": "python -m pdefm.studies.benchmark"}, figures=False)
     return results
 
 
@@ -127,14 +126,14 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
     """None (The Well's constructor defaults) or the width that gives PDE-FM's parameter count on this dataset."""
     if sizing == "default":
         return None
-    from modeling_pdefm import PDEFMConfig, PDEFMModel
     from pdefm.data import split_resolution
+    from pdefm.train.baselines.forecaster import matched_sizes
+    from pdefm.train.training.batches import model_specs
 
-    from .baselines.forecaster import matched_sizes
-    from .training.batches import model_specs
+    from modeling_pdefm import PDEFMConfig, PDEFMModel
 
     spec = model_specs(args.data, [name])[name]
-    config = load_config(["--config", SUITES[args.suite]["config"]]).config
+    config = config_from_file(SUITES[args.suite]["config"]).config
     target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec},
                                                 n_steps_input=config.n_steps_input)).num_parameters()
     return matched_sizes(kind, target, 4 * spec["n_fields"] + spec["n_constant_fields"], spec["n_fields"],
@@ -179,9 +178,9 @@ def run_backbones(args, seed: int, root: str, log) -> None:
     """The paper's backbone experiment: Mamba against attention on one dataset, same budget; accuracy, training
     seconds per step and the peak memory of a training step side by side."""
     from pdefm.data import split_resolution
+    from pdefm.train.training.batches import model_specs
 
-    from .evaluation.memory import training_step_memory
-    from .training.batches import model_specs
+    from .memory import training_step_memory
 
     name = args.backbone_dataset
     spec = model_specs(args.data, [name])[name]
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_folder(args.out, "--out")
     except ValueError as error:
         parser.error(str(error))
-    setup_process("train")  # threads and memory reuse (pdefm.data.process)
+    setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f"{flag} must be a finite number of minutes > 0, got {value!r}")
@@ -304,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             run_backbones(args, seed, root, log)
         if "alone" in args.parts:
             run_alone(args, seed, names, root, log)
-    path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.train.benchmark", *(argv if argv is not None else sys.argv[1:])]))
+    path = write_benchmark_doc(args.out, args.doc, " ".join(["python -m pdefm.studies.benchmark", *(argv if argv is not None else sys.argv[1:])]))
     log(f"wrote {path}")
     return 0
 

@@ -1,4 +1,4 @@
-"""`docs/benchmark.md` from the evaluation files a `pdefm.train.benchmark` run left: every number in it is read from them."""
+"""`docs/benchmark.md` from the evaluation files a `pdefm.studies.benchmark` run left: every number in it is read from them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import shutil
 import time
 
 import numpy as np
-
 from pdefm.data import split_resolution
-
-from ..evaluation.report import mean_sd_cell, plot_rollout_curves
+from pdefm.train.evaluation.report import mean_sd_cell, plot_rollout_curves
 
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
              ("cnextunet_matched", "CNextU-Net (PDE-FM's size)"), ("unet_classic_matched", "U-Net (PDE-FM's size)"),
@@ -291,9 +289,9 @@ def model_settings(out: str, seed: int, run: str) -> dict | None:
     path = os.path.join(out, f"seed{seed}", run, "config.json")
     if not os.path.isfile(path):
         return None
-    from modeling_pdefm import PDEFMConfig
+    from pdefm.train.model_files.loading import architecture_settings
 
-    from ..adapters.loading import architecture_settings
+    from modeling_pdefm import PDEFMConfig
 
     config = PDEFMConfig.from_json_file(path)
     inactive = config.inactive_keys()

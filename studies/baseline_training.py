@@ -17,16 +17,14 @@ import time
 import warnings
 
 import torch
+from pdefm.data import load_well_dataset, split_reader
+from pdefm.train.baselines.forecaster import BaselineForecaster
+from pdefm.train.evaluation.rollout import evaluate_one_step
+from pdefm.train.training.batches import ShardBatches
+from pdefm.train.training.checkpointing import optimizer_from_plain, optimizer_to_plain
+from pdefm.train.training.schedule import WarmupCosine
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
-
-from pdefm.data import load_well_dataset, split_reader
-
-from ..evaluation.rollout import evaluate_one_step
-from ..training.batches import ShardBatches
-from ..training.checkpointing import optimizer_from_plain, optimizer_to_plain
-from ..training.schedule import WarmupCosine
-from .forecaster import BaselineForecaster
 
 STATE_FILE = "training_state.safetensors"
 # Written by earlier versions as a pickle: never opened (a planted one would run code), a run beside one starts over.

@@ -3,8 +3,8 @@ budgets must be finite numbers."""
 
 import pytest
 
-from pdefm.train import benchmark, transfer
-from pdefm.train.benchmark import SETTINGS_FILE, clear_benchmark_folder
+from pdefm.studies import benchmark, transfer
+from pdefm.studies.benchmark import SETTINGS_FILE, clear_benchmark_folder
 
 from well_files import write_dataset
 
@@ -40,7 +40,7 @@ def test_budgets_must_be_finite_and_positive(tmp_path, value, capsys):
 
 
 def test_push_sends_only_what_a_model_repository_needs(tmp_path):
-    from pdefm.train.adapters.hub import files_to_push
+    from pdefm.train.model_files.hub import files_to_push
 
     for name in ("config.json", "model.safetensors", "modeling_pdefm.py", "README.md", "report.json",
                  "figures/rollout_a.png", "pretrain/events.out.tfevents.1700.myhost.1234.0", "checkpoints/step_1/x.json",

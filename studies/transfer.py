@@ -7,10 +7,10 @@ For each held-out dataset, a base is pretrained on the suite's other datasets fo
 (cached in `<out>/bases/`; a rerun reuses it, an interrupted one resumes from its checkpoints). Then, on the first
 1, 2, 4 and all training trajectories of the held-out dataset, each strategy trains for the same number of steps:
 
-- `zero_shot`: the base with the new dataset's adapters started from the fields it shares with the base's datasets
+- `zero_shot`: the base with the new dataset's head started from the fields it shares with the base's datasets
   (`PDEFMModel.add_dataset(adapter_init="fields")`), no training at all;
-- `adapters`: those adapters train, every pretrained weight frozen;
-- `lora`: LoRA on the backbone, tokenizer and decoder layers plus the adapters (PEFT);
+- `heads`: that head trains, every pretrained weight frozen;
+- `lora`: LoRA on the backbone, tokenizer and decoder layers plus the head (PEFT);
 - `spectral_lora`: LoRA plus frequency-band adapters on the decoder's Fourier layers (`adapters/spectral.py`);
 - `full`: every weight of the base trains;
 - `scratch`: the base's architecture, freshly initialised, trained on the held-out data alone.
@@ -34,25 +34,25 @@ import sys
 import time
 
 import torch
-
-from pdefm.data.cli_format import HelpFormatter
 from pdefm.data.layout import dataset_folders
-from pdefm.data.paths import check_output_folder
-from pdefm.data.process import setup_process
+from pdefm.train.evaluate import add_evaluation_arguments
+from pdefm.train.evaluation.forecasters import PDEFMForecaster
+from pdefm.train.evaluation.report import write_evaluation
+from pdefm.train.evaluation.suite import evaluate_model
+from pdefm.train.model_files.loading import load_pdefm
+from pdefm.train.training.batches import model_specs
+from pdefm.train.training.config import config_from_file
+from pdefm.train.training.fit import reset_accelerate_state
 
-from .adapters.loading import load_pdefm
-from .evaluate import add_evaluation_arguments, evaluate_model
-from .evaluation.forecasters import PDEFMForecaster
-from .evaluation.report import write_evaluation
-from .training.batches import model_specs
-from .training.config import load_config
-from .training.fit import reset_accelerate_state
+from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.paths import check_output_folder
+from pdefm.runtime.process import setup_process
 
-STRATEGIES = ("zero_shot", "adapters", "lora", "spectral_lora", "full", "scratch")
+STRATEGIES = ("zero_shot", "heads", "lora", "spectral_lora", "full", "scratch")
 # The bases keep the paper's FNO decoder whatever the preset's: the frequency-band adapters adapt its Fourier layers,
 # and the published study ran with it. Scratch runs copy the base's architecture.
 BASE_MODEL_OVERRIDES = {"decoder": "fno"}
-TRAINED_FROM_BASE = ("adapters", "lora", "spectral_lora", "full")
+TRAINED_FROM_BASE = ("heads", "lora", "spectral_lora", "full")
 
 
 def base_folder(out: str, held_out: str, minutes: float) -> str:
@@ -71,18 +71,17 @@ def finished(folder: str) -> bool:
 
 def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> str:
     """The base pretrained without `held_out` for `minutes`, trained (or resumed) when it is not finished."""
-    from .pretrain import train
+    from pdefm.train.pretrain import train
 
     folder = base_folder(args.out, held_out, minutes)
     if os.path.isfile(os.path.join(folder, "model.safetensors")) and os.path.isfile(os.path.join(folder, "report.json")):
         return folder
-    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
-           "--config", args.config, "--data_dir", args.data, "--datasets", ",".join(n for n in names if n != held_out),
-           "--output_dir", folder, "--seed", str(args.base_seed), "--time_budget_minutes", f"{minutes:g}",
-           "--max_steps", "100000000", "--checkpoint_every", "500", "--eval_every", "500", "--log_with", "none",
-           "--model_overrides", json.dumps(BASE_MODEL_OVERRIDES)]
-    log(f"base without {held_out}: pretraining for {minutes:g} min (pdefm pretrain {' '.join(cli)})")
-    config = load_config(cli).config
+    settings = dict(report_rollout_steps=0,  # the study evaluates its runs itself
+                    data_dir=args.data, datasets=[n for n in names if n != held_out], output_dir=folder,
+                    seed=args.base_seed, time_budget_minutes=minutes, max_steps=100_000_000, checkpoint_every=500,
+                    eval_every=500, log_with="none", model_overrides=BASE_MODEL_OVERRIDES)
+    log(f"base without {held_out}: pretraining for {minutes:g} min (config {args.config} with {settings})")
+    config = config_from_file(args.config, **settings).config
     reset_accelerate_state()
     train(config, resume=os.path.isdir(os.path.join(folder, "checkpoints")))
     return folder
@@ -97,33 +96,29 @@ def evaluate_into(args, model, held_out: str, folder: str, info: dict) -> None:
 
 
 def run_zero_shot(args, base: str, held_out: str, folder: str) -> None:
-    from .finetune import new_dataset_modules
+    from pdefm.train.finetune import new_dataset_modules
 
     model = load_pdefm(base)
     spec = model_specs(args.data, [held_out])[held_out]
     new_dataset_modules(model, held_out, spec, base)
-    info = model.adapters[held_out].initialised_from
+    info = model.dataset_heads[held_out].initialised_from
     evaluate_into(args, model, held_out, folder, {"model": "zero-shot", "strategy": "zero_shot", "steps": 0,
                                                   "train_seconds": 0.0, "initialised_from": info})
 
 
 def run_finetuning(args, base: str, held_out: str, size: str, seed: int, strategy: str, folder: str) -> None:
-    from .finetune import finetune, finetune_arguments
+    from pdefm.train.finetune import FinetuneConfig, finetune
 
     adapter = f"{held_out}_{strategy}"
-    ft_args, _ = finetune_arguments(["--base", base, "--data", os.path.join(args.data, held_out), "--adapter-name",
-                                     adapter, "--mode", strategy, "--lora-r", str(args.lora_r), "--spectral-rank",
-                                     str(args.lora_r)])
-    cli = ["--report_rollout_steps", "0",  # the study evaluates its runs itself
-           "--config", args.config, "--data_dir", args.data, "--datasets", held_out, "--output_dir", folder,
-           "--seed", str(seed), "--max_steps", str(args.finetune_steps), "--warmup_steps", str(args.warmup_steps),
-           "--learning_rate", str(args.learning_rate), "--eval_every", str(args.eval_every),
-           "--checkpoint_every", "100000000", "--log_with", "none"]
-    if size != "all":
-        cli += ["--train_trajectories", size]
-    loaded = load_config(cli)
+    options = FinetuneConfig(base=base, data=os.path.join(args.data, held_out), adapter_name=adapter, mode=strategy,
+                             lora_r=args.lora_r, spectral_rank=args.lora_r)
+    loaded = config_from_file(
+        args.config, report_rollout_steps=0,  # the study evaluates its runs itself
+        data_dir=args.data, datasets=[held_out], output_dir=folder, seed=seed, max_steps=args.finetune_steps,
+        warmup_steps=args.warmup_steps, learning_rate=args.learning_rate, eval_every=args.eval_every,
+        checkpoint_every=100_000_000, log_with="none", **({} if size == "all" else {"train_trajectories": int(size)}))
     reset_accelerate_state()
-    result = finetune(ft_args, loaded.config, explicit_keys=loaded.explicit_keys)
+    result = finetune(options, loaded.config, explicit_keys=loaded.explicit_keys)
     saved = os.path.join(folder, adapter)
     model = load_pdefm(base, adapter=saved) if strategy == "lora" else load_pdefm(saved)
     details = json.load(open(os.path.join(folder, "finetune.json")))
@@ -174,24 +169,25 @@ def run_study(args, held_out: str, names: list[str], log) -> None:
 
 def small_preset_shares(data: str, held_out: str, lora_r: int) -> str:
     """Trainable share of each PEFT strategy on the `small` preset (the paper's size), counted without training."""
+    from pdefm.train.adapters.lora import trainable_parameters
+    from pdefm.train.finetune import FinetuneConfig, build_model
+
     from modeling_pdefm import PDEFMConfig, PDEFMModel
 
-    from .adapters.lora import trainable_parameters
-    from .evaluation.transfer_report import LABELS
-    from .finetune import build_model, finetune_arguments
+    from .transfer_report import LABELS
 
     names = dataset_folders(data)
     specs = model_specs(data, names)
     lines = ["| strategy | trainable parameters (`small`) |", "|---|---|"]
-    for strategy in ("adapters", "lora", "spectral_lora"):
+    for strategy in ("heads", "lora", "spectral_lora"):
         torch.manual_seed(0)
         model = PDEFMModel(PDEFMConfig.from_preset("small", datasets={n: s for n, s in specs.items() if n != held_out}))
-        args, _ = finetune_arguments(["--base", "small", "--data", held_out, "--adapter-name", "x", "--mode", strategy,
-                                      "--lora-r", str(lora_r), "--spectral-rank", str(lora_r)])
-        wrapped, trained = build_model(args, model, held_out, specs[held_out])
+        options = FinetuneConfig(base="small", data=held_out, adapter_name="x", mode=strategy, lora_r=lora_r,
+                                 spectral_rank=lora_r)
+        wrapped, trained = build_model(options, model, held_out, specs[held_out])
         t = trainable_parameters(wrapped)
         lines.append(f"| {LABELS[strategy]} | {t['trainable']:,} of {t['total']:,} ({100 * t['fraction']:.2f}%) |")
-    new_modules = [m for m in trained if not m.startswith("adapters.")]
+    new_modules = [m for m in trained if not m.startswith("dataset_heads.")]
     if new_modules:
         lines += ["", f"The base has no {specs[held_out]['n_spatial_dims']}D tokenizer and decoder: "
                       f"{', '.join(f'`{m}`' for m in new_modules)} are new and train in full in every strategy, which "
@@ -231,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")
     if not all(math.isfinite(m) and m > 0 for m in [args.base_minutes, *args.series_minutes]):
         parser.error("--base-minutes and --series-minutes must be finite numbers of minutes > 0")
-    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.data.process)
+    setup_process("train", keep_current=True)  # threads and memory reuse (pdefm.runtime.process)
     from pdefm.data.generate import complete_suite
 
     if not args.report_only:
@@ -248,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for held_out in args.held_out:
             run_study(args, held_out, names, log)
-    from .evaluation.transfer_report import write_transfer_doc
+    from .transfer_report import write_transfer_doc
 
     command = " ".join(["pdefm transfer", *(argv if argv is not None else sys.argv[1:])])
     shares = {h: small_preset_shares(args.data, h, args.lora_r) for h in args.held_out}

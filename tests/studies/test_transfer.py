@@ -6,8 +6,8 @@ import os
 import pytest
 from accelerate.state import AcceleratorState
 
-from pdefm.train.evaluation.transfer_report import budget_series, equal_wallclock, value_at, verdicts
-from pdefm.train.transfer import main as transfer_main
+from pdefm.studies.transfer_report import budget_series, equal_wallclock, value_at, verdicts
+from pdefm.studies.transfer import main as transfer_main
 
 from well_files import write_two_system_suite
 
@@ -25,7 +25,7 @@ def test_the_study_runs_every_strategy_resumes_and_writes_its_document(tmp_path)
     argv = ["--held-out", "waves", "--base-minutes", "0.004", "--series-minutes", "0.002", "0.003",
             "--sizes", "1", "all", "--seeds", "0", "1", "--seeded-sizes", "1", "--finetune-steps", "2",
             "--eval-every", "1", "--warmup-steps", "1", "--eval-batches", "1", "--rollout-steps", "2",
-            "--strategies", "zero_shot", "adapters", "spectral_lora", "scratch",
+            "--strategies", "zero_shot", "heads", "spectral_lora", "scratch",
             "--data", data, "--out", str(out), "--doc", str(doc)]
     assert transfer_main(argv) == 0
     assert sorted(os.listdir(out / "bases")) == ["without_waves_0.002min", "without_waves_0.003min", "without_waves_0.004min"]
@@ -33,14 +33,14 @@ def test_the_study_runs_every_strategy_resumes_and_writes_its_document(tmp_path)
     assert set(base_config["datasets"]) == {"flow2d"}
     runs = out / "waves"
     for seed in (0, 1):
-        for strategy in ("adapters", "spectral_lora"):
+        for strategy in ("heads", "spectral_lora"):
             assert (runs / "base0.004min" / "n1" / f"seed{seed}" / strategy / "evaluation.json").exists()
         assert (runs / "no_base" / "n1" / f"seed{seed}" / "scratch" / "evaluation.json").exists()
-        assert (runs / "base0.002min" / "n1" / f"seed{seed}" / "adapters" / "evaluation.json").exists()
+        assert (runs / "base0.002min" / "n1" / f"seed{seed}" / "heads" / "evaluation.json").exists()
     assert not (runs / "base0.004min" / "nall" / "seed1").exists()  # one seed at sizes outside --seeded-sizes
     zero = json.load(open(runs / "base0.004min" / "zero_shot" / "evaluation.json"))
     assert zero["initialised_from"]["a"] == ["flow2d/a"] and zero["steps"] == 0
-    curve = json.load(open(runs / "base0.004min" / "n1" / "seed0" / "adapters" / "validation_curve.json"))
+    curve = json.load(open(runs / "base0.004min" / "n1" / "seed0" / "heads" / "validation_curve.json"))
     assert [p["step"] for p in curve["points"]] == [0, 1, 2]
 
     text = doc.read_text()
@@ -65,10 +65,10 @@ def test_bad_study_arguments_are_refused(tmp_path, capsys):
 
 
 def test_equal_wallclock_reads_each_curve_at_the_fastest_runs_time():
-    fast = {"strategy": "adapters", "size": "1", "seed": 0, "curve": [(0, 0.0, 1.0), (10, 5.0, 0.5)]}
+    fast = {"strategy": "heads", "size": "1", "seed": 0, "curve": [(0, 0.0, 1.0), (10, 5.0, 0.5)]}
     slow = {"strategy": "full", "size": "1", "seed": 0, "curve": [(0, 0.0, 1.0), (5, 4.0, 0.6), (10, 9.0, 0.3)]}
     values, times = equal_wallclock([fast, slow])
-    assert times == [5.0] and values == {"adapters": [0.5], "full": [0.6]}
+    assert times == [5.0] and values == {"heads": [0.5], "full": [0.6]}
     assert value_at(slow["curve"], 3.9) == 1.0
 
 
