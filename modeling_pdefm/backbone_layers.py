@@ -54,7 +54,8 @@ class BackboneLayer(GradientCheckpointingLayer):
 
 class PDEFMBackbone(nn.Module):
     """Sequence model over the tokens of all input frames (time is a sequence axis): bidirectional Mamba-2 layers,
-    or transformer blocks for the ablation, then a final norm. `[b, T, *grid, hidden]` in and out."""
+    or transformer blocks for the ablation, then a final norm. `[b, T, *grid, hidden]` in, a tuple of such states
+    out."""
 
     def __init__(self, config: PDEFMConfig):
         super().__init__()
@@ -63,7 +64,15 @@ class PDEFMBackbone(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, all_states: bool = False) -> tuple[torch.Tensor, ...]:
+        """The token states: with `all_states` the input and every layer's output, the last after the final norm
+        (`num_layers + 1`), else only that last one (a tuple of one)."""
+        states = [tokens] if all_states else []
         for layer in self.layers:
             tokens = layer(tokens)
-        return self.final_norm(tokens)
+            if all_states:
+                states.append(tokens)
+        if all_states:
+            states[-1] = self.final_norm(tokens)
+            return tuple(states)
+        return (self.final_norm(tokens),)

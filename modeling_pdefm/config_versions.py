@@ -17,10 +17,10 @@ PDEFM_FORMAT = 1
 # that supported another). A saved config holding that value still loads; one holding another is refused by name.
 REMOVED_KEYS = {"film_every_layer": (False, "0.1.0"), "increment_scale": ("field", "0.1.0")}
 # Values of kept keys removed the same way: key -> {value: last pdefm version that supported it}.
-REMOVED_VALUES = {"decoder": {"fno_conv": "0.1.0"}}
+REMOVED_VALUES = {"decoder_type": {"fno_conv": "0.1.0"}}
 # Keys renamed since an earlier pdefm: old key -> (new key, the last version that wrote the old one). A saved config
 # holding the old key loads under the new one.
-RENAMED_KEYS = {"adapter_channels": ("latent_channels", "0.2.0")}
+RENAMED_KEYS = {"adapter_channels": ("latent_channels", "0.2.0"), "decoder": ("decoder_type", "0.2.0")}
 # transformers' own keys of a saved config and of `from_pretrained`, beside a default config's attributes.
 TRANSFORMERS_EXTRA_KEYS = frozenset({"auto_map", "torch_dtype", "_commit_hash", "attn_implementation", "name_or_path",
                                      "pad_token_id", "bos_token_id", "eos_token_id", "num_labels",

@@ -14,10 +14,12 @@ from transformers import PretrainedConfig
 from .config_versions import (
     PDEFM_FORMAT,
     REMOVED_KEYS,
+    RENAMED_KEYS,
     drop_removed_keys,
     refuse_removed_values,
     refuse_unknown_keys,
     renamed_value,
+    transformers_config_keys,
 )
 
 # Size presets. `tiny` (what `PDEFMConfig()` builds) runs in seconds on a CPU and is the main job's model, `small` is
@@ -34,14 +36,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=8, spectral_token_modes_3d=4, num_attention_heads=8,
         decoder_width=64, decoder_layers=4, decoder_modes=8, decoder_modes_3d=4,
-        decoder="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
+        decoder_type="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
     ),
     "base": dict(
         hidden_size=768, num_layers=8, latent_channels=48, patch_size=16, patch_size_3d=8,
         ssm_state_size=64, ssm_head_dim=64, ssm_expand=2, ssm_chunk_size=64,
         spectral_token_modes=12, spectral_token_modes_3d=6, num_attention_heads=12,
         decoder_width=96, decoder_layers=4, decoder_modes=12, decoder_modes_3d=6,
-        decoder="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
+        decoder_type="fno", decoder_conv_padding="zeros", decoder_skip_frames=1,  # the paper's decoder
     ),
 }
 
@@ -163,8 +165,10 @@ class PDEFMConfig(PretrainedConfig):
             defaults to 2): lowest Fourier modes kept per axis by the spectral tokenizer.
         num_attention_heads (`int`, *optional*, defaults to 2): heads of the cross-attention fusion and of the
             attention backbone.
-        decoder (`str`, *optional*, defaults to `"conv"`): the decoder blocks' kernel, `"conv"` (3x3 convolutions)
-            or `"fno"` (spectral convolutions, the paper's FNO decoder).
+        decoder_type (`str`, *optional*, defaults to `"conv"`): the decoder blocks' kernel, `"conv"` (3x3
+            convolutions) or `"fno"` (spectral convolutions, the paper's FNO decoder). Called `decoder` until pdefm
+            0.2.0 (a saved config's `decoder` is read as it): transformers reads a `decoder` attribute as a
+            sub-config.
         decoder_width (`int`, *optional*, defaults to 16), decoder_layers (`int`, *optional*, defaults to 2),
         decoder_modes (`int`, *optional*, defaults to 4), decoder_modes_3d (`int`, *optional*, defaults to 2):
             decoder sizes (the modes are used by `"fno"` only).
@@ -218,6 +222,8 @@ class PDEFMConfig(PretrainedConfig):
     """
 
     model_type = "pdefm"
+    # The names generic tools read (transformers' `num_hidden_layers`) for this config's own.
+    attribute_map = {"num_hidden_layers": "num_layers"}
 
     def __init__(
         self,
@@ -245,7 +251,7 @@ class PDEFMConfig(PretrainedConfig):
         use_film: bool = True,
         use_cross_attention: bool = True,
         backbone: str = "mamba",
-        decoder: str = "conv",
+        decoder_type: str = "conv",
         decoder_skip_frames: int = 4,
         decoder_conv_padding: str = "boundary",
         alternate_scan_axes: bool = True,
@@ -289,7 +295,7 @@ class PDEFMConfig(PretrainedConfig):
         self.use_film = use_film
         self.use_cross_attention = use_cross_attention
         self.backbone = backbone
-        self.decoder = decoder
+        self.decoder_type = renamed_value(kwargs, "decoder_type", decoder_type)
         self.decoder_skip_frames = decoder_skip_frames
         self.decoder_conv_padding = decoder_conv_padding
         self.alternate_scan_axes = alternate_scan_axes
@@ -318,8 +324,8 @@ class PDEFMConfig(PretrainedConfig):
         refuse_removed_values(self)
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder_type not in DECODERS:
+            raise ValueError(f"decoder_type must be one of {DECODERS}, got {self.decoder_type!r}")
         if self.rollout_normalization not in ROLLOUT_NORMALIZATIONS:
             raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {self.rollout_normalization!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
@@ -376,7 +382,7 @@ class PDEFMConfig(PretrainedConfig):
         for d in (self.spatial_dims_in_use or [2]):
             patch, _, modes = self.grid_settings(d)
             width = self.decoder_width
-            kernel = 3**d if self.decoder == "conv" else 2 * 2 ** (d - 1) * modes**d
+            kernel = 3**d if self.decoder_type == "conv" else 2 * 2 ** (d - 1) * modes**d
             total += 2 * self.latent_channels * patch**d * h  # patch embedding and un-embedding
             total += self.decoder_layers * width * width * (kernel + 1)
         total += sum(self.latent_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
@@ -388,7 +394,9 @@ class PDEFMConfig(PretrainedConfig):
         """Build a config from a named size preset (`tiny`, `small`, `base`); keyword arguments override it."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
-        unknown = sorted(set(overrides) - set(cls.settable_keys()) - set(REMOVED_KEYS))
+        # transformers' own keys (output_hidden_states, ...) and earlier names of renamed keys are taken as given.
+        unknown = sorted(set(overrides) - set(cls.settable_keys()) - set(REMOVED_KEYS) - set(RENAMED_KEYS)
+                         - transformers_config_keys())
         if unknown:
             raise ValueError(f"unknown PDEFMConfig keys {unknown} (a typo would be saved and silently ignored); "
                              f"known: {sorted(cls.settable_keys())}")
@@ -406,9 +414,9 @@ class PDEFMConfig(PretrainedConfig):
         """Keys whose value changes nothing under this config's other settings (what a comparison of two models
         should not count as a difference)."""
         inactive = set()
-        if self.decoder == "fno":
+        if self.decoder_type == "fno":
             inactive.add("decoder_conv_padding")  # only 3x3 blocks pad
-        if self.decoder == "conv" and self.decoder_conv_padding == "boundary":
+        if self.decoder_type == "conv" and self.decoder_conv_padding == "boundary":
             inactive.add("wall_padding")  # such a decoder has no Fourier layer and skips it
         return inactive
 

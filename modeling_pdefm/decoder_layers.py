@@ -1,9 +1,9 @@
 """The decoder: from the backbone's tokens of the last frame back to a full-resolution latent field.
 
 `FieldDecoder` un-patches the tokens, joins them with the latent fields of the last input frames (a full-resolution
-skip), and passes the result through residual blocks whose kernel is a spectral convolution (`decoder="fno"`, the
-paper's FNO decoder) or a 3x3 convolution (`decoder="conv"`, `tiny`). Boundaries enter through two layers: walled
-axes are zero-padded around Fourier blocks (`WallPadding`), and 3x3 blocks wrap periodic axes (`PeriodicPad`).
+skip), and passes the result through residual blocks whose kernel is a spectral convolution (`decoder_type="fno"`,
+the paper's FNO decoder) or a 3x3 convolution (`decoder_type="conv"`, `tiny`). Boundaries enter through two layers:
+walled axes are zero-padded around Fourier blocks (`WallPadding`), and 3x3 blocks wrap periodic axes (`PeriodicPad`).
 All tensors are channels last: `[n, *space, channels]`.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from .configuration_pdefm import PDEFMConfig
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import FieldLinear, PatchUnembedding, conv_class
+from .tokenizer_layers import FieldLinear, PatchUnembedding, conv_class, weights_readable
 
 
 class PeriodicPad(torch.autograd.Function):
@@ -76,10 +76,10 @@ def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | None) -> torch.Tensor:
     """A 3x3 convolution layer (built with `padding=1`) applied to a channels-last field `[n, *space, c]`, wrapping
     around the axes flagged in `periodic` and zero-padding the others."""
-    if type(conv) is conv_class(x.ndim - 2):
+    if type(conv) is conv_class(x.ndim - 2) and weights_readable(conv):
         return periodic_conv(x, conv.weight, conv.bias, periodic)
-    # A wrapped layer (a LoRA adapter around the convolution) is called as itself, or its own part would be skipped:
-    # its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
+    # A wrapped layer (a LoRA adapter around the convolution, or an offloading hook) is called as itself, or its own
+    # part would be skipped: its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
     if not periodic or not any(periodic):
         return conv(x.movedim(-1, 1)).movedim(1, -1)
     out = conv(wrap_periodic_axes(x, periodic).movedim(-1, 1)).movedim(1, -1)
@@ -127,10 +127,10 @@ class DecoderBlock(nn.Module):
         if isinstance(self.kernel, SpectralConv):
             return x + F.gelu(self.pointwise(x) + self.kernel(x))
         d, conv = x.ndim - 2, self.kernel
-        if type(conv) is conv_class(d) and type(self.pointwise) is FieldLinear:
+        if type(conv) is conv_class(d) and type(self.pointwise) is FieldLinear and weights_readable(conv, self.pointwise):
             # W is the 3x3 convolution's centre tap: one convolution instead of a convolution, a matrix product and
-            # a sum (a quarter of a block's training step at tiny's size). Layers wrapped by an adapter (LoRA) are
-            # called as themselves below.
+            # a sum (a quarter of a block's training step at tiny's size). Layers wrapped by an adapter (LoRA) or by
+            # a hook (offloading) are called as themselves below.
             tap = self.pointwise.weight.view(*self.pointwise.weight.shape, *[1] * d)
             return x + F.gelu(periodic_conv(x, conv.weight + F.pad(tap, [1, 1] * d), conv.bias + self.pointwise.bias,
                                             periodic))
@@ -156,7 +156,8 @@ class FieldDecoder(nn.Module):
         self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
         self.lift = FieldLinear((1 + config.skip_frames()) * channels, config.decoder_width)
         self.blocks = nn.ModuleList(
-            DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder) for _ in range(config.decoder_layers)
+            DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder_type)
+            for _ in range(config.decoder_layers)
         )
         self.project = FieldLinear(config.decoder_width, channels)
         self.wrap_periodic = config.decoder_conv_padding == "boundary"

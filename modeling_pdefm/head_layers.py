@@ -18,7 +18,7 @@ class DatasetHead(nn.Module):
 
     `encode`: `[n, *space, n_fields + n_constant_fields]` -> `[n, *space, latent_channels]`.
     `decode`: `[n, *space, latent_channels]` -> `[n, *space, n_fields]`.
-    `context`: `constant_scalars [b, S]` -> `[b, hidden]`.
+    `forward` (the head's call): `constant_scalars [b, S]` -> the dataset's context `[b, hidden]`.
 
     pdefm 0.2.0 called these the dataset adapters (`adapters.<name>.*` in saved weights, renamed on load), a word
     now kept for PEFT's adapters.
@@ -37,7 +37,9 @@ class DatasetHead(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self.out_proj(latent)
 
-    def context(self, constant_scalars: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    def forward(self, constant_scalars: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        # The context is the call, as the embedding is the head's own weight: a hook around the head (accelerate's
+        # offloading) loads it then; `encode` and `decode` call their layers, which have their own.
         context = self.dataset_embedding.expand(batch_size, -1)
         if self.scalar_proj is not None:
             context = context + self.scalar_proj(signed_log(constant_scalars).to(context.dtype))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ssd_scan import mamba_kernels_available, ssd_scan
+from .tokenizer_layers import weights_readable
 
 
 class RMSNorm(nn.Module):
@@ -149,9 +150,10 @@ class Mamba2Mixer(nn.Module):
 
         The plain layer takes `CausalDepthwiseConv` (the depthwise `Conv1d` took a transpose each way and a backward
         pass slower than the rest of the mixer outside the scan); a layer wrapped by an adapter (LoRA), and a segment
-        shorter than the tail, call the layer itself on the tail and the inputs joined."""
+        shorter than the tail, and a layer whose call a hook wraps (accelerate's offloading), call the layer itself on
+        the tail and the inputs joined."""
         kernel = self.conv_kernel
-        if type(self.conv1d) is nn.Conv1d and xbc.shape[1] >= kernel - 1:
+        if type(self.conv1d) is nn.Conv1d and weights_readable(self.conv1d) and xbc.shape[1] >= kernel - 1:
             out = CausalDepthwiseConv.apply(xbc, tail, self.conv1d.weight[:, 0], self.conv1d.bias)
             return out, xbc[:, xbc.shape[1] - (kernel - 1) :]
         if tail is None:

@@ -33,21 +33,11 @@ from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
 from .field_matching import match_fields
 from .head_layers import DatasetHead, init_head_from_fields
-from .input_checks import (
-    check_inputs,
-    check_rollout_memory,
-    resolve_dataset,
-    resolve_n_steps,
-)
+from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps
 from .losses import pdefm_objective, unbiased_variance
 from .mamba_layers import Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import (
-    FieldLinear,
-    PatchEmbedding,
-    SpectralTokenizer,
-    sinusoidal_encoding,
-)
+from .tokenizer_layers import FieldLinear, PatchEmbedding, SpectralTokenizer, sinusoidal_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -59,7 +49,7 @@ NORM_MIN_STD = 1e-6
 # load by transformers' conversion mapping (`from_pretrained`) and by a state-dict pre-hook (`load_state_dict`).
 RENAMED_WEIGHT_PREFIXES = {"adapters.": "dataset_heads."}
 register_checkpoint_conversion_mapping(
-    "PDEFMModel", [WeightRenaming(source_patterns=f"^{old[:-1]}\\.", target_patterns=new)
+    PDEFMConfig.model_type, [WeightRenaming(source_patterns=f"^{old[:-1]}\\.", target_patterns=new)
                    for old, new in RENAMED_WEIGHT_PREFIXES.items()], overwrite=True)
 # Rollouts of this many steps or more show a progress bar (transformers' `logging.disable_progress_bar()` hides it).
 PROGRESS_FROM_STEPS = 50
@@ -76,6 +66,9 @@ class PDEFMOutput(ModelOutput):
         last_hidden_state: `[batch, T_in, *patch_grid, hidden]` backbone output for the last predicted step.
         vrmse_loss: scalar mean VRMSE of `prediction` against `labels` (The Well's metric), when labels are given.
         spectral_loss: scalar wavenumber-weighted relative spectral error, when labels are given.
+        hidden_states: with `output_hidden_states`, the token states of the last predicted step, each `[batch, T_in,
+            *patch_grid, hidden]`: after the tokenizer, fusion and frame code (the backbone's input), then after
+            every backbone layer, the last one after the final norm (`last_hidden_state`); `num_layers + 1` in all.
     """
 
     loss: torch.Tensor | None = None
@@ -83,6 +76,7 @@ class PDEFMOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     vrmse_loss: torch.Tensor | None = None
     spectral_loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 def dims_key(n_spatial_dims: int) -> str:
@@ -105,6 +99,7 @@ class ForecastInputs:
     labels: torch.Tensor | None = None
     input_time_grid: torch.Tensor | None = None
     output_time_grid: torch.Tensor | None = None
+    output_hidden_states: bool = False
 
 
 class PDEFMPreTrainedModel(PreTrainedModel):
@@ -281,7 +276,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 constant_scalars: torch.Tensor | None = None, boundary_conditions: torch.Tensor | None = None,
                 input_time_grid: torch.Tensor | None = None, output_time_grid: torch.Tensor | None = None,
                 output_fields: torch.Tensor | None = None, n_steps: int | None = None,
-                return_dict: bool | None = None, **kwargs) -> PDEFMOutput | tuple:
+                output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs) -> PDEFMOutput | tuple:
         r"""
         Args:
             input_fields: `[batch, T_in, *space, C]` the last `T_in` frames.
@@ -292,25 +287,26 @@ class PDEFMModel(PDEFMPreTrainedModel):
             boundary_conditions: `[batch, n_dims, 2]` codes WALL=0, OPEN=1, PERIODIC=2 for the low and high side.
             input_time_grid: `[batch, T_in]`, output_time_grid: `[batch, T_out]` frame times.
             n_steps: frames to predict when labels do not say it (default: as many as output_time_grid holds, else 1).
+            output_hidden_states: return the token states (default: `config.output_hidden_states`).
+            kwargs: keys of The Well's windows the model does not use; `output_attentions` and `use_cache` as False.
 
         Returns:
-            [`PDEFMOutput`]: `prediction [batch, T_out, *space, C]` and, with labels, `loss` (VRMSE +
-            `config.spectral_loss_weight` x spectral loss) with its parts `vrmse_loss` and `spectral_loss`.
+            [`PDEFMOutput`]: `prediction [batch, T_out, *space, C]`; with labels `loss` (VRMSE +
+            `config.spectral_loss_weight` x spectral loss) and its parts `vrmse_loss` and `spectral_loss`.
         """
         inputs = self._resolve_inputs(input_fields, dataset_name, output_fields if labels is None else labels,
                                       constant_fields, constant_scalars, boundary_conditions, input_time_grid,
-                                      output_time_grid, n_steps, **kwargs)
+                                      output_time_grid, n_steps, output_hidden_states=output_hidden_states, **kwargs)
         check_rollout_memory(inputs.window, inputs.n_steps)
-        frames, tokens = [], None
-        for frame, tokens in logging.tqdm(self._rollout(inputs), total=inputs.n_steps, desc="rollout", unit="step",
+        frames, states = [], None
+        for frame, states in logging.tqdm(self._rollout(inputs), total=inputs.n_steps, desc="rollout", unit="step",
                                           disable=inputs.n_steps < PROGRESS_FROM_STEPS):
             frames.append(frame)
         prediction = torch.stack(frames, dim=1)  # [b, T_out, *space, C]
         loss, vrmse, spectral = self._loss(prediction, inputs) if inputs.labels is not None else (None, None, None)
-        if not (return_dict if return_dict is not None else self.config.return_dict):
-            return tuple(v for v in (loss, prediction, tokens, vrmse, spectral) if v is not None)
-        return PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=tokens, vrmse_loss=vrmse,
-                           spectral_loss=spectral)
+        output = PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=states[-1], vrmse_loss=vrmse,
+                             spectral_loss=spectral, hidden_states=states if inputs.output_hidden_states else None)
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
     def iter_rollout(self, n_steps: int, **inputs) -> Iterator[torch.Tensor]:
         """The autoregressive rollout, frame by frame: yields each predicted frame `[batch, 1, *space, C]` in the
@@ -337,11 +333,19 @@ class PDEFMModel(PDEFMPreTrainedModel):
     # ----------------------------------------------------------------------------------------- stages
     def _resolve_inputs(self, input_fields, dataset_name=None, labels=None, constant_fields=None, constant_scalars=None,
                         boundary_conditions=None, input_time_grid=None, output_time_grid=None, n_steps=None,
-                        output_fields=None, **batch_keys) -> ForecastInputs:
+                        output_fields=None, output_hidden_states=None, output_attentions=None, use_cache=None,
+                        **batch_keys) -> ForecastInputs:
         """Stage 1: which dataset, how many steps, checked shapes, one dtype, and what conditions every step."""
         unknown = set(batch_keys) - IGNORED_BATCH_KEYS
         if unknown:
             raise TypeError(f"PDEFMModel.forward got unexpected arguments {sorted(unknown)}")
+        # Generic wrappers pass these as False; only a value the model cannot honour is refused.
+        if output_attentions:
+            raise ValueError("output_attentions=True: PDE-FM returns no attention maps (its backbone is a state-space "
+                             "model); leave it out or pass False (output_hidden_states=True gives the token states)")
+        if use_cache:
+            raise ValueError("use_cache=True: PDE-FM keeps no cache between calls (every step reads its whole input "
+                             "window); leave it out or pass False")
         name = resolve_dataset(self.config, dataset_name)
         spec = self.config.datasets[name]
         labels = output_fields if labels is None else labels
@@ -361,13 +365,16 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 axes = tuple(range(1, d + 1))
                 constants = (constants - constants.mean(axes, keepdim=True)) / constants.std(axes, keepdim=True).clamp_min(NORM_MIN_STD)
         return ForecastInputs(name=name, spec=spec, window=window, n_steps=n_steps, constants=constants,
-                              context=self.dataset_heads[name].context(constant_scalars, batch),
+                              context=self.dataset_heads[name](constant_scalars, batch),
                               boundary_conditions=boundary_conditions, labels=labels,
-                              input_time_grid=input_time_grid, output_time_grid=output_time_grid)
+                              input_time_grid=input_time_grid, output_time_grid=output_time_grid,
+                              output_hidden_states=bool(self.config.output_hidden_states if output_hidden_states is None
+                                                        else output_hidden_states))
 
     def _rollout(self, inputs: ForecastInputs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Stage 2, the one rollout: normalise the window, predict the next frame, map it back to the input's units,
-        shift it into the window; `n_steps` times. Yields `(frame [b, *space, C], backbone tokens)`.
+        shift it into the window; `n_steps` times. Yields `(frame [b, *space, C], token states)`: the backbone's input
+        and every layer's output with `output_hidden_states`, else the last (`[b, T, *grid, hidden]` each).
 
         `config.rollout_normalization` says which statistics a step's window is normalised with: `"every_window"`
         recomputes them from the window each step is given (a step sees what a one-step forecast from that window
@@ -382,9 +389,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
             if self.context_encoder is not None:
                 dt = self._step_time(inputs, step).to(window.device)
                 context = self.context_encoder(inputs.boundary_conditions, dt, inputs.context)
-            next_norm, tokens = self._predict_next(inputs.name, window_norm, inputs.constants, context, periodic)
+            next_norm, states = self._predict_next(inputs.name, window_norm, inputs.constants, context, periodic,
+                                                   inputs.output_hidden_states)
             frame = next_norm * std[:, 0] + mean[:, 0]
-            yield frame, tokens
+            yield frame, states
             if step + 1 == inputs.n_steps:
                 break
             if self.config.rollout_normalization == "every_window":
@@ -441,8 +449,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return floor.clamp_min(NORM_MIN_STD).view(shape)
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
-                      periodic: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and backbone tokens."""
+                      periodic: tuple[bool, ...], all_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and the token states
+        `[b, T, *grid, hidden]` (every layer's with `all_states`, else the backbone's output alone)."""
         head = self.dataset_heads[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
@@ -461,7 +470,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         offsets = torch.arange(frames - 1, -1, -1, device=tokens.device)[:, None]
         frame_code = self.frame_proj(sinusoidal_encoding(offsets, hidden).to(tokens.dtype))  # [T, H]
         tokens = tokens.view(batch, frames, -1, hidden) + frame_code[None, :, None]
-        tokens = self.backbone(tokens.view(batch, frames, *grid, hidden))
+        states = self.backbone(tokens.view(batch, frames, *grid, hidden), all_states)
+        tokens = states[-1]
         skip_frames = self.config.skip_frames()
         if frames < skip_frames:
             raise ValueError(f"this model's decoder joins the last {skip_frames} input frames (decoder_skip_frames); "
@@ -471,4 +481,4 @@ class PDEFMModel(PDEFMPreTrainedModel):
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, periodic)
         delta = head.decode(decoded)
-        return (window[:, -1] + delta if self.config.predict_increment else delta), tokens
+        return (window[:, -1] + delta if self.config.predict_increment else delta), states

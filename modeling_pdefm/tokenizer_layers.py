@@ -42,6 +42,13 @@ def conv_class(n_spatial_dims: int) -> type[nn.Module]:
     return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[n_spatial_dims]
 
 
+def weights_readable(*modules: nn.Module) -> bool:
+    """Whether a fused path may read these modules' weights without calling them: not where a hook wraps their
+    call (accelerate's offloading hooks load offloaded weights only when the module itself is called; any forward
+    hook expects the call)."""
+    return not any(hasattr(m, "_hf_hook") or m._forward_pre_hooks or m._forward_hooks for m in modules)
+
+
 class FieldLinear(nn.Linear):
     """A pointwise map between the channels of a field, channels last (`[..., in] -> [..., out]`): what a 1x1
     convolution does, as one matrix product. Initialised by fan-in (see `PDEFMPreTrainedModel._init_weights`)."""

@@ -49,7 +49,7 @@ ABLATIONS = {
     "no_film": {"use_film": False},
     "no_cross_attention": {"use_cross_attention": False},
     "attention_backbone": {"backbone": "attention"},
-    "fno_decoder": {"decoder": "fno"},  # the paper's decoder (`tiny` has 3x3 blocks)
+    "fno_decoder": {"decoder_type": "fno"},  # the paper's decoder (`tiny` has 3x3 blocks)
 }
 
 

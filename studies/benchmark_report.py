@@ -9,6 +9,8 @@ import shutil
 import time
 
 import numpy as np
+
+from modeling_pdefm.config_versions import RENAMED_KEYS
 from pdefm.data import split_resolution
 from pdefm.train.evaluation.report import mean_sd_cell, plot_rollout_curves
 
@@ -307,7 +309,8 @@ def ablation_setting_notes(out: str, runs: dict) -> list[str]:
             full, variant = model_settings(out, seed, "pdefm"), model_settings(out, seed, key)
             if full is None or variant is None:
                 continue
-            switched = set(doc.get("overrides", {}))
+            # Runs made before a key was renamed name it as it was then (`decoder`, today `decoder_type`).
+            switched = {RENAMED_KEYS.get(k, (k,))[0] for k in doc.get("overrides", {})}
             # A key active in only one of the two is a consequence of the switch (the FNO decoder's wall padding).
             differ = sorted(k for k in set(full) & set(variant) if k not in switched and full[k] != variant[k])
             if differ:

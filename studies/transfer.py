@@ -51,7 +51,7 @@ from pdefm.runtime.process import setup_process
 STRATEGIES = ("zero_shot", "heads", "lora", "spectral_lora", "full", "scratch")
 # The bases keep the paper's FNO decoder whatever the preset's: the frequency-band adapters adapt its Fourier layers,
 # and the published study ran with it. Scratch runs copy the base's architecture.
-BASE_MODEL_OVERRIDES = {"decoder": "fno"}
+BASE_MODEL_OVERRIDES = {"decoder_type": "fno"}
 TRAINED_FROM_BASE = ("heads", "lora", "spectral_lora", "full")
 
 

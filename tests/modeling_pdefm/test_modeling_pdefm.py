@@ -33,7 +33,7 @@ ABLATIONS = [
     dict(use_film=False),
     dict(use_cross_attention=False),
     dict(backbone="attention"),
-    dict(decoder="conv"),
+    dict(decoder_type="conv"),
     dict(predict_increment=False),
     dict(normalize_inputs=False),
     dict(alternate_scan_axes=False),
@@ -58,9 +58,9 @@ def test_ablations_remove_their_modules():
     assert type(PDEFMModel(tiny_config(use_cross_attention=False)).fusion).__name__ == "SpectralSummaryFusion"
     attention = PDEFMModel(tiny_config(backbone="attention"))
     assert not any(isinstance(m, Mamba2Mixer) for m in attention.modules())
-    conv = PDEFMModel(tiny_config(decoder="conv"))
+    conv = PDEFMModel(tiny_config(decoder_type="conv"))
     assert not any(type(m).__name__ == "SpectralConv" for m in conv.modules())
-    fno = PDEFMModel(tiny_config(decoder="fno"))
+    fno = PDEFMModel(tiny_config(decoder_type="fno"))
     for block in fno.decoders["2d"].blocks:  # either kind keeps the state-dict name `kernel`
         assert type(block.kernel).__name__ == "SpectralConv"
 
@@ -69,7 +69,7 @@ def test_ablations_remove_their_modules():
 def test_receptive_field_spans_the_whole_grid_and_all_frames(backbone):
     # Only the backbone links far-apart patches here: conv decoder, no spectral tokens, no global normalisation.
     torch.manual_seed(0)
-    model = PDEFMModel(tiny_config(backbone=backbone, decoder="conv", use_spectral_tokens=False, normalize_inputs=False))
+    model = PDEFMModel(tiny_config(backbone=backbone, decoder_type="conv", use_spectral_tokens=False, normalize_inputs=False))
     torch.nn.init.normal_(model.dataset_heads["shear_flow"].out_proj.weight)
     batch = make_batch("shear_flow", batch=1, t_in=3, space=(16, 16))
     batch["input_fields"].requires_grad_(True)
@@ -145,8 +145,8 @@ def test_removed_options_load_at_the_value_models_behave_as_and_are_refused_othe
             PDEFMConfig(datasets=spec, **{key: other})
         with pytest.raises(ValueError, match=rf"PDEFMConfig key '{key}' was removed"):
             PDEFMConfig.from_preset("tiny", datasets=spec, **{key: other})
-    with pytest.raises(ValueError, match=r"PDEFMConfig key 'decoder': 'fno_conv' was removed .* pdefm 0.1.0"):
-        PDEFMConfig.from_preset("tiny", datasets=spec, decoder="fno_conv")
+    with pytest.raises(ValueError, match=r"PDEFMConfig key 'decoder_type': 'fno_conv' was removed .* pdefm 0.1.0"):
+        PDEFMConfig.from_preset("tiny", datasets=spec, decoder_type="fno_conv")
 
 
 def test_new_dataset_adapter_starts_from_persistence(tiny_model):

@@ -64,10 +64,10 @@ def _boundaries(codes):
 
 def test_periodic_fields_are_decoded_as_before_and_walls_are_padded():
     torch.manual_seed(0)
-    padded = PDEFMModel(tiny_config(decoder="fno")).eval()  # wall padding is for Fourier layers
+    padded = PDEFMModel(tiny_config(decoder_type="fno")).eval()  # wall padding is for Fourier layers
     with torch.no_grad():  # a fresh adapter predicts "no change" whatever the decoder does
         padded.dataset_heads["shear_flow"].out_proj.weight.normal_()
-    unpadded = PDEFMModel(tiny_config(decoder="fno", wall_padding=0.0)).eval()
+    unpadded = PDEFMModel(tiny_config(decoder_type="fno", wall_padding=0.0)).eval()
     unpadded.load_state_dict(padded.state_dict())
     batch = make_batch("shear_flow", space=(16, 24))
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_decoder_treats_walled_axes_as_bounded_and_periodic_ones_as_periodic():
     """Without padding the Fourier layers are exactly equivariant to circular shifts (the last row is the first
     row's neighbour); padding a walled axis ends that along it, and only along it."""
     torch.manual_seed(0)
-    config = tiny_config(patch_size=4, decoder="fno", decoder_skip_frames=1)
+    config = tiny_config(patch_size=4, decoder_type="fno", decoder_skip_frames=1)
     decoder = FieldDecoder(config, 2).eval()
     tokens = torch.zeros(1, 16, config.hidden_size)  # a constant token field: the skip carries the structure
     skip = torch.randn(1, 16, 16, config.latent_channels)  # channels last
@@ -111,7 +111,7 @@ def test_conv_decoder_wraps_periodic_axes_and_zero_pads_walls():
 
     def decoder(padding):
         torch.manual_seed(0)
-        config = tiny_config(patch_size=4, decoder="conv", decoder_conv_padding=padding, hidden_size=32,
+        config = tiny_config(patch_size=4, decoder_type="conv", decoder_conv_padding=padding, hidden_size=32,
                              latent_channels=8, decoder_skip_frames=1)  # the skip below holds one frame
         return FieldDecoder(config, 2).eval()
 
@@ -174,10 +174,10 @@ def test_the_model_passes_its_periodic_axes_to_the_decoder():
     mixed = torch.tensor([[[PERIODIC, PERIODIC], [PERIODIC, PERIODIC]], [[PERIODIC, WALL], [PERIODIC, PERIODIC]]])
     assert PDEFMModel._periodic_axes(mixed) == (False, True)  # one walled sample makes the axis walled for the batch
     torch.manual_seed(0)
-    model = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="boundary")).eval()
+    model = PDEFMModel(tiny_config(decoder_type="conv", decoder_conv_padding="boundary")).eval()
     with torch.no_grad():
         model.dataset_heads["shear_flow"].out_proj.weight.normal_()
-    zero_padded = PDEFMModel(tiny_config(decoder="conv", decoder_conv_padding="zeros", wall_padding=0.0)).eval()
+    zero_padded = PDEFMModel(tiny_config(decoder_type="conv", decoder_conv_padding="zeros", wall_padding=0.0)).eval()
     zero_padded.load_state_dict(model.state_dict())
     batch = make_batch("shear_flow", space=(16, 16))
     with torch.no_grad():

@@ -380,7 +380,7 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
     from pdefm.studies.benchmark_report import ablation_setting_notes
 
     spec = {"a": {"n_fields": 1, "n_spatial_dims": 2}}
-    for run, overrides in (("pdefm", {"decoder": "fno"}), ("ablation_no_film", {"decoder": "fno", "use_film": False}),
+    for run, overrides in (("pdefm", {"decoder_type": "fno"}), ("ablation_no_film", {"decoder_type": "fno", "use_film": False}),
                            ("ablation_old", {"use_film": False})):
         os.makedirs(tmp_path / "seed0" / run)
         PDEFMConfig.from_preset("tiny", datasets=spec, **overrides).to_json_file(str(tmp_path / "seed0" / run / "config.json"))
@@ -389,16 +389,16 @@ def test_an_ablation_trained_under_older_defaults_is_flagged(tmp_path):
     notes = ablation_setting_notes(str(tmp_path), runs)
     # Only the run whose other settings differ is flagged, with the key and both values.
     assert len(notes) == 1 and notes[0].startswith("- old (seed 0) was trained before the full model's settings changed")
-    assert "`decoder` ('conv' against the full model's 'fno')" in notes[0]
+    assert "`decoder_type` ('conv' against the full model's 'fno')" in notes[0]
     # Settings that change nothing in a model are no difference: the FNO decoder has no 3x3 blocks to pad, and a
     # wrapping 3x3 decoder skips the wall padding the FNO decoder uses.
-    for run, overrides in (("pdefm", {"decoder": "conv", "decoder_conv_padding": "boundary"}),
-                           ("ablation_fno_decoder", {"decoder": "fno", "decoder_conv_padding": "zeros"})):
+    for run, overrides in (("pdefm", {"decoder_type": "conv", "decoder_conv_padding": "boundary"}),
+                           ("ablation_fno_decoder", {"decoder_type": "fno", "decoder_conv_padding": "zeros"})):
         os.makedirs(tmp_path / "seed1" / run)
         PDEFMConfig.from_preset("tiny", datasets=spec, **overrides).to_json_file(str(tmp_path / "seed1" / run / "config.json"))
-    runs = {"pdefm": {1: {}}, "ablation_fno_decoder": {1: {"overrides": {"decoder": "fno"}}}}
+    runs = {"pdefm": {1: {}}, "ablation_fno_decoder": {1: {"overrides": {"decoder": "fno"}}}}  # as 0.2.0 recorded it
     assert ablation_setting_notes(str(tmp_path), runs) == []
-    fno = PDEFMConfig.from_preset("tiny", datasets=spec, decoder="fno")
+    fno = PDEFMConfig.from_preset("tiny", datasets=spec, decoder_type="fno")
     assert fno.inactive_keys() == {"decoder_conv_padding"}
     assert PDEFMConfig.from_preset("tiny", datasets=spec).inactive_keys() == {"wall_padding"}
     assert PDEFMConfig.from_preset("tiny", datasets=spec, decoder_conv_padding="zeros").inactive_keys() == set()

@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
                   tensor_fields=False, constant_fields=False, time_scalars=False)
     torch.manual_seed(0)
     # The paper's FNO decoder: the spectral adapters need its Fourier layers (`tiny` has 3x3 blocks).
-    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), decoder="fno",
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), decoder_type="fno",
                                               n_steps_input=2))
     base_dir = str(tmp_path_factory.mktemp("base"))
     base.save_pretrained(base_dir)

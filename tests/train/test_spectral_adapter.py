@@ -43,7 +43,7 @@ def test_each_band_update_has_at_most_its_rank_and_lower_bands_get_more():
 
 def test_adapted_model_starts_equal_trains_only_adapters_and_merges_exactly():
     torch.manual_seed(0)
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder="fno", n_steps_input=2)).eval()
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder_type="fno", n_steps_input=2)).eval()
     with torch.no_grad():
         model.dataset_heads["shear_flow"].out_proj.weight.normal_()  # a fresh one predicts no change, whatever the decoder
     batch = make_batch("shear_flow")
@@ -70,7 +70,7 @@ def test_adapted_model_starts_equal_trains_only_adapters_and_merges_exactly():
 
 
 def test_a_model_without_fourier_layers_is_refused():
-    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder="conv"))
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=DATASETS, decoder_type="conv"))
     with pytest.raises(ValueError, match="no spectral convolution under"):
         add_spectral_adapters(model, ["decoders.2d"])
     with pytest.raises(ValueError, match="rank and n_bands must be >= 1"):

@@ -78,7 +78,7 @@ def add_spectral_adapters(model: nn.Module, prefixes: list[str], rank: int = 4, 
             adapted.append(name)
     if not adapted:
         raise ValueError(f"no spectral convolution under {prefixes}; the spectral adapter needs the FNO decoder "
-                         "(a model with decoder='conv' has none)")
+                         "(a model with decoder_type='conv' has none)")
     return adapted
 
 

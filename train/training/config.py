@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from modeling_pdefm import PRESETS, PDEFMConfig
+from modeling_pdefm.config_versions import RENAMED_KEYS
 from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
@@ -145,7 +146,8 @@ class PretrainConfig:
         if training_keys:
             raise ValueError(f"config key 'model_overrides': {training_keys} are training keys that the run writes "
                              f"into the model's config; set them as config keys instead (e.g. --{training_keys[0]} ...)")
-        unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()))
+        # A key's earlier name (`decoder`, today `decoder_type`) is read as the model config reads it.
+        unknown = sorted(set(self.model_overrides) - set(PDEFMConfig.settable_keys()) - set(RENAMED_KEYS))
         if unknown:
             raise ValueError(f"config key 'model_overrides': unknown model keys {unknown}; known: {sorted(PDEFMConfig.settable_keys())}")
         if self.datasets is not None:
