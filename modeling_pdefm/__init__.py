@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_pdefm import PRESETS, PDEFMConfig
 from .modeling_pdefm import PDEFMModel, PDEFMOutput, PDEFMPreTrainedModel
+from .well_forecaster import WellForecaster
 
 AutoConfig.register("pdefm", PDEFMConfig, exist_ok=True)
 AutoModel.register(PDEFMConfig, PDEFMModel, exist_ok=True)
@@ -11,4 +12,4 @@ AutoModel.register(PDEFMConfig, PDEFMModel, exist_ok=True)
 PDEFMConfig.register_for_auto_class()
 PDEFMModel.register_for_auto_class("AutoModel")
 
-__all__ = ["PRESETS", "PDEFMConfig", "PDEFMModel", "PDEFMOutput", "PDEFMPreTrainedModel"]
+__all__ = ["PRESETS", "PDEFMConfig", "PDEFMModel", "PDEFMOutput", "PDEFMPreTrainedModel", "WellForecaster"]

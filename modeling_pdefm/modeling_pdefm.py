@@ -37,7 +37,7 @@ from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, r
 from .losses import pdefm_objective, unbiased_variance
 from .mamba_layers import Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import FieldLinear, PatchEmbedding, SpectralTokenizer, sinusoidal_encoding
+from .tokenizer_layers import FieldLinear, PatchEmbedding, PatchEmbeddings, SpectralTokenizer, sinusoidal_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -166,7 +166,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         super().__init__(config)
         hidden = config.hidden_size
         self.dataset_heads = nn.ModuleDict()
-        self.patch_embeddings = nn.ModuleDict()
+        self.patch_embeddings = PatchEmbeddings()
         self.decoders = nn.ModuleDict()
         self.spectral_tokenizer = SpectralTokenizer(config.latent_channels, hidden) if config.use_spectral_tokens else None
         if config.use_spectral_tokens:
@@ -202,6 +202,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
             self.decoders[key] = FieldDecoder(self.config, spec["n_spatial_dims"])
             created += [self.patch_embeddings[key], self.decoders[key]]
         return created
+
+    def get_input_embeddings(self) -> PatchEmbeddings:
+        """The patch embeddings: the first learned map the fields of every dataset share (transformers and PEFT
+        hook it to make the backbone's inputs require grad under reentrant gradient checkpointing)."""
+        return self.patch_embeddings
+
+    def set_input_embeddings(self, value: PatchEmbeddings) -> None:
+        self.patch_embeddings = value
 
     @property
     def is_gradient_checkpointing(self) -> bool:
@@ -460,7 +468,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if constants is not None:
             x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=-1)
         latent = head.encode(x.flatten(0, 1))  # [b*T, *space, A]
-        tokens, grid = self.patch_embeddings[dims_key(d)](latent)  # [b*T, N, H]
+        tokens, grid = self.patch_embeddings(latent), self.patch_embeddings.grid(space)  # [b*T, N, H]
         if self.film is not None:
             tokens = self.film(tokens, context.repeat_interleave(frames, dim=0))
         if self.spectral_tokenizer is not None:

@@ -88,15 +88,32 @@ class PatchEmbedding(nn.Module):
         self.patch_size, self.n_spatial_dims = patch_size, n_spatial_dims
         self.proj = FieldLinear(in_channels * patch_size**n_spatial_dims, hidden_size)
 
+    def grid(self, space: tuple[int, ...]) -> tuple[int, ...]:
+        """Patches along each axis of a grid of `space` points (padded up to a multiple of the patch)."""
+        return tuple(-(-size // self.patch_size) for size in space)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         n, d, p = x.shape[0], self.n_spatial_dims, self.patch_size
+        grid = self.grid(tuple(x.shape[1:-1]))
         x = pad_to_multiple(x, p, d)
-        grid = tuple(size // p for size in x.shape[1:-1])
         # [n, g1, p1, ..., gd, pd, C] -> [n, g1..gd, p1..pd, C]
         x = x.reshape(n, *[v for g in grid for v in (g, p)], x.shape[-1])
         x = x.permute(0, *range(1, 2 * d, 2), *range(2, 2 * d + 1, 2), 2 * d + 1)
         tokens = self.proj(x.reshape(n, torch.Size(grid).numel(), -1))
         return tokens + sinusoidal_encoding(grid_positions(grid, x.device), tokens.shape[-1]).to(tokens.dtype), grid
+
+
+class PatchEmbeddings(nn.ModuleDict):
+    """The patch embedding of each dimensionality (`"2d"`, `"3d"`), called as one layer: `latent [n, *space, C]` ->
+    tokens `[n, n_patches, hidden]` by the embedding of the latent's dimensionality (its grid: `grid(space)`). The
+    model's input embeddings (`get_input_embeddings`): the first learned map every dataset's fields share, whose
+    output transformers' and PEFT's `enable_input_require_grads` mark as requiring grad."""
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self[f"{latent.ndim - 2}d"](latent)[0]
+
+    def grid(self, space: tuple[int, ...]) -> tuple[int, ...]:
+        return self[f"{len(space)}d"].grid(space)
 
 
 class PatchUnembedding(nn.Module):

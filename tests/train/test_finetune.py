@@ -326,3 +326,32 @@ def test_a_malformed_field_alias_is_refused(setup, tmp_path, capsys):
             str(tmp_path), "--field-alias", "momentum", "--max_steps", "1"]
     assert finetune_main(argv) == 2
     assert "--field-alias 'momentum': expected QUANTITY=QUANTITY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_lora_on_the_backbone_trains_under_gradient_checkpointing_in_both_modes(reentrant):
+    """PEFT marks the input embeddings' output as requiring grad (`get_input_embeddings`, the patch embeddings), so
+    reentrant checkpointing of the backbone layers still reaches LoRA's weights when every base weight is frozen;
+    the gradients equal those without checkpointing."""
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import make_batch, tiny_config
+
+    grads = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = PDEFMModel(tiny_config())
+        with torch.no_grad():  # a fresh head predicts no change, which no backbone weight would move
+            model.dataset_heads["shear_flow"].out_proj.weight.normal_(std=0.1)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=r"backbone\.layers\.\d+\.mixer\..*_mixer\.out_proj",
+                                                       init_lora_weights=False))
+        peft_model.train()
+        loss = peft_model(**make_batch("shear_flow")).loss
+        loss.backward()
+        grads[checkpointing] = {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert grads[True] and all(g.abs().sum() > 0 for g in grads[True].values())
+    assert grads[True].keys() == grads[False].keys()
+    for name, grad in grads[True].items():
+        torch.testing.assert_close(grad, grads[False][name], rtol=1e-4, atol=1e-6)
