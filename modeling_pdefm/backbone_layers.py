@@ -49,7 +49,7 @@ class BackboneLayer(GradientCheckpointingLayer):
         permuted = tokens.permute(order)
         sequence = permuted.reshape(batch, -1, hidden)
         sequence = sequence + self.mixer(self.norm(sequence))
-        return sequence.reshape(permuted.shape).permute(torch.argsort(torch.tensor(order)).tolist())
+        return sequence.reshape(permuted.shape).permute([order.index(axis) for axis in range(len(order))])
 
 
 class PDEFMBackbone(nn.Module):

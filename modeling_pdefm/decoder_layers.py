@@ -59,11 +59,25 @@ def wrap_periodic_axes(x: torch.Tensor, periodic: tuple[bool, ...]) -> torch.Ten
     return PeriodicPad.apply(x, tuple(axis for axis, wraps in enumerate(periodic, start=1) if wraps))
 
 
+def boundary_pad(x: torch.Tensor, periodic: torch.Tensor) -> torch.Tensor:
+    """One point of padding on every spatial axis of a channels-last field `[n, *space, c]`, wrapped where the bool
+    tensor `periodic [d]` says so and zero elsewhere, chosen by tensor ops: what a trace (`torch.export`) can follow
+    when the boundary conditions are inputs. Axis by axis, so corners are what `PeriodicPad` and zero padding give."""
+    for axis in range(1, x.ndim - 1):
+        n = x.shape[axis]
+        wrapped = torch.cat([x.narrow(axis, n - 1, 1), x, x.narrow(axis, 0, 1)], dim=axis)
+        zeros = x.new_zeros(*x.shape[:axis], 1, *x.shape[axis + 1:])
+        x = torch.where(periodic[axis - 1], wrapped, torch.cat([zeros, x, zeros], dim=axis))
+    return x
+
+
 def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  periodic: tuple[bool, ...] | None) -> torch.Tensor:
+                  periodic: tuple[bool, ...] | torch.Tensor | None) -> torch.Tensor:
     """A 3x3 convolution of a channels-last field `[n, *space, c]` with `weight [out, c, 3, ...]`, wrapping around
     the axes flagged in `periodic` and zero-padding the others (all of them when `periodic` is None)."""
     d = weight.ndim - 2
+    if torch.is_tensor(periodic):
+        return getattr(F, f"conv{d}d")(boundary_pad(x, periodic).movedim(-1, 1), weight, bias).movedim(1, -1)
     periodic = tuple(periodic) if periodic else (False,) * d
     if any(periodic):
         # Wrap in the channels-last layout: the convolution then keeps its fast channels-last path, which a
@@ -73,11 +87,14 @@ def periodic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return getattr(F, f"conv{d}d")(x.movedim(-1, 1), weight, bias, padding=padding).movedim(1, -1)
 
 
-def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | None) -> torch.Tensor:
+def boundary_conv(conv: nn.Module, x: torch.Tensor, periodic: tuple[bool, ...] | torch.Tensor | None) -> torch.Tensor:
     """A 3x3 convolution layer (built with `padding=1`) applied to a channels-last field `[n, *space, c]`, wrapping
     around the axes flagged in `periodic` and zero-padding the others."""
     if type(conv) is conv_class(x.ndim - 2) and weights_readable(conv):
         return periodic_conv(x, conv.weight, conv.bias, periodic)
+    if torch.is_tensor(periodic):  # traced: pad by tensor ops, crop what the layer's own padding adds
+        out = conv(boundary_pad(x, periodic).movedim(-1, 1)).movedim(1, -1)
+        return out[(slice(None), *[slice(1, -1)] * (x.ndim - 2))]
     # A wrapped layer (a LoRA adapter around the convolution, or an offloading hook) is called as itself, or its own
     # part would be skipped: its zero padding then adds a point outside the wrapped one, whose outputs are cropped.
     if not periodic or not any(periodic):
@@ -95,10 +112,15 @@ class WallPadding(nn.Module):
         super().__init__()
         self.fraction = fraction
 
-    def widths(self, periodic: tuple[bool, ...], space: tuple[int, ...]) -> tuple[int, ...]:
+    def widths(self, periodic: tuple[bool, ...] | torch.Tensor, space: tuple[int, ...]) -> tuple[int, ...]:
         """Points of padding on each side of each spatial axis: 0 on a periodic one."""
         if not self.fraction:
             return (0,) * len(space)
+        if torch.is_tensor(periodic):
+            raise ValueError("this model pads walled axes before its decoder's blocks (wall_padding, the Fourier "
+                             "decoder or decoder_conv_padding='zeros'), so the shapes it computes depend on the values "
+                             "of boundary_conditions, which a trace (torch.export) cannot follow; export a model "
+                             "with wall_padding=0 or decoder_type='conv' with decoder_conv_padding='boundary'")
         return tuple(0 if wraps else max(1, round(self.fraction * n)) for wraps, n in zip(periodic, space))
 
     def pad(self, x: torch.Tensor, widths: tuple[int, ...]) -> torch.Tensor:
@@ -122,8 +144,9 @@ class DecoderBlock(nn.Module):
         self.kernel = conv(width, width, 3, padding=1) if kind == "conv" else SpectralConv(width, width, modes, n_spatial_dims)
         self.pointwise = FieldLinear(width, width)
 
-    def forward(self, x: torch.Tensor, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
-        """`periodic`: per spatial axis, whether the 3x3 convolutions wrap around it (else they zero-pad it)."""
+    def forward(self, x: torch.Tensor, periodic: tuple[bool, ...] | torch.Tensor | None = None) -> torch.Tensor:
+        """`periodic`: per spatial axis, whether the 3x3 convolutions wrap around it (else they zero-pad it); a bool
+        tensor under a trace."""
         if isinstance(self.kernel, SpectralConv):
             return x + F.gelu(self.pointwise(x) + self.kernel(x))
         d, conv = x.ndim - 2, self.kernel
@@ -165,7 +188,7 @@ class FieldDecoder(nn.Module):
         self.wall_padding = WallPadding(0.0 if "wall_padding" in config.inactive_keys() else config.wall_padding)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
-                periodic: tuple[bool, ...]) -> torch.Tensor:
+                periodic: tuple[bool, ...] | torch.Tensor) -> torch.Tensor:
         """`periodic`: per spatial axis, whether every sample's boundary on it is periodic: walled axes are padded
         (`wall_padding`) and 3x3 blocks wrap periodic ones (`decoder_conv_padding="boundary"`)."""
         space = tuple(skip.shape[1:-1])

@@ -10,6 +10,12 @@ import torch
 from .configuration_pdefm import PDEFMConfig
 
 
+def tracing() -> bool:
+    """Whether the forward is being traced (`torch.export`, `torch.compile`): checks that read tensor values, which a
+    trace cannot branch on, are left to eager calls then."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def available_memory_bytes() -> int | None:
     """Memory the system can still give (Linux `MemAvailable`), or None where it cannot be read."""
     try:
@@ -25,7 +31,7 @@ def available_memory_bytes() -> int | None:
 def check_rollout_memory(input_fields: torch.Tensor, n_steps: int) -> None:
     """Refuse a rollout whose predicted frames alone would not fit in the free memory of the host (CPU tensors):
     `n_steps=10**6` would otherwise run for hours while memory grows."""
-    if input_fields.device.type != "cpu" or n_steps < 2:
+    if input_fields.device.type != "cpu" or n_steps < 2 or tracing():
         return
     needed = n_steps * input_fields[:, :1].numel() * 4 * 2  # float32 frames, kept in units and normalised
     available = available_memory_bytes()
@@ -81,7 +87,7 @@ def check_inputs(config: PDEFMConfig, name: str, spec: dict[str, Any], input_fie
             )
         codes = boundary_conditions.double()
         invalid = (codes != 0) & (codes != 1) & (codes != 2)  # also catches 1.7, which used to read as OPEN
-        if bool(invalid.any()):
+        if not tracing() and bool(invalid.any()):
             raise ValueError(f"boundary_conditions codes must be WALL=0, OPEN=1 or PERIODIC=2; got {codes[invalid][0].item()}")
     if input_time_grid is not None and tuple(input_time_grid.shape) != (batch, t_in):
         raise ValueError(f"input_time_grid must have shape {(batch, t_in)} (one time per input frame); got {tuple(input_time_grid.shape)}")
@@ -90,7 +96,7 @@ def check_inputs(config: PDEFMConfig, name: str, spec: dict[str, Any], input_fie
             raise ValueError(f"output_time_grid must have shape [batch={batch}, T_out]; got {tuple(output_time_grid.shape)}")
         if labels is not None and output_time_grid.shape[1] != labels.shape[1]:
             raise ValueError(f"output_time_grid has {output_time_grid.shape[1]} steps but labels have {labels.shape[1]}")
-    if config.check_finite_inputs:
+    if config.check_finite_inputs and not tracing():
         for key, tensor in (("input_fields", input_fields), ("constant_fields", constant_fields),
                             ("constant_scalars", constant_scalars), ("labels", labels)):
             # A sum is finite only if every term is (NaN and inf propagate), and it reads the tensor without

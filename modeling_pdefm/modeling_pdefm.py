@@ -33,7 +33,7 @@ from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
 from .field_matching import match_fields
 from .head_layers import DatasetHead, init_head_from_fields
-from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps
+from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps, tracing
 from .losses import pdefm_objective, unbiased_variance
 from .mamba_layers import Mamba2Mixer, RMSNorm
 from .spectral_layers import SpectralConv
@@ -442,9 +442,11 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return torch.full((inputs.window.shape[0],), float("nan"), device=inputs.window.device)
 
     @staticmethod
-    def _periodic_axes(boundary_conditions: torch.Tensor) -> tuple[bool, ...]:
-        """Per spatial axis, whether every sample's boundary on both sides of it is periodic."""
-        return tuple((boundary_conditions == BC_PERIODIC).all(dim=2).all(dim=0).tolist())
+    def _periodic_axes(boundary_conditions: torch.Tensor) -> tuple[bool, ...] | torch.Tensor:
+        """Per spatial axis, whether every sample's boundary on both sides of it is periodic: a tuple, or under a
+        trace (`torch.export`) a bool tensor `[d]` the decoder pads by with tensor ops instead of branching."""
+        periodic = (boundary_conditions == BC_PERIODIC).all(dim=2).all(dim=0)
+        return periodic if tracing() else tuple(periodic.tolist())
 
     def _std_floor(self, spec: dict[str, Any], window: torch.Tensor) -> torch.Tensor:
         """Smallest std the per-sample normalisation divides by, `[1, 1, *1, C]`: `norm_std_floor` times the

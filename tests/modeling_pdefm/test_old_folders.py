@@ -24,16 +24,17 @@ def test_a_0_2_0_folder_loads_and_predicts_the_frames_it_predicted():
 
 
 def test_a_0_2_0_folder_is_saved_again_under_todays_names(tmp_path):
-    """0.2.0's `adapters.<name>.*` weights and `adapter_channels` key are read as the dataset heads and
-    `latent_channels`, and written back under those names (plain `load_state_dict` renames them too)."""
+    """0.2.0's `adapters.<name>.*` weights and `adapter_channels` and `decoder` keys are read as the dataset heads,
+    `latent_channels` and `decoder_type`, and written back under those names (plain `load_state_dict` renames them too)."""
     import json
 
     model = PDEFMModel.from_pretrained(FOLDER_0_2_0)
-    assert model.config.latent_channels == json.load(open(FOLDER_0_2_0 / "config.json"))["adapter_channels"]
+    old = json.load(open(FOLDER_0_2_0 / "config.json"))
+    assert model.config.latent_channels == old["adapter_channels"] and model.config.decoder_type == old["decoder"]
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     assert any(k.startswith("dataset_heads.flow2d.") for k in saved) and not any(k.startswith("adapters.") for k in saved)
-    assert "adapter_channels" not in json.load(open(tmp_path / "config.json"))
+    assert not {"adapter_channels", "decoder"} & set(json.load(open(tmp_path / "config.json")))
     again = PDEFMModel.from_pretrained(tmp_path)
     old = PDEFMModel(model.config)
     old.load_state_dict(load_file(FOLDER_0_2_0 / "model.safetensors"))
