@@ -3,6 +3,9 @@ the header), the mean of VRMSE over persistence, and how many datasets stay belo
 (runs made with `report_rollout_steps`). Every number is read from the files; nothing is trained here.
 
 Run: python bench/compare_runs.py [--change | --valid] LABEL=OUTPUT_DIR [LABEL=OUTPUT_DIR ...]
+(the last two columns, from runs whose report has the linear yardsticks: datasets whose one-step VRMSE is below the
+least-squares linear stencil's, and datasets learned: below persistence and the stencil one step ahead and below
+persistence at every rollout step)
 (`--change`: instead, per dataset and field, the predicted change's std over the true change's, median over windows.
 `--valid`: instead, per dataset, the last validation VRMSE over persistence's on the same windows beside the report's
 test VRMSE over persistence's: does validation rank each model against persistence as test does?)
@@ -24,7 +27,8 @@ def table(runs: dict[str, dict]) -> str:
     first = next(iter(runs.values()))["datasets"]
     names = sorted(first)
     head = ["run", "steps", "train s", *[f"{n} ({first[n]['persistence_vrmse']:.4f})" for n in names],
-            "mean / persistence", "datasets >=30% below persistence", "below persistence at every rollout step"]
+            "mean / persistence", "datasets >=30% below persistence", "below persistence at every rollout step",
+            "below the linear stencil one step", "learned"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, report in runs.items():
         data = report["datasets"]
@@ -35,8 +39,19 @@ def table(runs: dict[str, dict]) -> str:
         lines.append("| " + " | ".join([
             label, str(report["steps"]), f"{report['train_seconds']:.0f}", *[f"{data[n]['vrmse']:.4f}" for n in names],
             f"{sum(ratios.values()) / len(names):.3f}", f"{sum(r <= 0.7 for r in ratios.values())} of {len(names)}",
-            f"{len(below)} of {len(rolled)}" if rolled else "-"]) + " |")
+            f"{len(below)} of {len(rolled)}" if rolled else "-", *verdict_counts(data, names)]) + " |")
     return "\n".join(lines)
+
+
+def verdict_counts(data: dict, names: list[str]) -> list[str]:
+    """Datasets below the linear stencil one step ahead, and datasets learned (`verdict` of the report), or "-" for
+    a run made before the report had them."""
+    judged = [n for n in names if "verdict" in data[n]]
+    if len(judged) < len(names):
+        return ["-", "-"]
+    stencil = sum(bool(data[n]["verdict"]["beats_linear_stencil"]) for n in names)
+    learned = sum(bool(data[n]["verdict"]["learned"]) for n in names)
+    return [f"{stencil} of {len(names)}", f"{learned} of {len(names)}"]
 
 
 def change_table(runs: dict[str, dict]) -> str:

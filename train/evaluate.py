@@ -16,14 +16,16 @@ import os
 import sys
 
 import torch
+from pdefm.data.layout import has_split
 
 from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.runtime.paths import check_output_folder
 from pdefm.runtime.process import setup_process
 
 from .baselines.forecaster import load_forecaster
+from .baselines.linear import fit_yardsticks
 from .evaluation.report import markdown_table, summary, write_evaluation
-from .evaluation.suite import evaluate_model, resolve_datasets
+from .evaluation.suite import STARTS_PER_TRAJECTORY, evaluate_model, resolve_datasets
 
 
 def add_evaluation_arguments(parser) -> None:
@@ -44,13 +46,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="input frames per window (default: what the model was trained with)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch")
     parser.add_argument("--out", default=None, help="output folder (default: <model>/evaluation)")
+    parser.add_argument("--starts-per-trajectory", type=int, default=STARTS_PER_TRAJECTORY,
+                        help="rollouts start this many times spread over every trajectory (1: its first frames only)")
+    parser.add_argument("--no-yardsticks", action="store_true",
+                        help="skip the linear yardsticks (linear extrapolation, and a 3x3 stencil fitted on the "
+                             "data's train split)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--figure-fields", nargs="+", default=None,
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
     setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
     for flag, value in (("--rollout-steps", args.rollout_steps), ("--batch-size", args.batch_size),
-                        ("--n-steps-input", args.n_steps_input)):
+                        ("--n-steps-input", args.n_steps_input), ("--starts-per-trajectory", args.starts_per_trajectory)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
     try:
@@ -59,9 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         check_output_folder(out, "--out")
         root, names = resolve_datasets(args.data, args.split, args.datasets)
         forecaster = load_forecaster(args.model, adapter=args.adapter)
+        n_steps_input = args.n_steps_input or forecaster.n_steps_input
+        yardsticks = None
+        if not args.no_yardsticks:
+            with_train = [n for n in names if has_split(os.path.join(root, n), "train")]
+            yardsticks = fit_yardsticks(root, with_train, n_steps_input)
         with torch.inference_mode():
             results = evaluate_model(forecaster, root, names, args.split, args.rollout_steps, args.batch_size,
-                                     args.n_steps_input)
+                                     n_steps_input, starts_per_trajectory=args.starts_per_trajectory,
+                                     yardsticks=yardsticks)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

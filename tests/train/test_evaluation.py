@@ -98,6 +98,15 @@ def test_evaluate_command_writes_json_markdown_and_figures(saved_model, data_dir
         assert np.isfinite(result["one_step"]["vrmse"])
     text = (out / "evaluation.md").read_text()
     assert "rollout 6:12 (persistence)" in text and "| beats persistence |" in text
+    # The linear yardsticks are scored beside the model, one step and over the rollout, with a verdict per dataset.
+    for name, result in document["datasets"].items():
+        assert set(result["yardsticks"]) == {"linear extrapolation", "linear stencil"}
+        assert len(result["yardsticks"]["linear stencil"]["vrmse_per_step"]) == 6
+        assert f"- {name}: " in text
+    # flow2d's 16-frame trajectories leave room for several starts of a 6-step rollout; cube3d's 10 for one
+    assert document["datasets"]["flow2d"]["rollout"]["starts"] == 5 * document["datasets"]["flow2d"]["rollout"]["trajectories"]
+    assert document["datasets"]["cube3d"]["rollout"]["starts"] == document["datasets"]["cube3d"]["rollout"]["trajectories"]
+    assert "| one-step linear stencil |" in text and "## Rollouts against the linear yardsticks" in text
     pngs = sorted(p.name for p in (out / "figures").iterdir())
     assert pngs == ["cube3d_rollout.png", "flow2d_rollout.png", "vrmse_per_step.png"]
     assert all((out / "figures" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)

@@ -287,10 +287,14 @@ def test_the_report_shows_what_the_model_learned_with_rollouts_and_figures(data_
     out = tmp_path / "run"
     pretrain.train(make_config(data_dir, out, max_steps=2, report_rollout_steps=3))
     text = (out / "report.md").read_text()
-    assert "**Not learned**" in text  # two steps learn nothing: the report says so
+    assert "**not learned**" in text  # two steps learn nothing: the report says so
     assert "change std ratio" in text and "## Rollouts" in text
+    # beside the linear yardsticks, with a verdict per dataset from rollouts that start several times per trajectory
+    assert "| dataset | PDE-FM | persistence | linear extrapolation | linear stencil |" in text
+    assert "Learned: beats persistence and the least-squares linear stencil one step ahead" in text
     assert "![VRMSE against rollout step](evaluation/figures/vrmse_per_step.png)" in text
     assert (out / "evaluation" / "figures" / "vrmse_per_step.png").is_file()
     report = json.loads((out / "report.json").read_text())["datasets"]
     some = next(iter(report.values()))
     assert len(some["rollout"]["vrmse_per_step"]) == 3 and len(some["change_ratio_per_field"]) == len(some["vrmse_per_field"])
+    assert set(some["yardsticks"]) == {"linear extrapolation", "linear stencil"} and some["verdict"]["learned"] is False

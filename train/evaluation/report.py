@@ -10,6 +10,9 @@ import numpy as np
 
 from .metrics import SPECTRAL_BANDS, fields_beaten, not_learned
 from .rollout import ROLLOUT_WINDOWS, window_label
+from .verdicts import dataset_verdict, verdict_sentence
+
+YARDSTICKS = ("linear extrapolation", "linear stencil")
 
 
 def _json_ready(results: dict[str, Any]) -> dict[str, Any]:
@@ -44,16 +47,21 @@ def summary(results: dict[str, Any]) -> dict[str, float]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """Per dataset: one-step and rollout VRMSE, each next to persistence's (in parentheses), and spectral bands."""
+    """Per dataset: one-step and rollout VRMSE, each next to persistence's (in parentheses), the linear yardsticks'
+    one-step VRMSE where they were measured, and spectral bands."""
     labels = [window_label(w) for w in ROLLOUT_WINDOWS]
-    head = (["dataset", "one-step VRMSE (persistence)", "fields beating persistence",
-             *[f"rollout {l} (persistence)" for l in labels], *[f"spectral {b}" for b in SPECTRAL_BANDS]])
+    yardsticks = [y for y in YARDSTICKS if any(y in r.get("yardsticks", {}) for r in results.values())]
+    head = (["dataset", "one-step VRMSE (persistence)", *[f"one-step {y}" for y in yardsticks],
+             "fields beating persistence", *[f"rollout {l} (persistence)" for l in labels],
+             *[f"spectral {b}" for b in SPECTRAL_BANDS]])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in sorted(results):
         one, rolled = results[name]["one_step"], results[name]["rollout"]
         model, reference = rolled["vrmse_windows"], rolled.get("persistence_vrmse_windows", {})
         beaten, n_fields, _ = fields_beaten(one)
+        measured = results[name].get("yardsticks", {})
         cells = [name, f"{one['vrmse']:.4f} ({one['persistence_vrmse']:.4f})",
+                 *[f"{measured[y]['vrmse']:.4f}" if y in measured else "-" for y in yardsticks],
                  f"{beaten} of {n_fields}",
                  *[(f"{model[l]:.4f}" + (f" ({reference[l]:.4f})" if l in reference else "")) if l in model else "-"
                    for l in labels],
@@ -87,6 +95,30 @@ def per_field_table(results: dict[str, Any]) -> str:
                          f"{one['rmse_per_field'][i]:.4g} | {persistence:.4f} | {'yes' if model < persistence else 'no'} | "
                          f"{change_cells(one, i)} |")
     return "\n".join(lines)
+
+
+def yardstick_rollout_table(results: dict[str, Any]) -> str:
+    """Per dataset and rollout window: the model, persistence and each linear yardstick (`inf`: the rollout blew
+    up), means over the rollout's starts."""
+    labels = [window_label(w) for w in ROLLOUT_WINDOWS]
+    lines = ["| dataset | forecast | " + " | ".join(f"rollout {l}" for l in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for name in sorted(results):
+        rolled = results[name]["rollout"]
+        rows = [("PDE-FM", rolled["vrmse_windows"]), ("persistence", rolled.get("persistence_vrmse_windows", {}))]
+        rows += [(y, results[name]["yardsticks"][y]["vrmse_windows"]) for y in YARDSTICKS
+                 if y in results[name].get("yardsticks", {})]
+        for label, windows in rows:
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{windows[l]:.4f}" if l in windows else "-"
+                                                             for l in labels) + " |")
+    return "\n".join(lines)
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """One verdict line per dataset (`verdicts.dataset_verdict`)."""
+    return [verdict_sentence(name, dataset_verdict(r["one_step"], r.get("rollout"), r.get("yardsticks"),
+                                                   r.get("field_names")))
+            for name, r in sorted(results.items())]
 
 
 def learning_verdict(one_step: dict[str, dict[str, Any]]) -> str:
@@ -193,13 +225,20 @@ def write_evaluation(out_dir: str, results: dict[str, Any], info: dict[str, Any]
     with open(tmp, "w") as f:
         json.dump(document, f, indent=2)
     os.replace(tmp, paths["json"])
+    starts = {r["rollout"].get("starts", r["rollout"].get("trajectories")) for r in results.values()}
     text = [f"# Evaluation of `{info.get('model')}`", "", f"Split `{info.get('split')}` of `{info.get('data')}`; "
-            "VRMSE as The Well defines it, on denormalised fields; rollouts start from the first frames of every "
-            "trajectory and feed predictions back. In parentheses: persistence (the last input frame held), which a "
-            "useful model beats. Spectral columns: error energy over true energy per wavenumber band (one step).", "", f"Command: `{info.get('command')}`", "", markdown_table(results), "",
+            "VRMSE as The Well defines it, on denormalised fields; rollouts feed predictions back, from starts "
+            f"spread over every trajectory ({', '.join(str(s) for s in sorted(starts))} per dataset; means over "
+            "them). In parentheses: persistence (the last input frame held), which a useful model beats; the linear "
+            "yardsticks (linear extrapolation, and a least-squares 3x3 stencil fitted on the train split) say how "
+            "much of a step is linear. Spectral columns: error energy over true energy per wavenumber band (one "
+            "step).", "", f"Command: `{info.get('command')}`", "", markdown_table(results), "",
             "Means over datasets: " + ", ".join(f"{k} {v:.4f}" for k, v in document["summary"].items()), "",
-            learning_verdict({n: r["one_step"] for n, r in results.items()}), "",
-            "## Per field", "", CHANGE_COLUMNS_NOTE, "", per_field_table(results), ""]
+            "## Verdicts", "", "Learned: beats persistence and the linear stencil one step ahead, and stays below "
+            "persistence at every rollout step.", "", *verdict_lines(results), ""]
+    if any("yardsticks" in r for r in results.values()):
+        text += ["## Rollouts against the linear yardsticks", "", yardstick_rollout_table(results), ""]
+    text += ["## Per field", "", CHANGE_COLUMNS_NOTE, "", per_field_table(results), ""]
     if figures:
         fig_dir = os.path.join(out_dir, "figures")
         os.makedirs(fig_dir, exist_ok=True)

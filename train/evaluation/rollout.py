@@ -82,10 +82,12 @@ def evaluate_one_step(forecaster, dataset, n_spatial_dims: int, batch_size: int 
 
 
 def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int,
-                      file_steps: list[int] | None = None) -> tuple[Any, list[int], int]:
+                      file_steps: list[int] | None = None,
+                      starts_per_trajectory: int = 1) -> tuple[Any, list[int], int]:
     """The split as windows of `n_steps_input` frames plus the longest rollout (up to `max_steps`) its trajectories
-    allow, and the rows of the windows that start each trajectory. `file_steps` (frames per file, from a reader
-    of the split already open) spares opening the split once more to learn them."""
+    allow, and the rows of the windows a rollout starts from: `starts_per_trajectory` start times spread evenly
+    over each trajectory, from its first frames to the last start that leaves room for the whole rollout.
+    `file_steps` (frames per file, from a reader of the split already open) spares opening the split again."""
     if file_steps is None:
         probe = open_well_split(path, split, n_steps_input=n_steps_input, n_steps_output=1)
         file_steps = [m.n_steps for m in probe.metadata]
@@ -93,9 +95,13 @@ def trajectory_starts(path: str, split: str, n_steps_input: int, max_steps: int,
     steps = min(max_steps, min(file_steps) - n_steps_input)
     if steps < 1:
         raise ValueError(f"{path} ({split}): trajectories are too short for {n_steps_input} input steps and a rollout")
+    if starts_per_trajectory < 1:
+        raise ValueError(f"starts_per_trajectory must be >= 1, got {starts_per_trajectory}")
     dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=steps)
     reader = split_reader(dataset)
-    rows = [row for row, window in enumerate(reader.window_indices()) if reader.locate(int(window))[2] == 0]
+    last_start = min(file_steps) - n_steps_input - steps
+    starts = set(np.unique(np.linspace(0, last_start, starts_per_trajectory).round().astype(int)).tolist())
+    rows = [row for row, window in enumerate(reader.window_indices()) if reader.locate(int(window))[2] in starts]
     return dataset, rows, steps
 
 
@@ -156,12 +162,14 @@ def rollout(forecaster, batch: dict[str, Any], n_steps: int, progress: bool = Fa
 @torch.no_grad()
 def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_steps_input: int = 4,
                      max_steps: int = 30, batch_size: int = 4, keep_example: bool = True,
-                     file_steps: list[int] | None = None) -> dict[str, Any]:
-    """VRMSE per rollout step (mean over trajectories, per field) and over The Well's windows of steps, from the
-    first `n_steps_input` frames of every trajectory of the split. `example` keeps the first trajectory's truth and
-    prediction for figures."""
-    dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps)
-    sums = {"model": None, "persistence": None}
+                     file_steps: list[int] | None = None, starts_per_trajectory: int = 1) -> dict[str, Any]:
+    """VRMSE per rollout step (mean over starts, per field) and over The Well's windows of steps, from
+    `starts_per_trajectory` starts spread over every trajectory of the split (1: its first frames, as The Well
+    scores), with the spread over starts (`vrmse_per_step_sd`: standard deviation of each start's VRMSE). A rollout
+    that blows up scores `inf` from the step it does. `example` keeps the first trajectory's rollout from its first
+    frames for figures."""
+    dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps, starts_per_trajectory)
+    per_start = {"model": [], "persistence": []}  # [starts, steps, C] each
     energy = {band: None for band in SPECTRAL_BANDS}  # [steps]: prediction's energy over the truth's, per band
     example = None
     for start in range(0, len(rows), batch_size):
@@ -170,10 +178,10 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
         target = batch["output_fields"].float()
         persistence = batch["input_fields"][:, -1:].float().expand_as(target)  # "no change" from the last input
         for key, forecast in (("model", prediction), ("persistence", persistence)):
-            errors = vrmse(forecast, target, n_spatial_dims).double().sum(0)  # [steps, C]
-            sums[key] = errors if sums[key] is None else sums[key] + errors
+            errors = vrmse(forecast, target, n_spatial_dims).double()  # [B, steps, C]
+            per_start[key].append(torch.nan_to_num(errors, nan=math.inf))
         for band, ratio in binned_energy_ratio(prediction, target, n_spatial_dims).items():
-            per_step = ratio.double().mean(-1).sum(0)  # mean over fields, summed over trajectories
+            per_step = ratio.double().mean(-1).sum(0)  # mean over fields, summed over starts
             energy[band] = per_step if energy[band] is None else energy[band] + per_step
         if keep_example and example is None:
             grid = batch.get("space_grid")
@@ -183,9 +191,17 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
                 d = g.shape[-1]
                 coordinates = [g[tuple(slice(None) if a == i else 0 for a in range(d)) + (i,)] for i in range(d)]
             example = {"truth": target[0].numpy(), "prediction": prediction[0].numpy(), "coordinates": coordinates}
-    per_step = (sums["model"] / len(rows)).numpy()  # [steps, C]
-    persistence_per_step = (sums["persistence"] / len(rows)).numpy()
-    return {"trajectories": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
+    model = torch.cat(per_start["model"]).numpy()  # [starts, steps, C]
+    reference = torch.cat(per_start["persistence"]).numpy()
+    per_step, persistence_per_step = model.mean(axis=0), reference.mean(axis=0)  # [steps, C]
+    finite = np.isfinite(per_step).all(axis=1)
+    diverged = int(np.argmin(finite)) + 1 if not finite.all() else None
+    with np.errstate(invalid="ignore"):
+        spread = model.mean(axis=2).std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(steps)
+    reader = split_reader(dataset)
+    windows = np.asarray(reader.window_indices())[rows]
+    return {"trajectories": len({reader.locate(int(w))[:2] for w in windows}), "starts": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
+            "vrmse_per_step_sd": spread.tolist(), "diverged_at_step": diverged,
             "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": rollout_windows(per_step),
             "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),
             "persistence_vrmse_windows": rollout_windows(persistence_per_step),
@@ -201,15 +217,30 @@ def rollout_windows(per_step: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_dataset(forecaster, data_dir: str, name: str, split: str = "test", n_steps_input: int = 4,
-                     rollout_steps: int = 30, batch_size: int = 8, n_batches: int | None = None) -> dict[str, Any]:
-    """One-step and rollout evaluation of one dataset folder under `data_dir`."""
+                     rollout_steps: int = 30, batch_size: int = 8, n_batches: int | None = None,
+                     starts_per_trajectory: int = 1, yardsticks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One-step and rollout evaluation of one dataset folder under `data_dir`, and the same for each of
+    `yardsticks` (`{label: forecaster}`, e.g. `pdefm.train.baselines.linear.fit_yardsticks`) that knows it."""
     path = os.path.join(data_dir, name)
     dataset = load_well_dataset(path, split=split, n_steps_input=n_steps_input, n_steps_output=1)
     reader = split_reader(dataset)
     meta = reader.meta
     d, field_names, spatial_dims = meta.n_spatial_dims, meta.field_names, list(meta.spatial_dims)
+    file_steps = [m.n_steps for m in reader.metadata]
     one_step = evaluate_one_step(forecaster, dataset, d, batch_size, n_batches)
     rolled = evaluate_rollout(forecaster, path, split, d, n_steps_input, rollout_steps, max(1, batch_size // 2),
-                              file_steps=[m.n_steps for m in reader.metadata])
-    return {"n_spatial_dims": d, "field_names": field_names, "spatial_dims": spatial_dims, "one_step": one_step,
-            "rollout": rolled}
+                              file_steps=file_steps, starts_per_trajectory=starts_per_trajectory)
+    result = {"n_spatial_dims": d, "field_names": field_names, "spatial_dims": spatial_dims, "one_step": one_step,
+              "rollout": rolled}
+    if yardsticks:
+        result["yardsticks"] = {}
+        for label, yardstick in yardsticks.items():
+            if not yardstick.knows(name):
+                continue
+            one = evaluate_one_step(yardstick, dataset, d, max(1, batch_size // 2), n_batches)
+            roll = evaluate_rollout(yardstick, path, split, d, n_steps_input, rollout_steps, max(1, batch_size // 4),
+                                    keep_example=False, file_steps=file_steps,
+                                    starts_per_trajectory=starts_per_trajectory)
+            result["yardsticks"][label] = {"vrmse": one["vrmse"], "vrmse_per_field": one["vrmse_per_field"],
+                                           **{k: v for k, v in roll.items() if k != "example"}}
+    return result

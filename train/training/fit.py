@@ -27,6 +27,7 @@ from pdefm.runtime.threads import refresh_threads
 from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict
+from ..evaluation.verdicts import dataset_verdict, verdict_sentence
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.suite import evaluate_model
 from ..evaluation.windows import evaluation_batches
@@ -411,11 +412,14 @@ def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -
         report[name] = one_step_vrmse(model, test, specs[name]["n_spatial_dims"], config.batch_size)
         report[name]["field_names"] = specs[name].get("field_names")
     if config.report_rollout_steps and not config.use_normalization:  # rollouts are evaluated in physical units
+        from ..baselines.linear import fit_yardsticks
         from ..evaluation.report import write_evaluation
 
+        # The linear yardsticks (fitted on the train split in seconds) say how much of a step is linear.
+        yardsticks = fit_yardsticks(config.data_dir, names, config.n_steps_input)
         results = evaluate_model(PDEFMForecaster(model), config.data_dir, names, config.report_split,
                                  config.report_rollout_steps, config.batch_size, config.n_steps_input,
-                                 show_progress=False)
+                                 show_progress=False, yardsticks=yardsticks)
         write_evaluation(os.path.join(config.output_dir, EVALUATION_FOLDER), results,
                          {"model": config.output_dir, "data": config.data_dir, "split": config.report_split,
                           "rollout_steps": config.report_rollout_steps,
@@ -423,8 +427,13 @@ def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -
                                      f"--rollout-steps {config.report_rollout_steps}"})
         for name, result in results.items():
             rolled = result["rollout"]
-            report[name]["rollout"] = {key: rolled[key] for key in ("steps", "vrmse_per_step",
+            report[name]["rollout"] = {key: rolled[key] for key in ("steps", "starts", "trajectories",
+                                                                     "vrmse_per_step", "vrmse_per_step_sd",
                                                                      "persistence_vrmse_per_step")}
+            report[name]["yardsticks"] = {label: {key: y[key] for key in ("vrmse", "vrmse_per_step", "diverged_at_step")}
+                                          for label, y in result.get("yardsticks", {}).items()}
+            report[name]["verdict"] = dataset_verdict(report[name], report[name]["rollout"],
+                                                      report[name]["yardsticks"], report[name]["field_names"])
     return report
 
 
@@ -478,7 +487,13 @@ def write_report(config: PretrainConfig, report: dict, seconds: float, steps: in
             "", metrics_table(report), "", f"The model beats persistence on {beaten} of {len(report)} datasets, and on every "
             f"field of {every_field} of them." + (f" Mean over the datasets of VRMSE / persistence VRMSE: {ratio:.3f} (1 "
             "is no better than persistence)." if ratio is not None else ""), ""]
-    text += [learning_verdict(report), "", CHANGE_COLUMNS_NOTE, "", change_table(report), ""]
+    if all("verdict" in r for r in report.values()):
+        text += ["Learned: beats persistence and the least-squares linear stencil one step ahead, and stays below "
+                 "persistence at every rollout step (means over the rollout's starts).", "", yardstick_table(report), "",
+                 *[verdict_sentence(name, r["verdict"]) for name, r in sorted(report.items())], ""]
+    else:
+        text += [learning_verdict(report), ""]
+    text += [CHANGE_COLUMNS_NOTE, "", change_table(report), ""]
     if all("train_seconds" in r for r in report.values()):
         text += ["Training steps per dataset (wall-clock of the steps that drew it, and windows drawn): "
                  + "; ".join(f"{name} {r['train_seconds']:.0f} s, {r['train_samples']} windows"
@@ -502,11 +517,30 @@ def change_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def yardstick_table(report: dict) -> str:
+    """Per dataset: one-step VRMSE of the model, persistence and the linear yardsticks, and the rollout's mean over
+    its last steps (6-12 where it reaches them) for each (`inf`: the rollout blew up)."""
+    labels = ("linear extrapolation", "linear stencil")
+    lines = ["| dataset | PDE-FM | persistence | " + " | ".join(labels) + " | PDE-FM rollout 6:12 | persistence 6:12 | "
+             + " | ".join(f"{label} 6:12" for label in labels) + " |", "|---" * (4 + 2 * len(labels)) + "|"]
+    late = lambda values: sum(values[5:12]) / len(values[5:12]) if len(values) > 5 else float("nan")  # noqa: E731
+    for name, r in sorted(report.items()):
+        yard, rolled = r.get("yardsticks", {}), r.get("rollout", {})
+        cells = [f"{r['vrmse']:.4f}", f"{r['persistence_vrmse']:.4f}",
+                 *[f"{yard[label]['vrmse']:.4f}" if label in yard else "-" for label in labels],
+                 f"{late(rolled.get('vrmse_per_step', [])):.4f}", f"{late(rolled.get('persistence_vrmse_per_step', [])):.4f}",
+                 *[f"{late(yard[label]['vrmse_per_step']):.4f}" if label in yard else "-" for label in labels]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def rollout_section(report: dict) -> list[str]:
     """The rollout of every dataset against persistence, step by step, with the figures `final_report` drew."""
-    lines = ["## Rollouts", "", "VRMSE at each rollout step from the first frames of every test trajectory, the "
-             "model's next to persistence's (in parentheses); a model that learned a system stays below persistence "
-             f"at every step. Figures and per-field numbers: `{EVALUATION_FOLDER}/evaluation.md`.", ""]
+    starts = sorted({r["rollout"].get("starts", 0) for r in report.values() if "rollout" in r})
+    lines = ["## Rollouts", "", "VRMSE at each rollout step, mean over starts spread over every test trajectory "
+             f"({', '.join(map(str, starts))} per dataset), the model's next to persistence's (in parentheses); a model "
+             "that learned a system stays below persistence at every step. The spread over starts (standard "
+             f"deviation) and per-field numbers: `{EVALUATION_FOLDER}/evaluation.md`.", ""]
     below = []
     for name, r in sorted(report.items()):
         if "rollout" not in r:
