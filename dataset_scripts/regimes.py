@@ -52,14 +52,14 @@ THE_WELL = {
 COLUMNS = ("grid", "box", "parameters", "frame_spacing", "trajectory")
 
 
-def regime_table(suite: str = "mini_well", n_steps: int = 60) -> str:
-    """Markdown: for each dataset, one row for Mini-Well (at the default grid and `n_steps`) and one for The Well."""
+def regime_table(suite: str = "mini_well") -> str:
+    """Markdown: for each dataset, one row for Mini-Well (at its default grid and frames) and one for The Well."""
     lines = ["| dataset | data | grid | box | parameters | frame spacing | trajectory |",
              "|---|---|---|---|---|---|---|"]
     notes = []
     for name in SUITES[suite]:
         system = SYSTEMS[name]
-        ours = system.regime(system.resolution, n_steps)
+        ours = system.regime(system.resolution, system.n_steps)
         theirs = THE_WELL[name]
         lines.append(f"| {name} | Mini-Well | " + " | ".join(getattr(ours, c) for c in COLUMNS) + " |")
         lines.append("| | The Well | " + " | ".join(getattr(theirs, c) for c in COLUMNS) + " |")

@@ -2,7 +2,8 @@
 
     pdefm benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations]
 
-- main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; each baseline
+- main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; the linear yardsticks
+  (linear extrapolation, and a least-squares 3x3 stencil fitted on the train split: no budget); each baseline
   (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
   over the datasets (equal total compute). Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
 - ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
@@ -28,6 +29,7 @@ import time
 import torch
 from pdefm.data.layout import dataset_folders
 from pdefm.train.baselines.forecaster import BASELINE_TARGETS, load_forecaster
+from pdefm.train.baselines.linear import fit_yardsticks
 from pdefm.train.evaluate import add_evaluation_arguments
 from pdefm.train.evaluation.report import write_evaluation
 from pdefm.train.evaluation.suite import evaluate_model
@@ -114,6 +116,21 @@ def run_alone(args, seed: int, names: list[str], root: str, log) -> None:
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
                       "dataset": name, "train_samples": report["datasets"][name].get("train_samples")})
         log(f"seed {seed}: PDE-FM alone on {name} done ({minutes:g} min)")
+
+
+def run_yardsticks(args, seed: int, names: list[str], root: str, log) -> None:
+    """The linear yardsticks (linear extrapolation; the least-squares 3x3 stencil, fitted in closed form on the train
+    split in seconds, no training budget) evaluated as the models are: what a model must beat before its numbers
+    say anything about learned physics."""
+    n_steps_input = config_from_file(SUITES[args.suite]["config"]).config.n_steps_input
+    forecasters = None
+    for label, forecaster_key in (("linear extrapolation", "linear_extrapolation"), ("linear stencil", "linear_stencil")):
+        out = os.path.join(root, forecaster_key)
+        if done(out):
+            continue
+        forecasters = forecasters or fit_yardsticks(args.data, names, n_steps_input)
+        evaluate_run(args, forecasters[label], names, out, label, {"seed": seed, "train_seconds": 0.0})
+        log(f"seed {seed}: {label} done")
 
 
 def run_baselines(args, seed: int, names: list[str], root: str, log) -> None:
@@ -296,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         if {"main", "pdefm"} & set(args.parts):
             run_pdefm(args, seed, names, root, log)
         if {"main", "baselines"} & set(args.parts):
+            run_yardsticks(args, seed, names, root, log)
             run_baselines(args, seed, names, root, log)
         if "ablations" in args.parts and index < args.part_seeds:
             run_ablations(args, seed, names, root, log)

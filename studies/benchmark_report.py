@@ -16,7 +16,8 @@ from pdefm.train.evaluation.report import mean_sd_cell, plot_rollout_curves
 
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
              ("cnextunet_matched", "CNextU-Net (PDE-FM's size)"), ("unet_classic_matched", "U-Net (PDE-FM's size)"),
-             ("fno_matched", "FNO (PDE-FM's size)"))
+             ("fno_matched", "FNO (PDE-FM's size)"), ("linear_extrapolation", "linear extrapolation"),
+             ("linear_stencil", "linear stencil"))
 HEADLINE_WINDOW = "6:12"
 ROLLOUT_WINDOWS = ("1:1", "2:5", "6:12", "13:30")
 
@@ -260,6 +261,8 @@ def budget_table(runs: dict) -> str:
         seconds = [d.get("train_seconds", float("nan")) for d in docs]
         if key == "pdefm":
             steps = mean_sd_cell([float(d.get("train_steps", float("nan"))) for d in docs], 0)
+        elif "runs" not in docs[0]:  # a linear yardstick: fitted in closed form, no optimizer
+            steps = "none (closed form)"
         else:
             steps = ", ".join(f"{n}: {int(np.mean([d['runs'][n]['steps'] for d in docs]))}" for n in sorted(docs[0]["runs"]))
         lines.append(f"| {label} | {mean_sd_cell(seconds, 0)} | {steps} |")

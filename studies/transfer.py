@@ -36,6 +36,7 @@ import time
 import torch
 from pdefm.data.layout import dataset_folders
 from pdefm.train.evaluate import add_evaluation_arguments
+from pdefm.train.baselines.linear import LinearStencil
 from pdefm.train.evaluation.forecasters import PDEFMForecaster
 from pdefm.train.evaluation.report import write_evaluation
 from pdefm.train.evaluation.suite import evaluate_model
@@ -88,8 +89,10 @@ def ensure_base(args, held_out: str, minutes: float, names: list[str], log) -> s
 
 
 def evaluate_into(args, model, held_out: str, folder: str, info: dict) -> None:
+    """Evaluate a PDE-FM model (or any forecaster) on `held_out`'s test split into `folder`."""
+    forecaster = PDEFMForecaster(model) if hasattr(model, "config") else model
     with torch.inference_mode():
-        results = evaluate_model(PDEFMForecaster(model), args.data, [held_out], "test", args.rollout_steps,
+        results = evaluate_model(forecaster, args.data, [held_out], "test", args.rollout_steps,
                                  show_progress=False, n_batches=args.eval_batches)
     write_evaluation(folder, results, {"data": args.data, "split": "test", "dataset": held_out, **info,
                                        "command": "pdefm transfer"}, figures=False)
@@ -156,6 +159,13 @@ def run_study(args, held_out: str, names: list[str], log) -> None:
             if not finished(folder):
                 run_zero_shot(args, ensure_base(args, held_out, minutes, names, log), held_out, folder)
                 log(f"{held_out}: zero-shot from the {minutes:g}-min base done")
+    for size in args.sizes:  # the yardstick every strategy must beat: a linear stencil fitted on the same trajectories
+        folder = run_folder(args.out, held_out, None, size, 0, "linear_stencil")
+        if not finished(folder):
+            stencil = LinearStencil(config_from_file(args.config).config.n_steps_input).fit(
+                held_out, os.path.join(args.data, held_out), trajectories=None if size == "all" else int(size))
+            evaluate_into(args, stencil, held_out, folder, {"model": "linear stencil", "strategy": "linear_stencil",
+                                                            "size": size, "seed": 0, "steps": 0, "train_seconds": 0.0})
     for minutes, size, seed, strategy in planned_runs(args, held_out):
         folder = run_folder(args.out, held_out, minutes, size, seed, strategy)
         if finished(folder):

@@ -21,6 +21,7 @@ LABELS = {
     "spectral_lora": "LoRA + frequency-band spectral adapters",
     "full": "full finetuning",
     "scratch": "same architecture from scratch",
+    "linear_stencil": "least-squares linear stencil on the same trajectories (no network)",
 }
 PRETRAINED = ("heads", "lora", "spectral_lora", "full")
 TARGET_GAIN = 0.10  # the floor: the best pretrained strategy at least 10% below scratch
@@ -91,7 +92,7 @@ def equal_wallclock(records: list[dict]) -> tuple[dict[str, list[float]], list[f
 
 
 def size_table(records: list[dict], base_minutes: float, size: str) -> tuple[str, dict[str, dict[str, float]]]:
-    rows = [r for r in records if r["size"] == size and (r["base"] == base_minutes or r["strategy"] == "scratch")]
+    rows = [r for r in records if r["size"] == size and (r["base"] == base_minutes or r["base"] is None)]
     clock, times = equal_wallclock(rows)
     head = ["strategy", "seeds", "trainable parameters", "one-step VRMSE", f"rollout VRMSE {WINDOW}", "steps",
             "training s", "valid VRMSE at equal wall-clock"]
@@ -144,7 +145,10 @@ def verdicts(held_out: str, means_by_size: dict[str, dict[str, dict[str, float]]
             relation = f"{100 * gain:.1f}% below" if gain >= 0 else f"{-100 * gain:.1f}% above"
             lines.append(f"- {held_out}, {size} training trajector{'y' if size == '1' else 'ies'}, {label}: best "
                          f"pretrained strategy `{best}` {pretrained[best][metric]:.4f} against scratch "
-                         f"{means['scratch'][metric]:.4f}, {relation} scratch ({met} the floor of 10% below).")
+                         f"{means['scratch'][metric]:.4f}, {relation} scratch ({met} the floor of 10% below)"
+                         + (f"; the linear stencil fitted on the same trajectories: {means['linear_stencil'][metric]:.4f} "
+                            f"({'beaten' if pretrained[best][metric] < means['linear_stencil'][metric] else 'not beaten'})"
+                            if "linear_stencil" in means else "") + ".")
     return lines
 
 

@@ -29,7 +29,7 @@ INCLUSION_DENSITY = (0.5, 3.0)
 INCLUSION_SPEED = (0.5, 2.0)
 INCLUSION_RADIUS = (0.04, 0.15)
 PULSE_WIDTH = (0.03, 0.06)
-T_END = 1.2
+T_END = 4.8  # frames 4x further apart than in pdefm 0.2.0 (docs/mini_well.md, frame spacing)
 
 
 class AcousticSolver:

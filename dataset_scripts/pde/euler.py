@@ -23,7 +23,7 @@ NAME = "euler_multi_quadrants"
 GAMMAS = (1.13, 1.22, 1.3, 1.33, 1.365, 1.4, 1.404, 1.453, 1.597, 1.76)
 TINY = 1e-12
 MIN_RESOLUTION = 8
-T_END = 0.6
+T_END = 2.4  # frames 4x further apart than in pdefm 0.2.0 (docs/mini_well.md, frame spacing)
 
 
 def primitives(U: torch.Tensor, gamma: torch.Tensor):

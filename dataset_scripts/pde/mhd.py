@@ -29,7 +29,7 @@ LENGTH = 2 * math.pi
 MIN_RESOLUTION = 32
 ALFVEN_MACH = (0.5, 2.0)
 REYNOLDS = (50.0, 150.0)
-T_END = 3.0
+T_END = 14.0  # 36 frames 8x further apart than 0.2.0's 60 over t = 0-3 (docs/mini_well.md)
 
 
 class MHDSolver:
@@ -93,7 +93,7 @@ def random_solenoidal(solver: MHDSolver, rng: np.random.Generator, batch: int, r
     return field * torch.tensor(rms)[:, None, None, None, None]
 
 
-def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: np.random.Generator | None = None,
+def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 36, rng: np.random.Generator | None = None,
              device="cpu", t_end: float = T_END, on_frame=None) -> Simulation:
     rng = rng or np.random.default_rng(0)
     n = resolution
@@ -135,7 +135,7 @@ def simulate(n_trajectories: int, resolution: int = 32, n_steps: int = 60, rng: 
     )
 
 
-def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 60) -> Regime:
+def regime(resolution: int = MIN_RESOLUTION, n_steps: int = 36) -> Regime:
     return Regime(
         grid=f"{resolution}^3", box="(2 pi)^3, periodic",
         parameters=f"Alfven Mach {ALFVEN_MACH[0]:g}-{ALFVEN_MACH[1]:g}, Reynolds {REYNOLDS[0]:g}-{REYNOLDS[1]:g}, "

@@ -33,7 +33,7 @@ REYNOLDS = (1000.0, 3000.0)  # log-uniform
 SCHMIDT = (0.5, 2.0)
 LAYER_WIDTH = (0.035, 0.06)
 MAX_LAYER_WIDTH = 0.125  # widened layers on coarse grids stay well apart (they sit 0.5 apart)
-T_END = 8.0
+T_END = 16.0  # frames 2x further apart than in pdefm 0.2.0 (docs/mini_well.md, frame spacing)
 
 
 class ShearFlowSolver:

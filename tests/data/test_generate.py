@@ -149,3 +149,28 @@ def test_a_refused_suite_rerun_changes_nothing(tmp_path, monkeypatch):
         generate.generate_suite(str(tmp_path), progress=False, **{**settings, "resolution": 8})
     assert manifest.read_text() == before
     assert [r["files_written"] for r in generate.complete_suite(str(tmp_path), progress=False)] == [0, 0]
+
+
+def test_a_suite_of_an_earlier_mini_well_version_is_refused_by_name_and_left_alone(tmp_path):
+    """The frame spacings changed in Mini-Well version 2: a version-1 folder is not completed or trained on as if it
+    were today's suite (the main job would have used it silently)."""
+    import json
+
+    generate.generate_dataset("euler_multi_quadrants", str(tmp_path), **SMALL)
+    manifest = tmp_path / "euler_multi_quadrants" / generate.MANIFEST
+    old = json.loads(manifest.read_text())
+    old.pop("frame_spacing")
+    old["version"] = 1
+    manifest.write_text(json.dumps(old))
+    files = sorted(p.name for p in (tmp_path / "euler_multi_quadrants" / "data" / "train").iterdir())
+    with pytest.raises(generate.GenerationSettingsError, match=r"earlier pdefm \(Mini-Well version 1; .* version 2"):
+        generate.generate_dataset("euler_multi_quadrants", str(tmp_path), **SMALL)
+    assert sorted(p.name for p in (tmp_path / "euler_multi_quadrants" / "data" / "train").iterdir()) == files
+
+
+def test_each_system_saves_its_own_frames_and_the_manifest_records_their_spacing(tmp_path):
+    settings = generate.dataset_settings("MHD_64", None, None, None, 0, 2)
+    assert (settings["n_steps"], settings["n_trajectories"]) == (generate.SYSTEMS["MHD_64"].n_steps,
+                                                                 generate.SYSTEMS["MHD_64"].n_trajectories)
+    assert settings["frame_spacing"] == generate.SYSTEMS["MHD_64"].regime(32, settings["n_steps"]).frame_spacing
+    assert generate.dataset_settings("shear_flow", None, None, None, 0, 2)["n_steps"] == 60

@@ -38,6 +38,9 @@ def test_the_study_runs_every_strategy_resumes_and_writes_its_document(tmp_path)
         assert (runs / "no_base" / "n1" / f"seed{seed}" / "scratch" / "evaluation.json").exists()
         assert (runs / "base0.002min" / "n1" / f"seed{seed}" / "heads" / "evaluation.json").exists()
     assert not (runs / "base0.004min" / "nall" / "seed1").exists()  # one seed at sizes outside --seeded-sizes
+    for size in ("1", "all"):  # the linear stencil fitted on the same trajectories, for every size
+        stencil = json.load(open(runs / "no_base" / f"n{size}" / "seed0" / "linear_stencil" / "evaluation.json"))
+        assert stencil["strategy"] == "linear_stencil" and stencil["size"] == size
     zero = json.load(open(runs / "base0.004min" / "zero_shot" / "evaluation.json"))
     assert zero["initialised_from"]["a"] == ["flow2d/a"] and zero["steps"] == 0
     curve = json.load(open(runs / "base0.004min" / "n1" / "seed0" / "heads" / "validation_curve.json"))
@@ -46,7 +49,9 @@ def test_the_study_runs_every_strategy_resumes_and_writes_its_document(tmp_path)
     text = doc.read_text()
     for part in ("## Held out: `waves`", "### Zero-shot", "### 1 training trajectory", "### all training trajectories",
                  "### Gap to scratch against the base's budget", "Least-squares fit over these budgets",
-                 "### Verdicts", "## Trainable share on the `small` preset", "LoRA + frequency-band spectral adapters"):
+                 "### Verdicts", "## Trainable share on the `small` preset", "LoRA + frequency-band spectral adapters",
+                 "least-squares linear stencil on the same trajectories (no network)",
+                 "the linear stencil fitted on the same trajectories:"):
         assert part in text, part
     one_step = zero["datasets"]["waves"]["one_step"]
     assert f"| zero-shot | {one_step['vrmse']:.4f} |" in text

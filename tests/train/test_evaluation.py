@@ -322,11 +322,12 @@ def test_benchmark_command_runs_every_part_and_resumes(tmp_path):
     assert benchmark_main(argv) == 0
     runs = sorted(os.listdir(out / "seed0"))
     assert runs == sorted(["pdefm", "cnextunet", "cnextunet_matched", "backbone_mamba", "backbone_attention",
-                           *[f"ablation_{a}" for a in ABLATIONS]])
+                           "linear_extrapolation", "linear_stencil", *[f"ablation_{a}" for a in ABLATIONS]])
     text = doc.read_text()
     for heading in ("## One-step VRMSE", "## Rollout VRMSE, steps 1:1", "## Rollout VRMSE, steps 2:5", "## Ablations",
                     "## Targets", "## Learning curves", "**beats persistence on**", "CNextU-Net (PDE-FM's size)",
-                    "## Fine scales over a rollout", "## Mamba against attention on `waves`"):
+                    "## Fine scales over a rollout", "## Mamba against attention on `waves`", "linear stencil",
+                    "none (closed form)"):
         assert heading in text, heading
     assert (tmp_path / "docs" / "benchmark_curves_waves.png").exists()
     matched = json.load(open(out / "seed0" / "cnextunet_matched" / "evaluation.json"))
@@ -349,15 +350,17 @@ def test_benchmark_parts_split_over_two_invocations_fill_one_benchmark(tmp_path)
               "--baselines", "fno", "--baseline-sizes", "matched", "--baseline-target", "delta", "--eval-batches", "1",
               "--rollout-steps", "2"]
     assert benchmark_main([*common, "--parts", "baselines"]) == 0
-    assert os.listdir(out / "seed0") == ["fno_matched"]  # no PDE-FM run from the baselines' share
+    # the baselines' share: the baselines and the linear yardsticks, no PDE-FM run
+    assert sorted(os.listdir(out / "seed0")) == ["fno_matched", "linear_extrapolation", "linear_stencil"]
     assert benchmark_main([*common, "--parts", "pdefm"]) == 0
-    assert sorted(os.listdir(out / "seed0")) == ["fno_matched", "pdefm"]
+    assert sorted(os.listdir(out / "seed0")) == ["fno_matched", "linear_extrapolation", "linear_stencil", "pdefm"]
     text = doc.read_text()
     assert "FNO (PDE-FM's size)" in text and "## One-step VRMSE" in text and "`DeltaWellDataset` target" in text
     assert "waves 16x16" in text  # the grids of the data it ran on
     assert json.load(open(out / "seed0" / "fno_matched" / "evaluation.json"))["target"] == "delta"
     assert benchmark_main([*common, "--parts", "ablations", "--ablations", "no_film"]) == 0
-    assert sorted(os.listdir(out / "seed0")) == ["ablation_no_film", "fno_matched", "pdefm"]  # only the one asked for
+    assert sorted(os.listdir(out / "seed0")) == ["ablation_no_film", "fno_matched", "linear_extrapolation",
+                                                 "linear_stencil", "pdefm"]  # only the one asked for
 
 
 def test_ablation_and_backbone_sentences_come_from_the_runs():

@@ -78,11 +78,15 @@ class LinearStencil:
         return dataset in self.fits
 
     def fit(self, name: str, path: str, n_steps_input: int | None = None, max_windows: int = 128,
-            dt_stride: int = 1, **options) -> "LinearStencil":
-        """Fit dataset `name` on the train split of the dataset folder `path` (up to `max_windows` windows spread
-        evenly over it); `options` go to `fit_batches`."""
+            dt_stride: int = 1, trajectories: int | None = None, **options) -> "LinearStencil":
+        """Fit dataset `name` on the train split of the dataset folder `path` (its first `trajectories` only, as a
+        few-shot run trains on; up to `max_windows` windows spread evenly over it); `options` go to `fit_batches`."""
+        from ..training.batches import first_trajectory_rows
+
         dataset = load_well_dataset(path, split="train", n_steps_input=n_steps_input or self.n_steps_input,
                                     n_steps_output=1, dt_stride=dt_stride)
+        if trajectories is not None:
+            dataset = dataset.select(first_trajectory_rows(dataset, trajectories, f"{path} (train)"))
         rows = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), max_windows)).round().astype(int))
         chunk = 8 if dataset[[0]]["input_fields"].ndim == 5 else 1  # a 3D window's features are ~200 MB
         return self.fit_batches(name, (dataset[[int(r) for r in rows[i : i + chunk]]]
