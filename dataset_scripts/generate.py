@@ -66,13 +66,13 @@ def _system(module, resolution: int, n_spatial_dims: int, n_steps: int = 60, n_t
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        _system(shear_flow, 64, 2),
+        # Frame spacings (pdefm 0.3.0, docs/mini_well.md "Frame spacing"): one step must not be linear extrapolation.
+        _system(shear_flow, 64, 2, n_steps=45),
         _system(gray_scott, 64, 2),
         _system(rayleigh_benard, 64, 2),
         _system(acoustic_scattering, 64, 2),
-        _system(euler, 64, 2),
-        # Frames 8x further apart than before 0.3 (one step was nearly linear, docs/mini_well.md), 36 of them: a
-        # 30-step rollout fits; 10 trajectories keep the generation inside the main job's budget.
+        _system(euler, 64, 2, n_steps=45),
+        # 36 frames (a 30-step rollout fits) and 10 trajectories keep the generation inside the main job's budget.
         _system(mhd, 32, 3, n_steps=36, n_trajectories=10),
     )
 }
@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trajectories", type=int, default=None,
                         help="trajectories per dataset, split 0.8/0.1/0.1 (default: the system's own, 16; MHD_64 10)")
     parser.add_argument("--n-steps", type=int, default=None,
-                        help="saved time steps per trajectory (default: the system's own, 60; MHD_64 36)")
+                        help="saved time steps per trajectory (default: the system's own: 60; shear_flow and "
+                             "euler_multi_quadrants 45, MHD_64 36)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
     parser.add_argument("--trajectories-per-file", type=int, default=2, help="trajectories in each HDF5 file")
     parser.add_argument("--device", default="cpu", help="torch device of the solvers (cuda on a GPU)")
