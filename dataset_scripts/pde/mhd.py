@@ -29,7 +29,7 @@ LENGTH = 2 * math.pi
 MIN_RESOLUTION = 32
 ALFVEN_MACH = (0.5, 2.0)
 REYNOLDS = (50.0, 150.0)
-T_END = 14.0  # 36 frames 8x further apart than 0.2.0's 60 over t = 0-3 (docs/mini_well.md)
+T_END = 28.0  # 36 frames 16x further apart than 0.2.0's 60 over t = 0-3 (docs/mini_well.md)
 
 
 class MHDSolver:

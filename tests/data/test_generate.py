@@ -173,4 +173,4 @@ def test_each_system_saves_its_own_frames_and_the_manifest_records_their_spacing
     assert (settings["n_steps"], settings["n_trajectories"]) == (generate.SYSTEMS["MHD_64"].n_steps,
                                                                  generate.SYSTEMS["MHD_64"].n_trajectories)
     assert settings["frame_spacing"] == generate.SYSTEMS["MHD_64"].regime(32, settings["n_steps"]).frame_spacing
-    assert generate.dataset_settings("shear_flow", None, None, None, 0, 2)["n_steps"] == 60
+    assert generate.dataset_settings("gray_scott_reaction_diffusion", None, None, None, 0, 2)["n_steps"] == 60
