@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import SPECTRAL_BANDS, fields_beaten, not_learned
-from .rollout import ROLLOUT_WINDOWS, window_label
+from .rollout import BLOWN_UP, ROLLOUT_WINDOWS, window_label
 from .verdicts import dataset_verdict, verdict_sentence
 
 YARDSTICKS = ("linear extrapolation", "linear stencil")
@@ -97,6 +97,11 @@ def per_field_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def vrmse_cell(value: float) -> str:
+    """A VRMSE table cell: four decimals, or "blown up" past `BLOWN_UP` (a diverged linear rollout)."""
+    return "blown up" if not value < BLOWN_UP else f"{value:.4f}"
+
+
 def yardstick_rollout_table(results: dict[str, Any]) -> str:
     """Per dataset and rollout window: the model, persistence and each linear yardstick (`inf`: the rollout blew
     up), means over the rollout's starts."""
@@ -109,7 +114,7 @@ def yardstick_rollout_table(results: dict[str, Any]) -> str:
         rows += [(y, results[name]["yardsticks"][y]["vrmse_windows"]) for y in YARDSTICKS
                  if y in results[name].get("yardsticks", {})]
         for label, windows in rows:
-            lines.append(f"| {name} | {label} | " + " | ".join(f"{windows[l]:.4f}" if l in windows else "-"
+            lines.append(f"| {name} | {label} | " + " | ".join(vrmse_cell(windows[l]) if l in windows else "-"
                                                              for l in labels) + " |")
     return "\n".join(lines)
 

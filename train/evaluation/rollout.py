@@ -21,6 +21,8 @@ from .metrics import (SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error
                       vrmse)
 from .windows import evaluation_batches
 
+# A rollout VRMSE this large (or inf) means the rollout has blown up: its digits mean nothing.
+BLOWN_UP = 1e3
 # Rollout windows of The Well's tables, in steps after the last input frame (inclusive).
 ROLLOUT_WINDOWS = ((1, 1), (2, 5), (6, 12), (13, 30))
 
@@ -166,7 +168,8 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     """VRMSE per rollout step (mean over starts, per field) and over The Well's windows of steps, from
     `starts_per_trajectory` starts spread over every trajectory of the split (1: its first frames, as The Well
     scores), with the spread over starts (`vrmse_per_step_sd`: standard deviation of each start's VRMSE). A rollout
-    that blows up scores `inf` from the step it does. `example` keeps the first trajectory's rollout from its first
+    that blows up scores `inf` from the step it does; `diverged_at_step` is the first step whose VRMSE passes
+    `BLOWN_UP` (None if none). `example` keeps the first trajectory's rollout from its first
     frames for figures."""
     dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps, starts_per_trajectory)
     per_start = {"model": [], "persistence": []}  # [starts, steps, C] each
@@ -194,8 +197,8 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     model = torch.cat(per_start["model"]).numpy()  # [starts, steps, C]
     reference = torch.cat(per_start["persistence"]).numpy()
     per_step, persistence_per_step = model.mean(axis=0), reference.mean(axis=0)  # [steps, C]
-    finite = np.isfinite(per_step).all(axis=1)
-    diverged = int(np.argmin(finite)) + 1 if not finite.all() else None
+    sane = (per_step < BLOWN_UP).all(axis=1)  # also False for inf and NaN
+    diverged = int(np.argmin(sane)) + 1 if not sane.all() else None
     with np.errstate(invalid="ignore"):
         spread = model.mean(axis=2).std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(steps)
     reader = split_reader(dataset)

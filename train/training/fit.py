@@ -26,7 +26,7 @@ from pdefm.runtime.threads import refresh_threads
 
 from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
-from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict
+from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict, vrmse_cell
 from ..evaluation.verdicts import dataset_verdict, verdict_sentence
 from ..evaluation.rollout import one_step_vrmse
 from ..evaluation.suite import evaluate_model
@@ -522,14 +522,15 @@ def yardstick_table(report: dict) -> str:
     its last steps (6-12 where it reaches them) for each (`inf`: the rollout blew up)."""
     labels = ("linear extrapolation", "linear stencil")
     lines = ["| dataset | PDE-FM | persistence | " + " | ".join(labels) + " | PDE-FM rollout 6:12 | persistence 6:12 | "
-             + " | ".join(f"{label} 6:12" for label in labels) + " |", "|---" * (4 + 2 * len(labels)) + "|"]
+             + " | ".join(f"{label} 6:12" for label in labels) + " |", "|---" * (5 + 2 * len(labels)) + "|"]
     late = lambda values: sum(values[5:12]) / len(values[5:12]) if len(values) > 5 else float("nan")  # noqa: E731
     for name, r in sorted(report.items()):
         yard, rolled = r.get("yardsticks", {}), r.get("rollout", {})
         cells = [f"{r['vrmse']:.4f}", f"{r['persistence_vrmse']:.4f}",
                  *[f"{yard[label]['vrmse']:.4f}" if label in yard else "-" for label in labels],
-                 f"{late(rolled.get('vrmse_per_step', [])):.4f}", f"{late(rolled.get('persistence_vrmse_per_step', [])):.4f}",
-                 *[f"{late(yard[label]['vrmse_per_step']):.4f}" if label in yard else "-" for label in labels]]
+                 vrmse_cell(late(rolled.get("vrmse_per_step", []))),
+                 vrmse_cell(late(rolled.get("persistence_vrmse_per_step", []))),
+                 *[vrmse_cell(late(yard[label]["vrmse_per_step"])) if label in yard else "-" for label in labels]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
