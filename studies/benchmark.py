@@ -30,7 +30,6 @@ import torch
 from pdefm.data.layout import dataset_folders
 from pdefm.train.baselines.forecaster import BASELINE_TARGETS, load_forecaster
 from pdefm.train.baselines.linear import fit_yardsticks
-from pdefm.train.evaluate import add_evaluation_arguments
 from pdefm.train.evaluation.report import write_evaluation
 from pdefm.train.evaluation.suite import evaluate_model
 from pdefm.train.model_files.loading import architecture_settings
@@ -38,9 +37,9 @@ from pdefm.train.training.config import config_from_file
 from pdefm.train.training.fit import reset_accelerate_state
 
 from pdefm.runtime.cli_format import HelpFormatter
-from pdefm.runtime.paths import check_output_folder
 from pdefm.runtime.process import setup_process
 
+from .arguments import add_output_arguments, parse_study_arguments
 from .baseline_training import train_baseline
 from .benchmark_report import baseline_minutes_per_dataset, write_benchmark_doc
 
@@ -275,15 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                              "evenly over the datasets, equal total compute)")
     parser.add_argument("--valid-every", type=int, default=100, help="steps between the learning curves' points")
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
-    parser.add_argument("--out", default="outputs/benchmark", help="runs go here; finished ones are skipped when rerun")
-    parser.add_argument("--doc", default="docs/benchmark.md", help="the report written from the runs")
-    add_evaluation_arguments(parser)
+    add_output_arguments(parser, out="outputs/benchmark", doc="docs/benchmark.md")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
-    args = parser.parse_args(argv)
-    try:
-        check_output_folder(args.out, "--out")
-    except ValueError as error:
-        parser.error(str(error))
+    args = parse_study_arguments(parser, argv)
     setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):

@@ -9,10 +9,10 @@ import shutil
 import time
 
 import numpy as np
-
-from modeling_pdefm.config_versions import RENAMED_KEYS
 from pdefm.data import split_resolution
 from pdefm.train.evaluation.report import mean_sd_cell, plot_rollout_curves
+
+from modeling_pdefm.config_versions import RENAMED_KEYS
 
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
              ("cnextunet_matched", "CNextU-Net (PDE-FM's size)"), ("unet_classic_matched", "U-Net (PDE-FM's size)"),

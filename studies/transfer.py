@@ -35,7 +35,6 @@ import time
 
 import torch
 from pdefm.data.layout import dataset_folders
-from pdefm.train.evaluate import add_evaluation_arguments
 from pdefm.train.baselines.linear import LinearStencil
 from pdefm.train.evaluation.forecasters import PDEFMForecaster
 from pdefm.train.evaluation.report import write_evaluation
@@ -46,8 +45,9 @@ from pdefm.train.training.config import config_from_file
 from pdefm.train.training.fit import reset_accelerate_state
 
 from pdefm.runtime.cli_format import HelpFormatter
-from pdefm.runtime.paths import check_output_folder
 from pdefm.runtime.process import setup_process
+
+from .arguments import add_output_arguments, parse_study_arguments
 
 STRATEGIES = ("zero_shot", "heads", "lora", "spectral_lora", "full", "scratch")
 # The bases keep the paper's FNO decoder whatever the preset's: the frequency-band adapters adapt its Fourier layers,
@@ -223,15 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank (and the spectral adapters' lowest-band rank)")
     parser.add_argument("--config", default="mini_well", help="training config of the bases and the runs")
     parser.add_argument("--data", default="data/mini_well", help="the suite's folder (generated when missing)")
-    parser.add_argument("--out", default="outputs/transfer", help="runs go here; finished ones are skipped")
-    parser.add_argument("--doc", default="docs/transfer.md", help="the report written from the runs")
-    add_evaluation_arguments(parser)
+    add_output_arguments(parser, out="outputs/transfer", doc="docs/transfer.md")
     parser.add_argument("--report-only", action="store_true", help="write --doc from the finished runs, train nothing")
-    args = parser.parse_args(argv)
-    try:
-        check_output_folder(args.out, "--out")
-    except ValueError as error:
-        parser.error(str(error))
+    args = parse_study_arguments(parser, argv)
     for size in [*args.sizes, *args.seeded_sizes]:
         if size != "all" and not (size.isdigit() and int(size) > 0):
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")
