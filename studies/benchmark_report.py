@@ -431,6 +431,16 @@ def alone_table(runs: dict, names: list[str]) -> tuple[str, list[str]] | None:
     return "\n".join(lines), verdict
 
 
+def rollout_starts(runs: dict) -> str:
+    """Where the runs' rollouts started, read from their evaluation files: "N starts spread over the M test
+    trajectories" per dataset (runs made before several starts: the first frames of every test trajectory)."""
+    counts = sorted({(r["rollout"].get("starts"), r["rollout"]["trajectories"]) for seeds in runs.values()
+                     for doc in seeds.values() for r in doc["datasets"].values()}, key=str)
+    if all(starts in (None, trajectories) for starts, trajectories in counts):
+        return "the first frames of every test trajectory"
+    return "starts spread over every test trajectory (" + ", ".join(f"{s} over {t}" for s, t in counts) + " per dataset)"
+
+
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     with open(os.path.join(out, "benchmark_settings.json")) as f:
         settings = json.load(f)
@@ -489,8 +499,8 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     parts += [
         f"- Seeds: {', '.join(str(s) for s in seeds)} (table cells: mean ± sample standard deviation over seeds).",
         f"- Evaluation on the test splits, on denormalised fields: one-step VRMSE over {settings['eval_batches']} batches "
-        f"of 8 windows spread evenly over each split; rollouts from the first 4 frames of every test trajectory, fed "
-        f"back for {settings['rollout_steps']} steps, VRMSE averaged over The Well's windows of steps.",
+        f"of 8 windows spread evenly over each split; rollouts from {rollout_starts(runs)}, fed back for "
+        f"{settings['rollout_steps']} steps, VRMSE averaged over the starts and over The Well's windows of steps.",
         "",
     ]
     if "pdefm" in runs:
