@@ -434,7 +434,7 @@ def alone_table(runs: dict, names: list[str]) -> tuple[str, list[str]] | None:
 def rollout_starts(runs: dict) -> str:
     """Where the runs' rollouts started, read from their evaluation files: "N starts spread over the M test
     trajectories" per dataset (runs made before several starts: the first frames of every test trajectory)."""
-    counts = sorted({(r["rollout"].get("starts"), r["rollout"]["trajectories"]) for seeds in runs.values()
+    counts = sorted({(r["rollout"].get("starts"), r["rollout"].get("trajectories")) for seeds in runs.values()
                      for doc in seeds.values() for r in doc["datasets"].values()}, key=str)
     if all(starts in (None, trajectories) for starts, trajectories in counts):
         return "the first frames of every test trajectory"
