@@ -320,7 +320,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         """The autoregressive rollout, frame by frame: yields each predicted frame `[batch, 1, *space, C]` in the
         units of the input as it is made (nothing but the current window is held, so a long rollout can be written
         as it goes). `inputs` are `forward`'s arguments; `forward(n_steps=k)` stacks the same frames."""
-        inputs = self._resolve_inputs(**inputs, n_steps=n_steps)
+        targets = ("labels", "output_fields")  # a batch's targets do not say how far to roll out: n_steps does
+        inputs = self._resolve_inputs(**{k: v for k, v in inputs.items() if k not in targets}, n_steps=n_steps)
         for frame, _ in self._rollout(inputs):
             yield frame.unsqueeze(1)
 

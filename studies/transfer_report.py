@@ -230,8 +230,9 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
             f"the held-out dataset. Seeds: {', '.join(map(str, args.seeds))} at sizes "
             f"{', '.join(args.seeded_sizes)}, the first seed otherwise.",
             f"- Evaluation on the held-out test split: one-step VRMSE over {args.eval_batches} batches of 8 windows, "
-            f"rollout VRMSE over steps {WINDOW} from the first frames of every test trajectory; table cells are mean "
-            "± sample standard deviation over seeds.",
+            f"rollout VRMSE over steps {WINDOW} from starts spread over every test trajectory (`pdefm evaluate`'s "
+            "default; runs made before pdefm 0.3.0 from the first frames only); table cells are mean ± sample "
+            "standard deviation over seeds.",
             "- Only finished runs are reported (a table's `seeds` column says which); rerunning the command "
             "completes the grid, skipping what is done.", ""]
     for held_out in args.held_out:

@@ -35,7 +35,7 @@ def test_forward_rollout_iter_rollout_and_the_evaluation_rollout_give_the_same_f
     with torch.no_grad():
         forward = model(**inputs, n_steps=STEPS).prediction
         rollout = model.rollout(batch, STEPS)
-        frames = torch.cat(list(model.iter_rollout(STEPS, **inputs)), dim=1)
+        frames = torch.cat(list(model.iter_rollout(STEPS, **batch)), dim=1)  # targets in the batch do not count
         evaluation = torch.cat(list(iter_rollout(PDEFMForecaster(model), batch, STEPS)), dim=1)
     assert forward.shape == (2, STEPS, 12, 20, 4)
     for other in (rollout, frames, evaluation):
@@ -78,3 +78,12 @@ def test_the_training_loss_scores_the_rollout_it_is_given():
 def test_an_unknown_rollout_normalization_is_refused_by_name():
     with pytest.raises(ValueError, match="rollout_normalization must be one of"):
         tiny_config(rollout_normalization="sometimes")
+
+
+def test_iter_rollout_rolls_out_n_steps_whatever_targets_the_batch_holds():
+    model, batch = _model("every_window"), _batch()
+    batch["output_fields"] = batch["output_fields"][:, :1]  # a one-step training window's target
+    batch["output_time_grid"] = batch["output_time_grid"][:, :1]
+    with torch.no_grad():
+        frames = list(model.iter_rollout(STEPS, **batch))
+    assert len(frames) == STEPS and frames[0].shape == (2, 1, 12, 20, 4)
