@@ -34,6 +34,28 @@ def add_evaluation_arguments(parser) -> None:
     parser.add_argument("--eval-batches", type=int, default=8, help="one-step test windows: this many batches of 8")
 
 
+def claim_evaluation_folder(out: str, overwrite: bool) -> None:
+    """Refuse an `--out` that holds an earlier evaluation (the main job's, which its report embeds, is in the model
+    folder's `evaluation/`) unless `overwrite`; then remove only what an evaluation wrote (its JSON, Markdown and
+    figures), so no old figure stays beside the new ones."""
+    earlier = os.path.join(out, "evaluation.json")
+    if not os.path.isfile(earlier):
+        return
+    if not overwrite:
+        raise ValueError(f"--out {out!r} holds an earlier evaluation ({earlier}); give another --out, or pass "
+                         "--overwrite_output_dir to replace it")
+    figures = os.path.join(out, "figures")
+    if os.path.isdir(figures) and not os.path.islink(figures):
+        for name in os.listdir(figures):
+            path = os.path.join(figures, name)
+            if name.endswith(".png") and os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+    for name in ("evaluation.json", "evaluation.md"):
+        path = os.path.join(out, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm evaluate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="PDE-FM folder or Hub id, or a baseline folder")
@@ -52,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the linear yardsticks (linear extrapolation, and a 3x3 stencil fitted on the "
                              "data's train split)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="replace an earlier evaluation in --out (its evaluation files and figures only)")
     parser.add_argument("--figure-fields", nargs="+", default=None,
                         help="fields drawn in the rollout figures, by name (velocity or velocity_x) (default: all)")
     args = parser.parse_args(argv)
@@ -64,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else (
             os.path.join(args.model, "evaluation") if os.path.isdir(args.model) else "evaluation")
         check_output_folder(out, "--out")
+        claim_evaluation_folder(out, args.overwrite_output_dir)
         root, names = resolve_datasets(args.data, args.split, args.datasets)
         forecaster = load_forecaster(args.model, adapter=args.adapter)
         n_steps_input = args.n_steps_input or forecaster.n_steps_input

@@ -151,8 +151,9 @@ def same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_output_path(out_path: str, input_path: str) -> None:
-    """Refuse an `--out` that is empty, a folder, inside a missing folder, or the input itself (by any path)."""
+def check_output_path(out_path: str, input_path: str, overwrite: bool = False) -> None:
+    """Refuse an `--out` that is empty, a folder, inside a missing folder, or the input itself (by any path); one that
+    exists unless `overwrite`, and one that is not a regular file (a link, a FIFO, a device) always."""
     if not out_path or not out_path.strip():
         raise ValueError("--out is empty: give the HDF5 file to write, e.g. --out forecast.hdf5")
     if os.path.isdir(out_path):
@@ -162,6 +163,13 @@ def check_output_path(out_path: str, input_path: str) -> None:
         raise ValueError(f"--out {out_path!r}: its folder {parent} does not exist")
     if same_file(out_path, input_path):
         raise ValueError(f"--out {out_path!r} is the input file {input_path!r}; the input is never overwritten")
+    if os.path.lexists(out_path):
+        if os.path.islink(out_path) or not os.path.isfile(out_path):
+            raise ValueError(f"--out {out_path!r} exists and is not a regular file (a link, a FIFO or a device); "
+                             "pdefm predict replaces only regular files: give another path")
+        if not overwrite:
+            raise ValueError(f"--out {out_path!r} already exists; pass --overwrite to replace it (a model folder's "
+                             "weights or an earlier forecast are never replaced silently)")
 
 
 def forecast_bytes(reader: WellSplitReader, steps: int) -> int:
@@ -172,7 +180,7 @@ def forecast_bytes(reader: WellSplitReader, steps: int) -> int:
 
 
 def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_input: int | None = None,
-                 dataset_name: str | None = None, model_id: str = "") -> tuple[int, int]:
+                 dataset_name: str | None = None, model_id: str = "", overwrite: bool = False) -> tuple[int, int]:
     """Roll out `model` (a `PDEFMModel`) from every trajectory of `input_path` into `out_path`, frame by frame;
     returns (trajectories, frames written per trajectory).
     `n_steps_input` defaults to the input window the model was trained with (`model.config.n_steps_input`)."""
@@ -182,7 +190,7 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
         raise ValueError(f"--n-steps-input must be a positive number of frames, got {n_steps_input!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    check_output_path(out_path, input_path)
+    check_output_path(out_path, input_path, overwrite)
     reader = WellSplitReader([input_path], n_steps_input=n_steps_input, n_steps_output=1)
     size = forecast_bytes(reader, steps)
     # The forecast is written frame by frame as it is made: refuse one that the disk cannot hold before starting.
@@ -216,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", default=None, help="LoRA domain adapter folder or Hub id")
     parser.add_argument("--input", required=True, help="an HDF5 file in The Well's format")
     parser.add_argument("--steps", type=int, required=True, help="number of steps to predict")
-    parser.add_argument("--out", required=True, help="output HDF5 file")
+    parser.add_argument("--out", required=True, help="output HDF5 file (an existing one only with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (a regular file only)")
     parser.add_argument("--n-steps-input", type=int, default=None,
                         help="input frames the model sees (default: what it was trained with)")
     parser.add_argument("--dataset-name", default=None, help="the model's dataset to use (default: the file's)")
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_pdefm(args.model, adapter=args.adapter)
         with torch.inference_mode():
             n_traj, n_times = predict_file(model, args.input, args.steps, args.out, args.n_steps_input,
-                                           args.dataset_name,
+                                           args.dataset_name, overwrite=args.overwrite,
                                            model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

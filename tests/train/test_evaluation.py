@@ -433,3 +433,26 @@ def test_benchmark_alone_part_compares_each_dataset_alone_with_the_mixture(tmp_p
     text = doc.read_text()
     assert "## Alone against in the mixture" in text
     assert all(f"- {n}: in the mixture" in text for n in names)
+
+
+def test_an_earlier_evaluation_is_replaced_only_when_asked_and_leaves_no_old_figure(saved_model, data_dir, tmp_path,
+                                                                                     capsys):
+    """Without --out the evaluation goes into the model folder's evaluation/, where the main job's report has its
+    own: a second evaluation there is refused unless --overwrite_output_dir, which removes the old figures first."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(saved_model, model)
+    argv = ["--model", str(model), "--data", data_dir, "--rollout-steps", "2", "--no-yardsticks"]
+    assert evaluate_main(argv) == 0
+    first = (model / "evaluation" / "evaluation.json").read_text()
+    assert sorted(p.name for p in (model / "evaluation" / "figures").iterdir()) == [
+        "cube3d_rollout.png", "flow2d_rollout.png", "vrmse_per_step.png"]
+    assert evaluate_main([*argv, "--datasets", "flow2d"]) == 2
+    assert "holds an earlier evaluation" in capsys.readouterr().err
+    assert (model / "evaluation" / "evaluation.json").read_text() == first
+    (model / "evaluation" / "notes.txt").write_text("mine")
+    assert evaluate_main([*argv, "--datasets", "flow2d", "--overwrite_output_dir"]) == 0
+    assert sorted(p.name for p in (model / "evaluation" / "figures").iterdir()) == [
+        "flow2d_rollout.png", "vrmse_per_step.png"]  # cube3d's old figure is gone
+    assert (model / "evaluation" / "notes.txt").read_text() == "mine"  # what the evaluation did not write stays

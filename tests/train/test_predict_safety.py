@@ -165,3 +165,28 @@ def test_a_long_forecast_is_written_frame_by_frame_with_the_same_values(setup, t
                                atol=1e-5, rtol=1e-5)
     with h5py.File(out) as f:
         assert f.attrs["pdefm_predicted_steps"] == 4
+
+
+def test_an_existing_out_is_replaced_only_when_asked_and_only_if_it_is_a_regular_file(setup, tmp_path, capsys):
+    """`--out` naming an existing file (an earlier forecast, the model's own weights) is refused unless
+    `--overwrite`; a FIFO or a link is never written through."""
+    _, model, source = setup
+    weights = os.path.join(model, "model.safetensors")
+    before = open(weights, "rb").read()
+    assert predict(model, source, weights, "--steps", "1") == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert open(weights, "rb").read() == before
+    earlier = tmp_path / "earlier.hdf5"
+    earlier.write_bytes(b"an earlier forecast")
+    assert predict(model, source, earlier, "--steps", "1") == 2
+    assert earlier.read_bytes() == b"an earlier forecast"
+    assert predict(model, source, earlier, "--steps", "1", "--overwrite") == 0
+    assert earlier.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # replaced by the forecast
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.hdf5"
+    link.symlink_to(tmp_path / "elsewhere.hdf5")
+    for path in (fifo, link):
+        assert predict(model, source, path, "--steps", "1", "--overwrite") == 2
+        assert "is not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere.hdf5").exists()
