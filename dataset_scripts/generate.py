@@ -33,14 +33,7 @@ from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.runtime.process import setup_process
 
 from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
-from .pde import (
-    acoustic_scattering,
-    euler,
-    gray_scott,
-    mhd,
-    rayleigh_benard,
-    shear_flow,
-)
+from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation, SolverBreakdownError
 from .the_well import compute_stats
 from .well_writer import write_well_file
@@ -231,12 +224,10 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
         raise ValueError(f"unknown dataset {name!r}; Mini-Well has {sorted(SYSTEMS)}")
     check_settings(resolution, n_trajectories, n_steps, seed, trajectories_per_file)
     system = SYSTEMS[name]
-    resolution = resolution or system.resolution
-    n_trajectories = n_trajectories or system.n_trajectories
-    n_steps = n_steps or system.n_steps
+    settings = dataset_settings(name, resolution, n_trajectories, n_steps, seed, trajectories_per_file)
+    resolution, n_trajectories, n_steps = settings["resolution"], settings["n_trajectories"], settings["n_steps"]
     folder = os.path.join(out, name)
-    claim_folder(folder, dataset_settings(name, resolution, n_trajectories, n_steps, seed, trajectories_per_file),
-                 overwrite)
+    claim_folder(folder, settings, overwrite)
     for leftover in glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place
     start = time.perf_counter()

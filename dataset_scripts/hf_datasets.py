@@ -21,11 +21,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import torch
 
-from pdefm.runtime.remote import (
-    RemoteUnreachableError,
-    is_unreachable,
-    unreachable_message,
-)
+from pdefm.runtime.remote import RemoteUnreachableError, is_unreachable, unreachable_message
 
 from .layout import SPLITS, dataset_dir_of_split, split_dir, stats_path
 from .normalization import WellNormalizer

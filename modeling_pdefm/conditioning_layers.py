@@ -13,6 +13,12 @@ BC_WALL, BC_OPEN, BC_PERIODIC, BC_NO_AXIS = 0, 1, 2, 3
 MAX_AXES = 3
 
 
+def periodic_axes(boundary_conditions: torch.Tensor) -> torch.Tensor:
+    """`[d]` bool: per spatial axis, whether every sample's boundary on both sides of it is periodic
+    (`boundary_conditions [batch, d, 2]`)."""
+    return (boundary_conditions == BC_PERIODIC).all(dim=2).all(dim=0)
+
+
 def signed_log(x: torch.Tensor) -> torch.Tensor:
     """sign(x) log(1 + |x|): physical parameters span decades (Reynolds 1e4..1e6), this keeps them O(1)."""
     return torch.sign(x) * torch.log1p(x.abs())

@@ -11,16 +11,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from .config_versions import (
-    PDEFM_FORMAT,
-    REMOVED_KEYS,
-    RENAMED_KEYS,
-    drop_removed_keys,
-    refuse_removed_values,
-    refuse_unknown_keys,
-    renamed_value,
-    transformers_config_keys,
-)
+from .config_versions import (PDEFM_FORMAT, REMOVED_KEYS, RENAMED_KEYS, drop_removed_keys, refuse_removed_values,
+                              refuse_unknown_keys, renamed_value, transformers_config_keys)
 
 # Size presets. `tiny` (what `PDEFMConfig()` builds) runs in seconds on a CPU and is the main job's model, `small` is
 # the paper's model size (about 13M parameters with 2D datasets), `base` is about 100M parameters. A first 3D dataset

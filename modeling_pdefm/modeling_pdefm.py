@@ -28,6 +28,7 @@ from .conditioning_layers import (
     ModulationProjection,
     PhysicsContextEncoder,
     SpectralSummaryFusion,
+    periodic_axes,
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
@@ -87,7 +88,8 @@ def dims_key(n_spatial_dims: int) -> str:
 class ForecastInputs:
     """What one forecast needs once `forward`'s arguments are resolved and checked: `window [b, T_in, *space, C]` in
     the model's dtype and physical units, `constants [b, *space, C_const]` normalised (or None), the dataset's
-    `context [b, hidden]` from its scalars, `boundary_conditions [b, d, 2]`, the time grids as given."""
+    `context [b, hidden]` from its scalars, `boundary_conditions [b, d, 2]`, the first window's per-sample `mean` and
+    `std` `[b, 1, *1, C]` (`_window_statistics`), the time grids as given."""
 
     name: str
     spec: dict[str, Any]
@@ -96,6 +98,8 @@ class ForecastInputs:
     constants: torch.Tensor | None
     context: torch.Tensor
     boundary_conditions: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
     labels: torch.Tensor | None = None
     input_time_grid: torch.Tensor | None = None
     output_time_grid: torch.Tensor | None = None
@@ -373,14 +377,15 @@ class PDEFMModel(PDEFMPreTrainedModel):
             if self.config.normalize_inputs:
                 axes = tuple(range(1, d + 1))
                 constants = (constants - constants.mean(axes, keepdim=True)) / constants.std(axes, keepdim=True).clamp_min(NORM_MIN_STD)
+        mean, std = self._window_statistics(spec, window)
         return ForecastInputs(name=name, spec=spec, window=window, n_steps=n_steps, constants=constants,
-                              context=self.dataset_heads[name](constant_scalars, batch),
+                              context=self.dataset_heads[name](constant_scalars, batch), mean=mean, std=std,
                               boundary_conditions=boundary_conditions, labels=labels,
                               input_time_grid=input_time_grid, output_time_grid=output_time_grid,
                               output_hidden_states=bool(self.config.output_hidden_states if output_hidden_states is None
                                                         else output_hidden_states))
 
-    def _rollout(self, inputs: ForecastInputs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _rollout(self, inputs: ForecastInputs) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
         """Stage 2, the one rollout: normalise the window, predict the next frame, map it back to the input's units,
         shift it into the window; `n_steps` times. Yields `(frame [b, *space, C], token states)`: the backbone's input
         and every layer's output with `output_hidden_states`, else the last (`[b, T, *grid, hidden]` each).
@@ -390,8 +395,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         would see), `"first_window"` keeps the first window's (docs/decisions.md, "One rollout").
         """
         periodic = self._periodic_axes(inputs.boundary_conditions)
-        window = inputs.window
-        mean, std = self._window_statistics(inputs.spec, window)
+        window, mean, std = inputs.window, inputs.mean, inputs.std
         window_norm = (window - mean) / std
         for step in range(inputs.n_steps):
             context = None
@@ -415,7 +419,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         """Stage 3: `(loss, vrmse, spectral)` of `prediction` against the labels. VRMSE and the spectral loss are
         invariant to a per-channel affine map, so they are computed in the first window's normalised units: The
         Well's value, with their epsilon relative to the data's scale."""
-        mean, std = self._window_statistics(inputs.spec, inputs.window)
+        mean, std = inputs.mean, inputs.std
         return pdefm_objective((prediction - mean) / std, (inputs.labels - mean) / std, inputs.spec["n_spatial_dims"],
                                self.config.spectral_loss_weight)
 
@@ -446,7 +450,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def _periodic_axes(boundary_conditions: torch.Tensor) -> tuple[bool, ...] | torch.Tensor:
         """Per spatial axis, whether every sample's boundary on both sides of it is periodic: a tuple, or under a
         trace (`torch.export`) a bool tensor `[d]` the decoder pads by with tensor ops instead of branching."""
-        periodic = (boundary_conditions == BC_PERIODIC).all(dim=2).all(dim=0)
+        periodic = periodic_axes(boundary_conditions)
         return periodic if tracing() else tuple(periodic.tolist())
 
     def _std_floor(self, spec: dict[str, Any], window: torch.Tensor) -> torch.Tensor:

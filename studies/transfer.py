@@ -159,10 +159,11 @@ def run_study(args, held_out: str, names: list[str], log) -> None:
             if not finished(folder):
                 run_zero_shot(args, ensure_base(args, held_out, minutes, names, log), held_out, folder)
                 log(f"{held_out}: zero-shot from the {minutes:g}-min base done")
+    n_steps_input = config_from_file(args.config).config.n_steps_input
     for size in args.sizes:  # the yardstick every strategy must beat: a linear stencil fitted on the same trajectories
         folder = run_folder(args.out, held_out, None, size, 0, "linear_stencil")
         if not finished(folder):
-            stencil = LinearStencil(config_from_file(args.config).config.n_steps_input).fit(
+            stencil = LinearStencil(n_steps_input).fit(
                 held_out, os.path.join(args.data, held_out), trajectories=None if size == "all" else int(size))
             evaluate_into(args, stencil, held_out, folder, {"model": "linear stencil", "strategy": "linear_stencil",
                                                             "size": size, "seed": 0, "steps": 0, "train_seconds": 0.0})

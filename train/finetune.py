@@ -54,13 +54,7 @@ from .model_files.model_card import write_model_card
 from .training.batches import model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import config_parser, load_config
-from .training.fit import (
-    TRAINING_KEYS_IN_MODEL,
-    fit,
-    make_accelerator,
-    print_outputs,
-    write_report,
-)
+from .training.fit import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
 from .training.run_lock import RunLockError
 
 MODES = ("lora", "spectral_lora", "heads", "full", "scratch")

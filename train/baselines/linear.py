@@ -12,14 +12,14 @@ in physical units), so the evaluation scores them with the same code as PDE-FM a
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
-
 from pdefm.data import load_well_dataset
 
-BC_PERIODIC = 2
+from modeling_pdefm.conditioning_layers import periodic_axes
 
 
 class LinearExtrapolation:
@@ -57,11 +57,10 @@ def neighbourhood_features(window: torch.Tensor, periodic: tuple[bool, ...]) -> 
     return torch.cat(shifts, dim=-1)
 
 
-def periodic_axes(batch: dict[str, Any], d: int) -> tuple[bool, ...]:
+def batch_periodic_axes(batch: dict[str, Any], d: int) -> tuple[bool, ...]:
+    """Per spatial axis, whether the batch's boundaries are periodic on it (all of them without boundary codes)."""
     bc = batch.get("boundary_conditions")
-    if bc is None:
-        return (True,) * d
-    return tuple((bc == BC_PERIODIC).all(dim=-1).reshape(-1, d).all(dim=0).tolist())
+    return (True,) * d if bc is None else tuple(periodic_axes(bc).tolist())
 
 
 class LinearStencil:
@@ -119,7 +118,7 @@ class LinearStencil:
     def _design(self, batch: dict[str, Any], mean: torch.Tensor, std: torch.Tensor, with_target: bool = True):
         window = (batch["input_fields"].float() - mean) / std
         d = window.ndim - 3
-        features = neighbourhood_features(window, periodic_axes(batch, d))
+        features = neighbourhood_features(window, batch_periodic_axes(batch, d))
         x = torch.cat([features, torch.ones(*features.shape[:-1], 1)], dim=-1).flatten(0, -2)
         if not with_target:
             return x, None
@@ -139,8 +138,6 @@ class LinearStencil:
 
 def fit_yardsticks(data_dir: str, names: list[str], n_steps_input: int, dt_stride: int = 1) -> dict[str, Any]:
     """The linear yardsticks of `names` under `data_dir`: `{label: forecaster}` (the stencil fitted per dataset)."""
-    import os
-
     stencil = LinearStencil(n_steps_input)
     for name in names:
         stencil.fit(name, os.path.join(data_dir, name), dt_stride=dt_stride)

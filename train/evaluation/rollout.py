@@ -202,8 +202,9 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     with np.errstate(invalid="ignore"):
         spread = model.mean(axis=2).std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(steps)
     reader = split_reader(dataset)
-    windows = np.asarray(reader.window_indices())[rows]
-    return {"trajectories": len({reader.locate(int(w))[:2] for w in windows}), "starts": len(rows), "steps": steps, "vrmse_per_step": per_step.mean(axis=1).tolist(),
+    trajectories = len({reader.locate(int(w))[:2] for w in np.asarray(reader.window_indices())[rows]})
+    return {"trajectories": trajectories, "starts": len(rows), "steps": steps,
+            "vrmse_per_step": per_step.mean(axis=1).tolist(),
             "vrmse_per_step_sd": spread.tolist(), "diverged_at_step": diverged,
             "vrmse_per_step_per_field": per_step.tolist(), "vrmse_windows": rollout_windows(per_step),
             "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),

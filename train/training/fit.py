@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
@@ -27,27 +28,15 @@ from pdefm.runtime.threads import refresh_threads
 from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict, vrmse_cell
-from ..evaluation.verdicts import dataset_verdict, verdict_sentence
-from ..evaluation.rollout import one_step_vrmse
+from ..evaluation.rollout import one_step_vrmse, rollout_windows
 from ..evaluation.suite import evaluate_model
+from ..evaluation.verdicts import dataset_verdict, verdict_sentence
 from ..evaluation.windows import evaluation_batches
 from ..model_files.model_card import metrics_table
 from .batches import MultiDatasetBatches, load_shard
-from .checkpointing import (
-    CheckpointError,
-    apply_checkpoint,
-    checkpoint_root,
-    complete_checkpoints,
-    read_latest_checkpoint,
-    save_checkpoint,
-)
-from .config import (
-    CHANGEABLE_ON_RESUME,
-    DATA_FILES_KEY,
-    TRAINING_KEYS_IN_MODEL,
-    PretrainConfig,
-    resume_conflicts,
-)
+from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
+                            read_latest_checkpoint, save_checkpoint)
+from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
@@ -523,7 +512,8 @@ def yardstick_table(report: dict) -> str:
     labels = ("linear extrapolation", "linear stencil")
     lines = ["| dataset | PDE-FM | persistence | " + " | ".join(labels) + " | PDE-FM rollout 6:12 | persistence 6:12 | "
              + " | ".join(f"{label} 6:12" for label in labels) + " |", "|---" * (5 + 2 * len(labels)) + "|"]
-    late = lambda values: sum(values[5:12]) / len(values[5:12]) if len(values) > 5 else float("nan")  # noqa: E731
+    def late(values: list[float]) -> float:  # The Well's window 6:12, where the rollout reaches it
+        return rollout_windows(np.asarray(values, dtype=float)[:, None]).get("6:12", float("nan")) if values else float("nan")
     for name, r in sorted(report.items()):
         yard, rolled = r.get("yardsticks", {}), r.get("rollout", {})
         cells = [f"{r['vrmse']:.4f}", f"{r['persistence_vrmse']:.4f}",
