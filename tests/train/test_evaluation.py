@@ -131,6 +131,13 @@ def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_pat
     write_dataset(str(other), "unknown_system", n_steps=8, files_per_split=(1, 1, 1))
     assert evaluate_main(["--model", saved_model, "--data", str(other / "unknown_system")]) == 2
     assert "unknown_system" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--model", saved_model, "--data", data_dir, "--starts-per-trajectory", "0"])
+    assert "--starts-per-trajectory must be >= 1, got 0" in capsys.readouterr().err
+    from pdefm.train.evaluation.rollout import trajectory_starts
+
+    with pytest.raises(ValueError, match="starts_per_trajectory must be >= 1, got 0"):
+        trajectory_starts(os.path.join(data_dir, "flow2d"), "test", 4, 6, starts_per_trajectory=0)
 
 
 def saved_baseline_predicts_as_trained(model, data_dir, folder):

@@ -307,6 +307,12 @@ def test_the_0_2_0_names_of_the_head_options_still_work_and_warn(setup, tmp_path
     with pytest.warns(FutureWarning, match="use --head-init"):
         options, _ = finetune_arguments(["--base", "b", "--data", "d", "--adapter-name", "x", "--adapter-init", "random"])
     assert options.head_init == "random"
+    from pdefm.train.finetune import FinetuneConfig
+
+    with pytest.raises(ValueError, match=r"finetune mode must be one of \('lora'.*got 'lora2'"):
+        FinetuneConfig(base="b", data="d", adapter_name="x", mode="lora2")
+    with pytest.raises(ValueError, match="head_init must be 'fields' or 'random', got 'copy'"):
+        FinetuneConfig(base="b", data="d", adapter_name="x", head_init="copy")
 
 
 def test_spectral_lora_finetune_saves_a_merged_model(setup, tmp_path):
