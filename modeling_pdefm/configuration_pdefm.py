@@ -185,6 +185,9 @@ class PDEFMConfig(PretrainedConfig):
         rollout_normalization (`str`, *optional*, defaults to `"every_window"`): which statistics each step of a
             rollout normalises its window with: `"every_window"` recomputes them from the window the step is given,
             `"first_window"` keeps the first window's for the whole rollout (docs/decisions.md, "One rollout").
+        patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
+            a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
+            over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
         check_finite_inputs (`bool`, *optional*, defaults to `True`): refuse inputs holding NaN or Inf by name.
         norm_std_floor (`float`, *optional*, defaults to 0.05): with `normalize_inputs`, a field's std over the
             input window is floored at this fraction of its scale over the dataset (`field_scales` of its dataset
@@ -250,6 +253,7 @@ class PDEFMConfig(PretrainedConfig):
         predict_increment: bool = True,
         normalize_inputs: bool = True,
         rollout_normalization: str = "every_window",
+        patch_jitter: bool = False,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
         wall_padding: float = 0.125,
@@ -294,6 +298,7 @@ class PDEFMConfig(PretrainedConfig):
         self.predict_increment = predict_increment
         self.normalize_inputs = normalize_inputs
         self.rollout_normalization = rollout_normalization
+        self.patch_jitter = patch_jitter
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
         self.wall_padding = wall_padding

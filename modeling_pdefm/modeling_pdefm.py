@@ -34,6 +34,7 @@ from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
 from .field_matching import match_fields
 from .head_layers import DatasetHead, init_head_from_fields
+from .jitter_layers import patch_shifts, position_offsets, shift_fields, unshift_fields
 from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps, tracing
 from .losses import pdefm_objective, unbiased_variance
 from .mamba_layers import Mamba2Mixer, RMSNorm
@@ -403,7 +404,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 dt = self._step_time(inputs, step).to(window.device)
                 context = self.context_encoder(inputs.boundary_conditions, dt, inputs.context)
             next_norm, states = self._predict_next(inputs.name, window_norm, inputs.constants, context, periodic,
-                                                   inputs.output_hidden_states)
+                                                   inputs.output_hidden_states, step)
             frame = next_norm * std[:, 0] + mean[:, 0]
             yield frame, states
             if step + 1 == inputs.n_steps:
@@ -464,9 +465,11 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return floor.clamp_min(NORM_MIN_STD).view(shape)
 
     def _predict_next(self, name: str, window: torch.Tensor, constants: torch.Tensor | None, context: torch.Tensor | None,
-                      periodic: tuple[bool, ...], all_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+                      periodic: tuple[bool, ...], all_states: bool = False,
+                      step: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and the token states
-        `[b, T, *grid, hidden]` (every layer's with `all_states`, else the backbone's output alone)."""
+        `[b, T, *grid, hidden]` (every layer's with `all_states`, else the backbone's output alone). `step`, the
+        rollout's step, picks the patch grid's shift under `patch_jitter`."""
         head = self.dataset_heads[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
@@ -475,7 +478,16 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if constants is not None:
             x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=-1)
         latent = head.encode(x.flatten(0, 1))  # [b*T, *space, A]
-        tokens, grid = self.patch_embeddings(latent), self.patch_embeddings.grid(space)  # [b*T, N, H]
+        shifts, offset = None, None
+        if self.config.patch_jitter:
+            if tracing():
+                raise NotImplementedError("patch_jitter decides per axis whether to roll or pad, which a trace cannot "
+                                          "follow: export a model whose config has patch_jitter=False")
+            patch = self.config.grid_settings(d)[0]
+            shifts = patch_shifts(patch, d, step, self.training)
+            latent, offset = shift_fields(latent, shifts, periodic, patch), position_offsets(shifts, patch)
+        tokens = self.patch_embeddings(latent, offset)  # [b*T, N, H]
+        grid = self.patch_embeddings.grid(tuple(latent.shape[1:-1]))
         if self.film is not None:
             tokens = self.film(tokens, context.repeat_interleave(frames, dim=0))
         if self.spectral_tokenizer is not None:
@@ -495,5 +507,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
         decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, periodic)
+        if shifts is not None:
+            decoded = unshift_fields(decoded, shifts, periodic, space)
         delta = head.decode(decoded)
         return (window[:, -1] + delta if self.config.predict_increment else delta), states

@@ -92,7 +92,8 @@ class PatchEmbedding(nn.Module):
         """Patches along each axis of a grid of `space` points (padded up to a multiple of the patch)."""
         return tuple(-(-size // self.patch_size) for size in space)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """`offset [d]`: where token 0 starts, in patches (patch jitter moves it), for the position code."""
         n, d, p = x.shape[0], self.n_spatial_dims, self.patch_size
         grid = self.grid(tuple(x.shape[1:-1]))
         x = pad_to_multiple(x, p, d)
@@ -100,7 +101,10 @@ class PatchEmbedding(nn.Module):
         x = x.reshape(n, *[v for g in grid for v in (g, p)], x.shape[-1])
         x = x.permute(0, *range(1, 2 * d, 2), *range(2, 2 * d + 1, 2), 2 * d + 1)
         tokens = self.proj(x.reshape(n, torch.Size(grid).numel(), -1))
-        return tokens + sinusoidal_encoding(grid_positions(grid, x.device), tokens.shape[-1]).to(tokens.dtype), grid
+        positions = grid_positions(grid, x.device)
+        if offset is not None:
+            positions = positions + offset.to(x.device)
+        return tokens + sinusoidal_encoding(positions, tokens.shape[-1]).to(tokens.dtype), grid
 
 
 class PatchEmbeddings(nn.ModuleDict):
@@ -109,8 +113,8 @@ class PatchEmbeddings(nn.ModuleDict):
     model's input embeddings (`get_input_embeddings`): the first learned map every dataset's fields share, whose
     output transformers' and PEFT's `enable_input_require_grads` mark as requiring grad."""
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self[f"{latent.ndim - 2}d"](latent)[0]
+    def forward(self, latent: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        return self[f"{latent.ndim - 2}d"](latent, offset)[0]
 
     def grid(self, space: tuple[int, ...]) -> tuple[int, ...]:
         return self[f"{len(space)}d"].grid(space)
