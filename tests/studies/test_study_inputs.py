@@ -39,18 +39,6 @@ def test_budgets_must_be_finite_and_positive(tmp_path, value, capsys):
     assert "finite numbers of minutes" in capsys.readouterr().err
 
 
-def test_push_sends_only_what_a_model_repository_needs(tmp_path):
-    from pdefm.train.model_files.hub import files_to_push
-
-    for name in ("config.json", "model.safetensors", "modeling_pdefm.py", "README.md", "report.json",
-                 "figures/rollout_a.png", "pretrain/events.out.tfevents.1700.myhost.1234.0", "checkpoints/step_1/x.json",
-                 "run_info/rank0.json", ".pdefm_run.lock", "evaluation/evaluation.json", "notes.txt"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x")
-    assert files_to_push(str(tmp_path)) == ["README.md", "config.json", "figures/rollout_a.png", "model.safetensors",
-                                            "modeling_pdefm.py", "report.json"]
-
-
 @pytest.mark.parametrize("repo_id", ["bad id", "a/b/c", "x..y", "x" * 200])
 def test_a_bad_hub_id_is_named_not_a_traceback(tmp_path, repo_id, capsys):
     from pdefm.train.push import main as push_main

@@ -1,5 +1,6 @@
 """Sharing on the Hub: the upload path against a local endpoint, and loading offline from the cache layout."""
 
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,46 @@ def test_an_id_missing_from_the_offline_cache_is_a_clear_error(tmp_path):
     result = run_python(code, {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}, ROOT)
     assert "ERROR model 'pdefm-org/not-cached' is not in the Hugging Face cache" in result.stdout
     assert "HF_HUB_OFFLINE=1" in result.stdout
+
+
+def test_push_sends_only_what_a_model_repository_needs(tmp_path):
+    from pdefm.train.model_files.hub import files_to_push
+
+    for name in ("model.safetensors", "README.md", "report.json", "figures/rollout_a.png",
+                 "pretrain/events.out.tfevents.1700.myhost.1234.0", "checkpoints/step_1/x.json", "run_info/rank0.json",
+                 ".pdefm_run.lock", "evaluation/evaluation.json", "notes.txt", "notes.md", "credentials.json",
+                 "my_script.py", "unused_layers.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoConfig": "configuration_pdefm.PDEFMConfig",
+                                                                   "AutoModel": "modeling_pdefm.PDEFMModel"}}))
+    (tmp_path / "configuration_pdefm.py").write_text("from .config_versions import X\n")
+    (tmp_path / "config_versions.py").write_text("X = 1\n")
+    (tmp_path / "modeling_pdefm.py").write_text("import torch\nfrom .configuration_pdefm import PDEFMConfig\n"
+                                                "from .spectral_layers import (\n    A,\n)\n")
+    (tmp_path / "spectral_layers.py").write_text("A = 1\n")
+    assert files_to_push(str(tmp_path)) == ["README.md", "config.json", "config_versions.py", "configuration_pdefm.py",
+                                            "figures/rollout_a.png", "model.safetensors", "modeling_pdefm.py",
+                                            "report.json", "spectral_layers.py"]
+
+
+@pytest.mark.parametrize("link", ["report.md", "figures", "spectral_layers.py"])
+def test_push_refuses_a_needed_file_that_is_a_link(tmp_path, link):
+    from pdefm.train.model_files.hub import PushRefusedError, files_to_push
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("token")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "modeling_pdefm.PDEFMModel"}}))
+    (folder / "modeling_pdefm.py").write_text("from .spectral_layers import A\n")
+    if link == "spectral_layers.py":
+        (folder / link).symlink_to(outside / "secret.txt")
+    elif link == "figures":
+        (folder / link).symlink_to(outside)
+    else:
+        (folder / "spectral_layers.py").write_text("A = 1\n")
+        (folder / link).symlink_to(outside / "secret.txt")
+    with pytest.raises(PushRefusedError, match=f"{link}: a symbolic link"):
+        files_to_push(str(folder))

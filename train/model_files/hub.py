@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
+import stat
 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -47,26 +50,79 @@ def resolve_folder(path_or_id: str, what: str = "model", revision: str | None = 
         raise ModelResolutionError(f"{what} {path_or_id!r} could not be resolved as a folder or Hub repo: {error}") from None
 
 
-# What a model or adapter repository needs, at the top of the folder: weights, configs, remote code, model card and
-# report. Everything else (checkpoints, TensorBoard logs whose file names hold host names and pids, run info, locks,
-# evaluations) stays home: an allow-list, so a new kind of local file is never uploaded by accident.
-PUSHED_SUFFIXES = (".json", ".safetensors", ".py", ".md")
+# What a model or adapter repository needs, and nothing else: weights, configs, model card, report, the figures the
+# card shows, and the remote code `config.json`'s `auto_map` names with the modules it imports. Everything else
+# (checkpoints, TensorBoard logs whose names hold host names and pids, run info, locks, evaluations, and whatever the
+# user keeps in the folder: credentials, scripts, notes) stays home: files are chosen by name, never by suffix, and
+# never through a link.
+PUSHED_FILES = frozenset({
+    "config.json", "model.safetensors", "model.safetensors.index.json",  # a model
+    "adapter_config.json", "adapter_model.safetensors", "pdefm_adapter.json",  # a LoRA adapter
+    "README.md", "report.md", "report.json", "validation_curve.json", "pretrain_config.json", "finetune.json",
+})
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 PUSHED_FOLDERS = {"figures": (".png",)}
+RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
+
+
+class PushRefusedError(ValueError):
+    """A folder whose files cannot be pushed as they are (a needed file is a link or not a regular file)."""
+
+
+def _regular(folder: str, relative: str) -> bool:
+    """Whether `folder/relative` is a regular file reached without a link; a link or a special file is refused by
+    name (its target may lie anywhere on the machine)."""
+    path = os.path.join(folder, relative)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise PushRefusedError(f"{path}: {kind}; push uploads only regular files inside the folder (copy the file "
+                               "into the folder to push it)")
+    return True
+
+
+def remote_code_files(folder: str) -> list[str]:
+    """The `.py` files `config.json`'s `auto_map` names in `folder`, with every module they import relatively
+    (transitively): the remote code `trust_remote_code=True` loads, and no other Python file."""
+    config_path = os.path.join(folder, "config.json")
+    if not _regular(folder, "config.json"):
+        return []
+    try:
+        with open(config_path) as f:
+            auto_map = json.load(f).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        raise PushRefusedError(f"{config_path}: not a JSON object with an auto_map ({error})") from None
+    targets = auto_map.values() if isinstance(auto_map, dict) else []
+    pending = [str(t).split("--")[-1].rsplit(".", 1)[0] for t in targets]
+    found: set[str] = set()
+    while pending:
+        module = pending.pop()
+        name = f"{module}.py"
+        if name in found or not re.fullmatch(r"\w+", module) or not _regular(folder, name):
+            continue
+        found.add(name)
+        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+            pending += RELATIVE_IMPORT.findall(f.read())
+    return sorted(found)
 
 
 def files_to_push(folder: str) -> list[str]:
-    """The relative paths under `folder` that `push_folder` uploads (sorted)."""
-    chosen = []
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith("."):
-            continue
-        if os.path.isfile(path) and name.endswith(PUSHED_SUFFIXES):
-            chosen.append(name)
-        elif os.path.isdir(path) and name in PUSHED_FOLDERS:
-            chosen += [f"{name}/{f}" for f in os.listdir(path)
-                       if f.endswith(PUSHED_FOLDERS[name]) and os.path.isfile(os.path.join(path, f))]
-    return sorted(chosen)
+    """The relative paths under `folder` that `push_folder` uploads (sorted): `PUSHED_FILES`, weight shards, the
+    remote code (`remote_code_files`) and the PNGs of `PUSHED_FOLDERS`. A chosen name that is a link or a special
+    file is refused (`PushRefusedError`)."""
+    chosen = [name for name in os.listdir(folder)
+              if (name in PUSHED_FILES or SHARD_NAME.fullmatch(name)) and _regular(folder, name)]
+    chosen += remote_code_files(folder)
+    for sub, suffixes in PUSHED_FOLDERS.items():
+        path = os.path.join(folder, sub)
+        if os.path.islink(path):
+            raise PushRefusedError(f"{path}: a symbolic link; push uploads only folders inside the folder")
+        if os.path.isdir(path):
+            chosen += [f"{sub}/{f}" for f in os.listdir(path) if f.endswith(suffixes) and _regular(folder, f"{sub}/{f}")]
+    return sorted(set(chosen))
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -88,7 +144,7 @@ def push_folder(folder: str, repo_id: str, private: bool = False, token: str | N
     check_repo_id(repo_id)
     files = files_to_push(folder)
     if not files:
-        raise ValueError(f"{folder}: nothing to push (no {', '.join(PUSHED_SUFFIXES)} files at its top)")
+        raise ValueError(f"{folder}: nothing to push (none of {', '.join(sorted(PUSHED_FILES))} at its top)")
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
