@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pdefm.runtime.safe_yaml import YAMLBoundsError, load_yaml
+
 from .well_format import FieldInfo, not_a_regular_file
 
 MIN_STD = 1e-4
@@ -107,9 +109,11 @@ class WellNormalizer:
             raise StatsError(f"{path}: {problem}; expected a YAML file")
         try:
             with opener(path, "r") as f:
-                stats = yaml.safe_load(f)
+                stats = load_yaml(f, path)
         except FileNotFoundError:
             raise StatsError(f"{path}: no stats.yaml; compute it with `python -m pdefm.data.the_well stats DATASET_DIR`") from None
+        except YAMLBoundsError as error:
+            raise StatsError(f"{error}; recompute it with `python -m pdefm.data.the_well stats DATASET_DIR`") from None
         except yaml.YAMLError as error:
             raise StatsError(f"{path}: not valid YAML ({str(error).splitlines()[0]}); recompute it with "
                              "`python -m pdefm.data.the_well stats DATASET_DIR`") from None

@@ -147,6 +147,34 @@ def test_a_fifo_named_stats_yaml_is_refused_not_waited_on(tmp_path):
     assert isinstance(outcome.get("error"), StatsError) and "not a regular file" in str(outcome["error"])
 
 
+BILLION_LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1, 1, 1, 1, 1, 1, 1, 1, 1'}]\n"
+                         for i in range(9)) + "mean: {a: *l8}\nstd: {a: 1.0}\n"
+
+
+def test_a_stats_yaml_of_nested_aliases_is_refused_before_it_grows(tmp_path):
+    folder = dataset(tmp_path)
+    path = os.path.join(folder, "stats.yaml")
+    open(path, "w").write(BILLION_LAUGHS)  # ~1 KB describing 9^9 = 387 million numbers
+    outcome = finishes(lambda: load_well_dataset(folder, split="train", n_steps_input=2, use_normalization=True))
+    assert isinstance(outcome.get("error"), StatsError)
+    assert f"{path}: uses the alias *l0" in str(outcome["error"]) and "not accepted" in str(outcome["error"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("3\n", "expected a mapping of config keys .*got a value of type int"),
+    ("- max_steps\n", "expected a mapping of config keys .*got a value of type list"),
+    ("max_steps: !!python/object/apply:os.system ['true']\n", "not a YAML config pdefm reads .*python/object/apply"),
+    (BILLION_LAUGHS, "uses the alias"),
+])
+def test_a_config_file_that_is_not_a_plain_mapping_is_named(tmp_path, text, message):
+    from pdefm.train.training.config import read_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{path}: {message}"):
+        read_config_file(str(path))
+
+
 def test_a_folder_named_unlike_its_files_is_refused_before_training(tmp_path):
     folder = dataset(tmp_path, name="toy")
     os.rename(folder, os.path.join(tmp_path, "renamed"))

@@ -151,3 +151,43 @@ def test_the_lock_is_released_and_taken_again(tmp_path):
     assert not os.path.exists(path)
 
 
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path, kind):
+    import threading
+
+    path = tmp_path / LOCK_FILE
+    outside = tmp_path.parent / f"{tmp_path.name}_outside.json"
+    outside.write_text('{"pid": 1, "host": "x"}')
+    {"fifo": lambda: os.mkfifo(path), "link": lambda: path.symlink_to(outside), "folder": path.mkdir}[kind]()
+    result = {}
+
+    def take():
+        try:
+            acquire(str(tmp_path))
+        except RunLockError as error:
+            result["error"] = str(error)
+
+    worker = threading.Thread(target=take, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "acquire blocked on the lock"
+    expected = {"fifo": "a FIFO", "link": "a symbolic link", "folder": "a folder"}[kind]
+    assert f"{LOCK_FILE} is {expected}" in result["error"] and "remove it" in result["error"]
+    assert outside.read_text() == '{"pid": 1, "host": "x"}'
+
+
+@pytest.mark.parametrize("flags", [{}, {"overwrite": True}, {"resume": True}])
+def test_a_run_folder_whose_checkpoints_are_a_link_is_refused_and_the_target_kept(tmp_path, flags):
+    from pdefm.train.training.output_dir import prepare_output_dir
+
+    other = tmp_path / "other_run" / "checkpoints" / "step_400"
+    other.mkdir(parents=True)
+    (other / "model.safetensors").write_text("the other run's weights")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoints").symlink_to(other.parent)
+    with pytest.raises(ValueError, match="checkpoints is a symbolic link .*Nothing was changed"):
+        prepare_output_dir(str(out), resume=flags.get("resume", False), overwrite=flags.get("overwrite", False))
+    assert (other / "model.safetensors").read_text() == "the other run's weights"

@@ -21,6 +21,7 @@ from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.data.layout import has_split
 from pdefm.runtime.paths import check_output_folder
+from pdefm.runtime.safe_yaml import load_yaml
 
 CONFIG_VERSION = 1
 # Training keys the run writes into the saved model's config (evaluation and prediction default to them).
@@ -286,10 +287,15 @@ class LoadedConfig(NamedTuple):
 def read_config_file(value: str) -> dict[str, Any]:
     """The keys of a config file (or a bundled config by name), removed keys dropped, unknown keys refused."""
     path = resolve_config_path(value)
-    with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
-    if isinstance(loaded, dict):
-        loaded = drop_removed_keys(loaded, path)
+    try:
+        with open(path) as f:
+            loaded = load_yaml(f, path) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a YAML config pdefm reads ({' '.join(str(error).split())[:300]})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys (such as 'max_steps: 3200'), got a value of type "
+                         f"{type(loaded).__name__}")
+    loaded = drop_removed_keys(loaded, path)
     unknown = sorted(set(loaded) - {f.name for f in dataclasses.fields(PretrainConfig)})
     if unknown:
         raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(f.name for f in dataclasses.fields(PretrainConfig))}")

@@ -32,10 +32,27 @@ def earlier_run(output_dir: str) -> list[str]:
     return found
 
 
+# Files a run writes at the top of its folder besides RESULT_FILES: the saved model and its card.
+MODEL_FILES = (SAVED_MODEL, "config.json", "README.md")
+
+
+def refuse_links(output_dir: str, log_folder: str | None = None) -> None:
+    """A run writes only inside `output_dir`: a file or folder it writes that is a link (e.g. `checkpoints` pointing
+    at another run's) is refused by name, whatever the flags, since writing through it would replace what it points
+    at."""
+    for name in (*RUN_FOLDERS, *((log_folder,) if log_folder else ()), *RESULT_FILES, *MODEL_FILES):
+        path = os.path.join(output_dir, name)
+        if os.path.islink(path):
+            raise ValueError(f"output_dir {output_dir}: {name} is a symbolic link (to {os.readlink(path)!r}); a run "
+                             "writes only inside its output_dir and would write through it. Nothing was changed: "
+                             "remove the link or choose another output_dir")
+
+
 def prepare_output_dir(output_dir: str, resume: bool, overwrite: bool, log_folder: str | None = None,
                        clear: bool = True) -> None:
     """Refuse what would lose or mix an earlier run in `output_dir`; with `overwrite`, delete that run first (only
     where `clear`: the main process of a run). `log_folder`: the run's tracker folder under `output_dir`."""
+    refuse_links(output_dir, log_folder)
     if resume and overwrite:
         raise ValueError("--resume continues the run in output_dir and --overwrite_output_dir deletes it: pass one")
     found = earlier_run(output_dir)

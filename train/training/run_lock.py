@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 import warnings
 from contextlib import contextmanager
@@ -32,12 +33,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _check_regular(path: str, output_dir: str) -> None:
+    """A lock that is a link, FIFO, device or folder is refused by name: opening a FIFO would block forever and a link
+    would have the run read or replace a file outside its folder."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise RunLockError(f"output_dir {output_dir!r}: its lock {path} is {kind}, not a lock file pdefm wrote; "
+                           "remove it (or choose another output_dir)")
+
+
 def _read_owner(path: str) -> dict | None:
     try:
-        with open(path) as f:
-            owner = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            owner = json.loads(f.read(4096))
         return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError):
         return None
 
 
@@ -67,6 +85,7 @@ def acquire(output_dir: str) -> str:
     path = os.path.join(output_dir, LOCK_FILE)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with _folder_guard(output_dir):
+        _check_regular(path, output_dir)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
