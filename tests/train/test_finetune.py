@@ -233,6 +233,49 @@ def test_adapter_for_another_base_is_refused(setup, tmp_path):
         load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [base_dir])
 
 
+@pytest.fixture(scope="module")
+def saved_adapter(setup, tmp_path_factory):
+    root, base_dir = setup
+    return run_finetune(root, base_dir, tmp_path_factory.mktemp("adapter"), "waves", "waves_lora", "--lora-r", "2")
+
+
+def edited_copy(folder, tmp_path, file, edit):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    path = copy / file
+    edited = edit(json.loads(path.read_text()))
+    path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    return str(copy)
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("adapter_config.json", lambda c: {**c, "target_modules": "(.|.)*Z"}, r"target_modules: the pattern '\(\.\|\.\)\*Z' is refused"),
+    ("adapter_config.json", lambda c: {**c, "rank_pattern": {"(a+)+$": 4}}, "rank_pattern: the pattern .* is refused"),
+    ("adapter_config.json", lambda c: {**c, "target_modules": 7}, "target_modules: expected a module name"),
+    ("adapter_config.json", lambda c: "{not json", "adapter_config.json: not valid JSON"),
+    ("adapter_config.json", lambda c: [1, 2], "adapter_config.json: expected a JSON object, got list"),
+    ("pdefm_adapter.json", lambda c: {k: v for k, v in c.items() if k != "base_fingerprint"},
+     "pdefm_adapter.json: key 'base_fingerprint' missing or not a str"),
+    ("pdefm_adapter.json", lambda c: {**c, "dataset_spec": "waves"}, "key 'dataset_spec' missing or not a dict"),
+    ("adapter_config.json", lambda c: {**c, "r": 3}, "do not fit the shapes .*size mismatch"),
+])
+def test_an_untrusted_adapter_folder_is_checked_before_peft_reads_it(setup, saved_adapter, tmp_path, file, edit,
+                                                                     message):
+    _, base_dir = setup
+    folder = edited_copy(saved_adapter, tmp_path, file, edit)
+    with pytest.raises(AdapterMismatchError, match=message):
+        load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [folder])
+
+
+def test_a_saved_adapter_names_its_layers_not_a_pattern(setup, saved_adapter):
+    config = json.loads(open(os.path.join(saved_adapter, "adapter_config.json")).read())
+    assert isinstance(config["target_modules"], list) and all("." in name for name in config["target_modules"])
+    _, base_dir = setup
+    load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [saved_adapter])
+
+
 def test_predict_writes_a_rollout_in_the_wells_format(setup, tmp_path):
     root, base_dir = setup
     folder = run_finetune(root, base_dir, tmp_path / "w", "waves", "waves_lora", "--lora-r", "2")

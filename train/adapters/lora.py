@@ -115,7 +115,8 @@ def wrap_with_lora(model: nn.Module, adapter_name: str, trainable_modules: list[
                          f"name, e.g. {adapter_name + '_lora'!r}")
     if target_modules is None:
         target_modules = default_target_modules(model)
-    check_target_modules(model, target_modules)
+    # The names a pattern selects are saved, not the pattern: a loader then matches names, never runs a regex.
+    target_modules = check_target_modules(model, target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha or r, lora_dropout=dropout, target_modules=target_modules,
                         modules_to_save=list(trainable_modules) or None, init_lora_weights=True)
     return get_peft_model(model, config, adapter_name=adapter_name)
@@ -146,14 +147,73 @@ def save_domain_adapter(peft_model, output_dir: str, adapter_name: str, dataset_
     return folder
 
 
+# What `pdefm_adapter.json` must hold, and its type.
+ADAPTER_INFO_KEYS = {"base_fingerprint": str, "dataset_name": str, "adapter_name": str, "dataset_spec": dict}
+# adapter_config.json keys PEFT reads as regular expressions over module names.
+PATTERN_KEYS = ("target_modules", "exclude_modules", "layers_pattern")
+PATTERN_DICT_KEYS = ("rank_pattern", "alpha_pattern")
+MAX_PATTERN_LENGTH = 2000
+# A quantified group ("(a|b)*", "(x+)+", "(...){2,}") is what makes a regular expression take exponential time.
+REPEATED_GROUP = re.compile(r"\)[*+{]|\)\?[*+]")
+
+
+def _read_json_object(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise AdapterMismatchError(f"{path}: missing; {what}") from None
+    except (OSError, ValueError) as error:
+        raise AdapterMismatchError(f"{path}: not valid JSON ({error}); {what}") from None
+    if not isinstance(value, dict):
+        raise AdapterMismatchError(f"{path}: expected a JSON object, got {type(value).__name__}; {what}")
+    return value
+
+
+def check_pattern(pattern: Any, where: str) -> None:
+    """Refuse a module-name pattern from an adapter folder (untrusted: it may come from the Hub) that is not a
+    string or a list of strings, is longer than `MAX_PATTERN_LENGTH`, or repeats a group (catastrophic backtracking:
+    `(.|.)*Z` spins for hours inside PEFT's match)."""
+    patterns = [pattern] if isinstance(pattern, str) else pattern if isinstance(pattern, list) else None
+    if patterns is None or not all(isinstance(p, str) for p in patterns):
+        raise AdapterMismatchError(f"{where}: expected a module name, a pattern or a list of names, got {pattern!r:.80}")
+    for p in patterns:
+        if len(p) > MAX_PATTERN_LENGTH or REPEATED_GROUP.search(p):
+            raise AdapterMismatchError(f"{where}: the pattern {p[:80]!r} is refused (longer than {MAX_PATTERN_LENGTH} "
+                                       "characters, or a repeated group, which can take exponential time to match); "
+                                       "list the module names instead")
+
+
+def check_adapter_folder(folder: str, path_or_id: str) -> dict[str, Any]:
+    """The folder's `pdefm_adapter.json` once it and `adapter_config.json` are checked: every key the loader reads
+    present with its type, and every pattern PEFT will match bounded (`check_pattern`). Errors name the file."""
+    hint = "not a PDE-FM domain adapter folder as `pdefm finetune` writes it"
+    info = _read_json_object(os.path.join(folder, ADAPTER_INFO), hint)
+    for key, kind in ADAPTER_INFO_KEYS.items():
+        if not isinstance(info.get(key), kind):
+            raise AdapterMismatchError(f"{os.path.join(folder, ADAPTER_INFO)}: key {key!r} missing or not a "
+                                       f"{kind.__name__} (adapter {path_or_id!r}); {hint}")
+    config_path = os.path.join(folder, "adapter_config.json")
+    config = _read_json_object(config_path, hint)
+    for key in PATTERN_KEYS:
+        if config.get(key) is not None:
+            check_pattern(config[key], f"{config_path}: {key}")
+    for key in PATTERN_DICT_KEYS:
+        value = config.get(key) or {}
+        if not isinstance(value, dict):
+            raise AdapterMismatchError(f"{config_path}: {key}: expected an object of pattern -> value")
+        for pattern in value:
+            check_pattern(pattern, f"{config_path}: {key}")
+    check_pattern(config.get("modules_to_save") or [], f"{config_path}: modules_to_save")
+    return info
+
+
 def read_adapter_info(path_or_id: str) -> tuple[str, dict[str, Any]]:
     folder = resolve_folder(path_or_id, "adapter")
-    path = os.path.join(folder, ADAPTER_INFO)
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(folder, ADAPTER_INFO)):
         raise AdapterMismatchError(f"adapter {path_or_id!r}: no {ADAPTER_INFO} in {folder}; not a PDE-FM domain adapter "
                                    "(save adapters with pdefm.train.finetune)")
-    with open(path) as f:
-        return folder, json.load(f)
+    return folder, check_adapter_folder(folder, path_or_id)
 
 
 def old_folder_renamed(folder: str) -> str:
@@ -211,9 +271,20 @@ def load_domain_adapters(model: nn.Module, adapters: list[str], is_trainable: bo
                               n_constant_scalars=spec.get("n_constant_scalars", 0), field_names=spec.get("field_names"),
                               field_scales=spec.get("field_scales"))
         loaded.append((old_folder_renamed(folder), info))
-    folder, info = loaded[0]
-    peft_model = PeftModel.from_pretrained(model, folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
-    for folder, info in loaded[1:]:
-        peft_model.load_adapter(folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
+    peft_model = None
+    for (folder, info), path_or_id in zip(loaded, adapters):
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, folder, adapter_name=info["adapter_name"],
+                                                       is_trainable=is_trainable)
+            else:
+                peft_model.load_adapter(folder, adapter_name=info["adapter_name"], is_trainable=is_trainable)
+        except RuntimeError as error:
+            if "size mismatch" not in str(error):
+                raise
+            first = next(line.strip() for line in str(error).splitlines() if "size mismatch" in line)
+            raise AdapterMismatchError(f"adapter {path_or_id!r}: the weights in {folder}/adapter_model.safetensors do "
+                                       f"not fit the shapes its adapter_config.json and {ADAPTER_INFO} describe "
+                                       f"({first[:200]}); re-save the adapter with `pdefm finetune`") from None
     peft_model.set_adapter(loaded[0][1]["adapter_name"])
     return peft_model
