@@ -66,3 +66,25 @@ def match_fields(new_channels: list[str], known: dict[str, list[str]],
         if found:
             matches[i] = found
     return matches
+
+
+def channel_order(model_names: list[str] | None, data_names, dataset: str) -> list[int] | None:
+    """Where the model's channels are in the data: `order` with `data[..., order]` in the model's channel order, or
+    None when the orders agree (or either side names no fields). `data_names` is one list of channel names or one
+    per sample (a collated batch). Fields are matched by name, never by position: a different set of names is
+    refused naming both lists."""
+    if not model_names or data_names is None:
+        return None
+    if len(data_names) and isinstance(data_names[0], (list, tuple)):
+        if any(list(n) != list(data_names[0]) for n in data_names):
+            raise ValueError(f"dataset {dataset!r}: the samples of one batch name their fields differently; batch "
+                             "windows of one dataset's files together")
+        data_names = data_names[0]
+    data_names = [str(n) for n in data_names]
+    if data_names == list(model_names):
+        return None
+    if sorted(data_names) != sorted(model_names) or len(set(data_names)) != len(data_names):
+        raise ValueError(f"dataset {dataset!r}: the data's fields {data_names} are not the fields the model was "
+                         f"trained on for it, {list(model_names)}; fields are matched by name. Give this dataset's "
+                         "files, or pass a dataset_name whose fields these are")
+    return [data_names.index(name) for name in model_names]

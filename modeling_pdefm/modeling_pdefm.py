@@ -32,7 +32,7 @@ from .conditioning_layers import (
 )
 from .configuration_pdefm import PDEFMConfig, validate_dataset_spec
 from .decoder_layers import FieldDecoder
-from .field_matching import match_fields
+from .field_matching import channel_order, match_fields
 from .head_layers import DatasetHead, init_head_from_fields
 from .jitter_layers import patch_shifts, position_offsets, shift_fields, unshift_fields
 from .input_checks import check_inputs, check_rollout_memory, resolve_dataset, resolve_n_steps, tracing
@@ -45,7 +45,7 @@ logger = logging.get_logger(__name__)
 
 # Keys of a window from The Well's loader (`pdefm.data.window.WellWindow`) that the model does not use; accepted so
 # `model(**batch)` works. A test holds them to the reader's keys.
-IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars", "field_names"})
+IGNORED_BATCH_KEYS = frozenset({"space_grid", "input_scalars", "output_scalars"})
 NORM_MIN_STD = 1e-6
 # Weights renamed since an earlier pdefm, old prefix -> new: 0.2.0 called the dataset heads `adapters`. Renamed on
 # load by transformers' conversion mapping (`from_pretrained`) and by a state-dict pre-hook (`load_state_dict`).
@@ -90,7 +90,8 @@ class ForecastInputs:
     """What one forecast needs once `forward`'s arguments are resolved and checked: `window [b, T_in, *space, C]` in
     the model's dtype and physical units, `constants [b, *space, C_const]` normalised (or None), the dataset's
     `context [b, hidden]` from its scalars, `boundary_conditions [b, d, 2]`, the first window's per-sample `mean` and
-    `std` `[b, 1, *1, C]` (`_window_statistics`), the time grids as given."""
+    `std` `[b, 1, *1, C]` (`_window_statistics`), the time grids as given. Fields are in the model's channel order;
+    `in_data_order` maps a prediction back to the order of the data's `field_names`."""
 
     name: str
     spec: dict[str, Any]
@@ -105,6 +106,11 @@ class ForecastInputs:
     input_time_grid: torch.Tensor | None = None
     output_time_grid: torch.Tensor | None = None
     output_hidden_states: bool = False
+    to_data: list[int] | None = None  # channel order of the data, from the model's, when they differ (`field_names`)
+
+    def in_data_order(self, x: torch.Tensor) -> torch.Tensor:
+        """A prediction in the model's channel order `[..., C]` -> in the order of the data it was given."""
+        return x if self.to_data is None else x[..., self.to_data]
 
 
 class PDEFMPreTrainedModel(PreTrainedModel):
@@ -289,7 +295,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 constant_scalars: torch.Tensor | None = None, boundary_conditions: torch.Tensor | None = None,
                 input_time_grid: torch.Tensor | None = None, output_time_grid: torch.Tensor | None = None,
                 output_fields: torch.Tensor | None = None, n_steps: int | None = None,
-                output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs) -> PDEFMOutput | tuple:
+                field_names: list[str] | list[list[str]] | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> PDEFMOutput | tuple:
         r"""
         Args:
             input_fields: `[batch, T_in, *space, C]` the last `T_in` frames.
@@ -300,6 +307,10 @@ class PDEFMModel(PDEFMPreTrainedModel):
             boundary_conditions: `[batch, n_dims, 2]` codes WALL=0, OPEN=1, PERIODIC=2 for the low and high side.
             input_time_grid: `[batch, T_in]`, output_time_grid: `[batch, T_out]` frame times.
             n_steps: frames to predict when labels do not say it (default: as many as output_time_grid holds, else 1).
+            field_names: the names of the `C` channels of `input_fields` and `labels` (one list, or one per sample as
+                The Well's loader gives them): fields are matched to the model's by name and reordered when the
+                order differs; a different set of fields is refused. Without it channels are taken in the model's
+                order (`config.datasets[name]["field_names"]`).
             output_hidden_states: return the token states (default: `config.output_hidden_states`).
             kwargs: keys of The Well's windows the model does not use; `output_attentions` and `use_cache` as False.
 
@@ -309,7 +320,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         """
         inputs = self._resolve_inputs(input_fields, dataset_name, output_fields if labels is None else labels,
                                       constant_fields, constant_scalars, boundary_conditions, input_time_grid,
-                                      output_time_grid, n_steps, output_hidden_states=output_hidden_states, **kwargs)
+                                      output_time_grid, n_steps, field_names=field_names,
+                                      output_hidden_states=output_hidden_states, **kwargs)
         check_rollout_memory(inputs.window, inputs.n_steps)
         frames, states = [], None
         for frame, states in logging.tqdm(self._rollout(inputs), total=inputs.n_steps, desc="rollout", unit="step",
@@ -317,7 +329,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
             frames.append(frame)
         prediction = torch.stack(frames, dim=1)  # [b, T_out, *space, C]
         loss, vrmse, spectral = self._loss(prediction, inputs) if inputs.labels is not None else (None, None, None)
-        output = PDEFMOutput(loss=loss, prediction=prediction, last_hidden_state=states[-1], vrmse_loss=vrmse,
+        output = PDEFMOutput(loss=loss, prediction=inputs.in_data_order(prediction), last_hidden_state=states[-1], vrmse_loss=vrmse,
                              spectral_loss=spectral, hidden_states=states if inputs.output_hidden_states else None)
         return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
@@ -328,7 +340,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         targets = ("labels", "output_fields")  # a batch's targets do not say how far to roll out: n_steps does
         inputs = self._resolve_inputs(**{k: v for k, v in inputs.items() if k not in targets}, n_steps=n_steps)
         for frame, _ in self._rollout(inputs):
-            yield frame.unsqueeze(1)
+            yield inputs.in_data_order(frame.unsqueeze(1))
 
     @torch.no_grad()
     def rollout(self, batch: dict[str, Any], n_steps: int, dataset_name: str | None = None) -> torch.Tensor:
@@ -347,8 +359,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
     # ----------------------------------------------------------------------------------------- stages
     def _resolve_inputs(self, input_fields, dataset_name=None, labels=None, constant_fields=None, constant_scalars=None,
                         boundary_conditions=None, input_time_grid=None, output_time_grid=None, n_steps=None,
-                        output_fields=None, output_hidden_states=None, output_attentions=None, use_cache=None,
-                        **batch_keys) -> ForecastInputs:
+                        output_fields=None, field_names=None, output_hidden_states=None, output_attentions=None,
+                        use_cache=None, **batch_keys) -> ForecastInputs:
         """Stage 1: which dataset, how many steps, checked shapes, one dtype, and what conditions every step."""
         unknown = set(batch_keys) - IGNORED_BATCH_KEYS
         if unknown:
@@ -366,6 +378,12 @@ class PDEFMModel(PDEFMPreTrainedModel):
         check_inputs(self.config, name, spec, input_fields, constant_fields, constant_scalars, boundary_conditions,
                      input_time_grid, output_time_grid, labels)
         n_steps = resolve_n_steps(n_steps, labels, output_time_grid)
+        to_model = channel_order(spec.get("field_names"), field_names, name)
+        to_data = None
+        if to_model is not None:
+            input_fields = input_fields[..., to_model]
+            labels = None if labels is None else labels[..., to_model]
+            to_data = [to_model.index(i) for i in range(len(to_model))]
         # One dtype inside: floating inputs of another precision (float64 files, half tensors) are cast to the model's.
         window, labels, constant_fields, constant_scalars = (
             None if t is None else t.to(self.dtype) for t in (input_fields, labels, constant_fields, constant_scalars))
@@ -382,7 +400,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         return ForecastInputs(name=name, spec=spec, window=window, n_steps=n_steps, constants=constants,
                               context=self.dataset_heads[name](constant_scalars, batch), mean=mean, std=std,
                               boundary_conditions=boundary_conditions, labels=labels,
-                              input_time_grid=input_time_grid, output_time_grid=output_time_grid,
+                              input_time_grid=input_time_grid, output_time_grid=output_time_grid, to_data=to_data,
                               output_hidden_states=bool(self.config.output_hidden_states if output_hidden_states is None
                                                         else output_hidden_states))
 

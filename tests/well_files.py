@@ -13,10 +13,11 @@ AXES = ("x", "y", "z")
 
 def write_dataset(root, name="toy", n_dims=2, resolution=None, n_steps=9, files_per_split=(2, 1, 1), n_traj=2,
                   tensor_fields=True, constant_fields=True, time_scalars=True, sample_varying_time=False,
-                  boundaries=None, seed=0, nan_at=None):
+                  boundaries=None, seed=0, nan_at=None, second_scalar=False):
     """Write `root/name/data/{train,valid,test}/*.hdf5`; returns the dataset folder.
 
-    Fields: `a` (t0), `b` (t0, time-constant, if constant_fields), `v` (t1), `C` (t2 if tensor_fields).
+    Fields: `a` (t0), `p` (t0, if second_scalar), `b` (t0, time-constant, if constant_fields), `v` (t1), `C` (t2 if
+    tensor_fields).
     `nan_at=(file_index, traj, step)` puts one NaN into field `a` of the first train file listed.
     """
     rng = np.random.default_rng(seed)
@@ -30,6 +31,8 @@ def write_dataset(root, name="toy", n_dims=2, resolution=None, n_steps=9, files_
             fields = [WellField("a", rng.normal(size=lead + resolution) * 3 + 1)]
             if nan_at is not None and split == "train" and f == nan_at[0]:
                 fields[0].data[nan_at[1], nan_at[2], (0,) * n_dims] = np.nan
+            if second_scalar:
+                fields.append(WellField("p", rng.normal(size=lead + resolution) - 2))
             if constant_fields:
                 fields.append(WellField("b", rng.normal(size=(n_traj,) + resolution), time_varying=False))
             fields.append(WellField("v", rng.normal(size=lead + resolution + (n_dims,)), order=1))

@@ -93,3 +93,30 @@ def test_an_unknown_head_init_is_refused_and_the_0_2_0_keyword_warns():
     with pytest.warns(FutureWarning, match="use head_init"):
         head = trained_looking_model().add_dataset("x", **GAS, adapter_init="random")
     assert head.initialised_from == {}
+
+
+def test_fields_given_in_another_order_are_matched_by_name():
+    names = ["energy", "density", "pressure"]
+    torch.manual_seed(0)
+    model = PDEFMModel(PDEFMConfig(datasets={"euler": {"n_fields": 3, "n_spatial_dims": 2, "field_names": names}})).eval()
+    x = torch.randn(2, 4, 16, 16, 3) + torch.tensor([3.0, 1.0, -2.0])
+    y = torch.randn(2, 2, 16, 16, 3)
+    expected = model(input_fields=x, labels=y, field_names=[names, names])
+    order = [1, 0, 2]  # the file says density, energy, pressure
+    swapped = model(input_fields=x[..., order], labels=y[..., order], field_names=[[names[i] for i in order]] * 2)
+    torch.testing.assert_close(swapped.prediction, expected.prediction[..., order])
+    torch.testing.assert_close(swapped.loss, expected.loss)
+    rolled = torch.cat(list(model.iter_rollout(3, input_fields=x[..., order], field_names=[names[i] for i in order])), 1)
+    torch.testing.assert_close(rolled, model(input_fields=x, n_steps=3).prediction[..., order])
+    # The unnamed call takes the channels in the model's order, as before.
+    torch.testing.assert_close(model(input_fields=x, labels=y).prediction, expected.prediction)
+
+
+@pytest.mark.parametrize("given", [["salinity", "vorticity", "tracer"], ["energy", "density"],
+                                   ["energy", "energy", "pressure"]])
+def test_fields_the_model_was_not_trained_on_are_refused_naming_both_lists(given):
+    names = ["energy", "density", "pressure"]
+    model = PDEFMModel(PDEFMConfig(datasets={"euler": {"n_fields": 3, "n_spatial_dims": 2, "field_names": names}}))
+    with pytest.raises(ValueError, match=r"dataset 'euler': the data's fields .* are not the fields the model was "
+                                         r"trained on for it, \['energy', 'density', 'pressure'\]"):
+        model(input_fields=torch.randn(1, 4, 16, 16, 3), field_names=given)

@@ -300,6 +300,42 @@ def test_predict_writes_a_rollout_in_the_wells_format(setup, tmp_path):
     assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", str(tmp_path / "x.hdf5")]) == 2
 
 
+def test_predict_matches_a_files_fields_by_name_not_position(tmp_path):
+    import shutil
+
+    folder = write_dataset(str(tmp_path), "two", resolution=(16, 12), n_steps=8, files_per_split=(1, 1, 1),
+                           tensor_fields=False, time_scalars=False, second_scalar=True)
+    torch.manual_seed(0)
+    model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(str(tmp_path), ["two"]), n_steps_input=2))
+    with torch.no_grad():  # an untrained head predicts no change, whatever the field order: give it some
+        for p in model.dataset_heads["two"].out_proj.parameters():
+            p.normal_(std=0.3)
+    base_dir = str(tmp_path / "model")
+    model.save_pretrained(base_dir)
+    source = os.path.join(folder, "data", "test", "two_00.hdf5")
+    reordered = str(tmp_path / "reordered.hdf5")
+    shutil.copyfile(source, reordered)
+    with h5py.File(reordered, "r+") as f:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["t0_fields"].attrs["field_names"]]
+        assert names[:2] == ["a", "p"]
+        f["t0_fields"].attrs["field_names"] = names[::-1]  # the same fields, listed in another order
+    outputs = {}
+    for label, path in (("source", source), ("reordered", reordered)):
+        out = str(tmp_path / f"{label}_out.hdf5")
+        assert predict_main(["--model", base_dir, "--input", path, "--steps", "3", "--out", out]) == 0
+        with h5py.File(out) as f:
+            outputs[label] = {name: f[f"{g}/{name}"][()] for g in ("t0_fields", "t1_fields") for name in f[g]}
+    assert outputs["source"].keys() == outputs["reordered"].keys()
+    for name, values in outputs["source"].items():
+        np.testing.assert_allclose(outputs["reordered"][name], values, rtol=1e-5, atol=1e-5, err_msg=name)
+    with h5py.File(reordered, "r+") as f:
+        f["t0_fields"].attrs["field_names"] = [n if n != "p" else "salinity" for n in names]
+        f["t0_fields"].move("p", "salinity")
+    assert predict_main(["--model", base_dir, "--input", reordered, "--steps", "3", "--out",
+                         str(tmp_path / "other.hdf5")]) == 2
+    assert not os.path.exists(tmp_path / "other.hdf5")
+
+
 def test_finetuning_keeps_the_bases_input_window_and_objective_unless_told(setup, tmp_path):
     root, _ = setup
     torch.manual_seed(0)

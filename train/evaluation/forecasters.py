@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import torch
 
 MODEL_INPUTS = ("input_fields", "constant_fields", "constant_scalars", "boundary_conditions", "input_time_grid",
-                "output_time_grid", "dataset_name")
+                "output_time_grid", "dataset_name", "field_names")
 
 
 def model_inputs(batch: dict[str, Any], device) -> dict[str, Any]:
