@@ -47,6 +47,8 @@ BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv")
 CONV_PADDINGS = ("zeros", "boundary")
 ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
+BOOLEAN_KEYS = ("compile_mamba", "use_spectral_tokens", "use_film", "use_cross_attention", "alternate_scan_axes",
+                "predict_increment", "normalize_inputs", "patch_jitter", "check_finite_inputs")
 
 
 # What a dataset or adapter name may be: it becomes a folder name (adapters, runs) and a module key (`adapters.<name>`),
@@ -345,10 +347,20 @@ class PDEFMConfig(PretrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
-        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight"):
+        for key in BOOLEAN_KEYS:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+            if not isinstance(value, bool):
+                # A string "false" is truthy: it would switch the option on without a word.
+                raise ValueError(f"{key} must be true or false (a JSON boolean), got {value!r}")
+        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "initializer_range", "layer_norm_eps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        if isinstance(self.max_constant_scalars, bool) or not isinstance(self.max_constant_scalars, int) \
+                or self.max_constant_scalars < 0:
+            raise ValueError(f"max_constant_scalars must be an int >= 0, got {self.max_constant_scalars!r}")
         if self.wall_padding > 1:
             raise ValueError(f"wall_padding is a fraction of each axis (0 to 1), got {self.wall_padding!r}")
         estimate, limit = self.estimated_num_parameters(), max_parameters()

@@ -194,6 +194,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
         self.post_init()
 
     @staticmethod
+    def renamed_weight(key: str) -> str:
+        """A weight's name today, given its name in a file an earlier pdefm saved (`RENAMED_WEIGHT_PREFIXES`)."""
+        for old, new in RENAMED_WEIGHT_PREFIXES.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    @staticmethod
     def _rename_old_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args) -> None:
         """Weights saved under an earlier name (`RENAMED_WEIGHT_PREFIXES`) load under today's."""
         for key in list(state_dict):
