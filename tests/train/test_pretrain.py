@@ -298,3 +298,18 @@ def test_the_report_shows_what_the_model_learned_with_rollouts_and_figures(data_
     some = next(iter(report.values()))
     assert len(some["rollout"]["vrmse_per_step"]) == 3 and len(some["change_ratio_per_field"]) == len(some["vrmse_per_field"])
     assert set(some["yardsticks"]) == {"linear extrapolation", "linear stencil"} and some["verdict"]["learned"] is False
+
+
+def test_input_noise_scales_with_each_fields_spread():
+    import torch
+
+    from pdefm.train.training.fit import noisy_inputs
+
+    torch.manual_seed(0)
+    fields = torch.randn(4, 3, 32, 32, 2) * torch.tensor([1.0, 100.0]) + 5.0
+    noise = noisy_inputs(fields, 0.05) - fields
+    spread = noise.std(dim=(0, 1, 2, 3)) / fields.std(dim=(0, 1, 2, 3))
+    torch.testing.assert_close(spread, torch.tensor([0.05, 0.05]), rtol=0.05, atol=0)
+    assert noise.mean(dim=(0, 1, 2, 3)).abs().max() < 0.01 * 100
+    with pytest.raises(ValueError, match="config key 'input_noise' must be a finite number >= 0"):
+        PretrainConfig(data_dir="x", input_noise=float("inf")).validate()

@@ -62,6 +62,9 @@ class PretrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     mixed_precision: str = "auto"  # auto (bf16 where the hardware has it), bf16 or no
     spectral_loss_weight: float = 0.1  # weight of the wavenumber-weighted spectral loss next to VRMSE
+    # Gaussian noise on the training inputs, this fraction of each field's std over the window (DPOT, arXiv
+    # 2403.03542): the model learns to forecast from slightly wrong inputs, as its own rollouts give it. 0: none.
+    input_noise: float = 0.0
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
     temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
     difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
@@ -121,9 +124,10 @@ class PretrainConfig:
                     raise ValueError(f"config key '{key}' must be a whole number, got {value!r}")
                 value = int(value)
             setattr(self, key, value)
-        for key in ("weight_decay", "spectral_loss_weight", "temperature", "difficulty_alpha", "difficulty_eps", "warmup_steps"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"config key '{key}' must be >= 0, got {getattr(self, key)!r}")
+        for key in ("weight_decay", "spectral_loss_weight", "temperature", "difficulty_alpha", "difficulty_eps",
+                    "warmup_steps", "input_noise"):
+            if not 0 <= getattr(self, key) < float("inf"):
+                raise ValueError(f"config key '{key}' must be a finite number >= 0, got {getattr(self, key)!r}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.difficulty_ema < 1:
             raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
         if self.difficulty_measure not in ("relative", "absolute"):

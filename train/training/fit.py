@@ -291,6 +291,12 @@ def train_loop(accelerator: Accelerator, config: PretrainConfig, run: RunState, 
     bar.close()
 
 
+def noisy_inputs(fields: torch.Tensor, scale: float) -> torch.Tensor:
+    """`fields [b, T, *space, C]` plus Gaussian noise of `scale` times each sample's and field's std over the window."""
+    axes = tuple(range(1, fields.ndim - 1))
+    return fields + scale * fields.float().std(axes, keepdim=True).to(fields.dtype) * torch.randn_like(fields)
+
+
 def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) -> StepResult:
     """One optimizer step over `gradient_accumulation_steps` batches, each from a dataset the curriculum draws. A
     non-finite loss (on any process) skips the step; too many in a row stop the run."""
@@ -299,6 +305,8 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
     for micro in range(config.gradient_accumulation_steps):
         result.name = run.sampler.draw()
         batch = run.batches.next_batch(result.name)
+        if config.input_noise:
+            batch = {**batch, "input_fields": noisy_inputs(batch["input_fields"], config.input_noise)}
         target = batch["output_fields"].to(accelerator.device)
         sync = nullcontext() if micro == config.gradient_accumulation_steps - 1 else accelerator.no_sync(run.model)
         with sync:
