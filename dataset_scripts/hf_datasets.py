@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -27,6 +28,9 @@ from .layout import SPLITS, dataset_dir_of_split, split_dir, stats_path
 from .normalization import WellNormalizer
 from .registry import WELL_DATASETS
 from .well_reader import NonFiniteWindowError, WellSplitReader, list_split_files
+
+# A dataset name under `well_base_path`: a folder name, never a path ('.', '..', 'a/b').
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 if TYPE_CHECKING:
     import datasets
@@ -45,15 +49,21 @@ def resolve_split_files(path_or_name: str, split: str | None, well_base_path: st
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if well_base_path is not None:
-        if path_or_name not in WELL_DATASETS and "/" in path_or_name:
-            raise ValueError(f"with well_base_path, give a dataset name, not a path; got {path_or_name!r}")
+        if path_or_name not in WELL_DATASETS and not NAME_PATTERN.fullmatch(str(path_or_name)):
+            # '.', '..' or a path would read the base folder, its parent or elsewhere.
+            raise ValueError(f"with well_base_path, give a dataset name (letters, digits, '_', '-'), not a path; got "
+                             f"{path_or_name!r}")
         path_or_name = well_base_path.rstrip("/") + "/" + path_or_name
     elif path_or_name in WELL_DATASETS and not os.path.exists(path_or_name):
         raise ValueError(
             f"{path_or_name!r} is a dataset of The Well; say where it is with well_base_path= (a local folder with "
             f"one folder per dataset, or 'hf://datasets/polymathic-ai' to read from the Hub)"
         )
-    fs, root = fsspec.core.url_to_fs(path_or_name, **(storage_options or {}))
+    if os.path.exists(path_or_name):
+        # A local path is read as one, also when its name holds '::' or '://' (which fsspec reads as a URL chain).
+        fs, root = fsspec.filesystem("file"), os.path.abspath(path_or_name)
+    else:
+        fs, root = fsspec.core.url_to_fs(path_or_name, **(storage_options or {}))
     root = root.rstrip("/")
     try:
         return _find_split_files(fs, root, path_or_name, split)

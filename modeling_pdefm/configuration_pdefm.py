@@ -9,6 +9,7 @@ import os
 import re
 from typing import Any
 
+from torch import nn
 from transformers import PretrainedConfig
 
 from .config_versions import (PDEFM_FORMAT, REMOVED_KEYS, RENAMED_KEYS, drop_removed_keys, refuse_removed_values,
@@ -78,14 +79,25 @@ def max_parameters() -> int:
     if not value:
         return DEFAULT_MAX_PARAMETERS
     try:
-        return int(float(value))
+        limit = float(value)
+        if not 1 <= limit < float("inf"):
+            raise ValueError
+        return int(limit)
     except ValueError:
-        raise ValueError(f"{MAX_PARAMETERS_VARIABLE}={value!r}: expected a number of parameters, e.g. 5e9") from None
+        raise ValueError(f"{MAX_PARAMETERS_VARIABLE}={value!r}: expected a finite number of parameters >= 1, e.g. "
+                         "5e9") from None
+
+
+# Names nn.ModuleDict refuses as keys (`training`) or that would shadow a method (`forward`, `to`, ...).
+RESERVED_DATASET_NAMES = frozenset(name for name in dir(nn.ModuleDict) if not name.startswith("_")) | {"training"}
 
 
 def validate_dataset_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Return a clean copy of one dataset entry, or raise a ValueError naming the bad key."""
     check_name(name, "dataset name")
+    if name in RESERVED_DATASET_NAMES:
+        raise ValueError(f"dataset name {name!r} is the name of an attribute of torch's modules (the dataset heads are "
+                         "kept by name in one); rename the dataset")
     if not isinstance(spec, dict):
         raise ValueError(f"datasets[{name!r}] must be a dict with keys {DATASET_KEYS}, got {type(spec).__name__}")
     unknown = set(spec) - set(DATASET_KEYS) - set(OPTIONAL_DATASET_KEYS)

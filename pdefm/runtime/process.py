@@ -14,6 +14,9 @@ def setup_process(kind: str, keep_current: bool = False) -> None:
     (solvers allocate little). `keep_current`: keep a thread count the user set (`configure_threads`)."""
     if kind not in KINDS:
         raise ValueError(f"setup_process: kind must be one of {KINDS}, got {kind!r}")
-    configure_threads(kind, keep_current=keep_current)
+    try:
+        configure_threads(kind, keep_current=keep_current)
+    except ValueError as error:  # a bad PDEFM_NUM_THREADS: one line, not a traceback from every command
+        raise SystemExit(f"error: {error}") from None
     if kind == "train":
         configure_allocator()

@@ -23,6 +23,7 @@ import sys
 import time
 
 ENV = "PDEFM_NUM_THREADS"
+MAX_THREADS = 1024  # far above any machine's cores: a typo such as 10000000 would make torch spawn that many
 WORKLOADS = ("train", "generate")
 
 
@@ -92,8 +93,8 @@ def chosen_threads(workload: str = "train") -> int | None:
     if choice == "torch":
         return None
     if choice:
-        if not choice.isdigit() or int(choice) < 1:
-            raise ValueError(f"{ENV} must be a positive whole number or 'torch', got {os.environ[ENV]!r}")
+        if not choice.isdigit() or not 1 <= int(choice) <= MAX_THREADS:
+            raise ValueError(f"{ENV} must be a whole number from 1 to {MAX_THREADS} or 'torch', got {os.environ[ENV]!r}")
         return int(choice)
     if os.environ.get("OMP_NUM_THREADS"):
         return None

@@ -208,3 +208,17 @@ def test_an_unreachable_hub_is_one_line_not_a_traceback(tmp_path, command):
     assert "could not reach" in result.stderr and "HF_ENDPOINT (now http://127.0.0.1:9)" in result.stderr
     if "push" in command:
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("name", [".", "..", "../toy", "toy/../.."])
+def test_a_dataset_name_under_a_base_path_is_a_name_not_a_path(tmp_path, name):
+    dataset(tmp_path)
+    with pytest.raises(ValueError, match=rf"with well_base_path, give a dataset name .* got '{re.escape(name)}'"):
+        load_well_dataset(name, split="train", n_steps_input=2, well_base_path=str(tmp_path))
+
+
+def test_a_local_folder_whose_name_holds_double_colons_is_read_as_a_folder(tmp_path):
+    base = tmp_path / "runs::2026"
+    base.mkdir()
+    folder = dataset(base)
+    assert len(load_well_dataset(folder, split="train", n_steps_input=2)) > 0

@@ -61,7 +61,7 @@ def test_the_users_choice_wins(monkeypatch):
 
 def test_bad_values_are_named(monkeypatch):
     monkeypatch.setenv("PDEFM_NUM_THREADS", "0")
-    with pytest.raises(ValueError, match="PDEFM_NUM_THREADS must be a positive whole number or 'torch', got '0'"):
+    with pytest.raises(ValueError, match="PDEFM_NUM_THREADS must be a whole number from 1 to 1024 or 'torch', got '0'"):
         threads.chosen_threads("train")
     with pytest.raises(ValueError, match="workload must be one of"):
         threads.default_threads("render")
@@ -103,3 +103,13 @@ def test_only_a_training_command_with_the_package_choice_keeps_it_current(monkey
     assert threads._keeper is None
     threads.configure_threads("generate", keep_current=True)
     assert threads._keeper is None
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "100000"])
+def test_a_bad_thread_count_ends_the_command_in_one_line(monkeypatch, value):
+    from pdefm.runtime.process import setup_process
+
+    monkeypatch.setenv("PDEFM_NUM_THREADS", value)
+    with pytest.raises(SystemExit, match=rf"error: PDEFM_NUM_THREADS must be a whole number from 1 to 1024 or "
+                                         rf"'torch', got '{value}'"):
+        setup_process("train")

@@ -397,3 +397,16 @@ def test_n_steps_wins_over_a_longer_output_time_grid(tiny_model):
         three = tiny_model(**batch).prediction
     assert one.shape[1] == 1 and three.shape[1] == 3
     torch.testing.assert_close(one[:, 0], three[:, 0])
+
+
+@pytest.mark.parametrize("name", ["training", "forward", "to", "keys"])
+def test_a_dataset_named_like_a_module_attribute_is_refused_by_name(name):
+    with pytest.raises(ValueError, match=rf"dataset name '{name}' is the name of an attribute of torch's modules"):
+        PDEFMConfig(datasets={name: {"n_fields": 1, "n_spatial_dims": 2}})
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-5", "lots"])
+def test_a_parameter_limit_that_is_not_a_finite_count_is_refused(monkeypatch, value):
+    monkeypatch.setenv("PDEFM_MAX_PARAMETERS", value)
+    with pytest.raises(ValueError, match=rf"PDEFM_MAX_PARAMETERS='{value}': expected a finite number"):
+        PDEFMConfig()
