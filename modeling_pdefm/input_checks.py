@@ -9,6 +9,9 @@ import torch
 
 from .configuration_pdefm import PDEFMConfig
 
+# Inputs beyond this magnitude are refused: squares (variances, energies) of them overflow float32.
+MAX_INPUT_MAGNITUDE = 1e18
+
 
 def tracing() -> bool:
     """Whether the forward is being traced (`torch.export`, `torch.compile`): checks that read tensor values, which a
@@ -99,12 +102,18 @@ def check_inputs(config: PDEFMConfig, name: str, spec: dict[str, Any], input_fie
     if config.check_finite_inputs and not tracing():
         for key, tensor in (("input_fields", input_fields), ("constant_fields", constant_fields),
                             ("constant_scalars", constant_scalars), ("labels", labels)):
-            # A sum is finite only if every term is (NaN and inf propagate), and it reads the tensor without
-            # writing a mask of it; only a non-finite sum (or an overflowing one) pays for the exact check.
-            if (tensor is not None and tensor.is_floating_point() and not torch.isfinite(tensor.sum())
-                    and not torch.isfinite(tensor).all()):
+            # One pass for the range: NaN and inf show in it, and so do values whose square overflows float32 (the
+            # window's variance would be inf and the forecast all-inf without a word).
+            if tensor is None or not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            low, high = torch.aminmax(tensor.detach())
+            if not (torch.isfinite(low) and torch.isfinite(high)):
                 bad = (~torch.isfinite(tensor)).nonzero()
                 raise ValueError(f"{key} holds {bad.shape[0]} non-finite values (first at index {tuple(bad[0].tolist())})")
+            if max(-low.item(), high.item()) > MAX_INPUT_MAGNITUDE:
+                raise ValueError(f"{key} holds values up to {max(-low.item(), high.item()):.3g} in magnitude, beyond "
+                                 f"{MAX_INPUT_MAGNITUDE:g} (their squares overflow float32, so the forecast would be "
+                                 "inf); rescale the data to physical units of moderate size")
 
 
 def resolve_dataset(config: PDEFMConfig, dataset_name: Any) -> str:

@@ -24,6 +24,7 @@ from pdefm.runtime.process import setup_process
 
 from .baselines.forecaster import load_forecaster
 from .baselines.linear import fit_yardsticks
+from .training.batches import model_specs
 from .evaluation.report import markdown_table, summary, write_evaluation
 from .evaluation.suite import STARTS_PER_TRAJECTORY, evaluate_model, resolve_datasets
 
@@ -54,6 +55,17 @@ def claim_evaluation_folder(out: str, overwrite: bool) -> None:
         path = os.path.join(out, name)
         if os.path.isfile(path) and not os.path.islink(path):
             os.remove(path)
+
+
+def check_figure_fields(requested: list[str], root: str, names: list[str]) -> None:
+    """Each `--figure-fields` name must be a channel (`velocity_x`) or a field (`velocity`) of an evaluated dataset,
+    checked before the evaluation runs; otherwise it would end with no figure of it and exit 0."""
+    channels = sorted({c for spec in model_specs(root, names).values() for c in spec.get("field_names") or []})
+    known = set(channels) | {c.rsplit("_", 1)[0] for c in channels}
+    unknown = [f for f in requested if f not in known]
+    if unknown:
+        raise ValueError(f"--figure-fields {unknown}: no dataset of {names} has such a field; their fields are "
+                         f"{channels}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else (
             os.path.join(args.model, "evaluation") if os.path.isdir(args.model) else "evaluation")
         check_output_folder(out, "--out")
-        claim_evaluation_folder(out, args.overwrite_output_dir)
         root, names = resolve_datasets(args.data, args.split, args.datasets)
+        if args.figure_fields and not args.no_figures:
+            check_figure_fields(args.figure_fields, root, names)
+        claim_evaluation_folder(out, args.overwrite_output_dir)
         forecaster = load_forecaster(args.model, adapter=args.adapter)
         n_steps_input = args.n_steps_input or forecaster.n_steps_input
         yardsticks = None

@@ -410,3 +410,10 @@ def test_a_parameter_limit_that_is_not_a_finite_count_is_refused(monkeypatch, va
     monkeypatch.setenv("PDEFM_MAX_PARAMETERS", value)
     with pytest.raises(ValueError, match=rf"PDEFM_MAX_PARAMETERS='{value}': expected a finite number"):
         PDEFMConfig()
+
+
+def test_inputs_whose_squares_overflow_are_refused_not_forecast_as_inf():
+    model = PDEFMModel(PDEFMConfig(datasets={"a": {"n_fields": 1, "n_spatial_dims": 2}}))
+    with pytest.raises(ValueError, match=r"input_fields holds values up to 1e\+20 in magnitude, beyond 1e\+18"):
+        model(input_fields=torch.full((1, 4, 16, 16, 1), 1e20))
+    assert torch.isfinite(model(input_fields=torch.randn(1, 4, 16, 16, 1) * 1e10).prediction).all()

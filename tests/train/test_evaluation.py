@@ -134,6 +134,10 @@ def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_pat
     with pytest.raises(SystemExit):
         evaluate_main(["--model", saved_model, "--data", data_dir, "--starts-per-trajectory", "0"])
     assert "--starts-per-trajectory must be >= 1, got 0" in capsys.readouterr().err
+    out = tmp_path / "figures_asked"
+    assert evaluate_main(["--model", saved_model, "--data", data_dir, "--out", str(out), "--figure-fields",
+                          "nosuchfield", "a"]) == 2
+    assert "--figure-fields ['nosuchfield']: no dataset of" in capsys.readouterr().err and not out.exists()
     from pdefm.train.evaluation.rollout import trajectory_starts
 
     with pytest.raises(ValueError, match="starts_per_trajectory must be >= 1, got 0"):
