@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
         parser = argparse.ArgumentParser(prog="pdefm finetune", description=__doc__,
                                          formatter_class=HelpFormatter,
-                                         parents=[_finetune_parser(), config_parser(add_help=False)])
+                                         parents=[_finetune_parser(), config_parser(add_help=False, shown_defaults={
+                                             "output_dir": "outputs/finetune/<adapter-name>"})])
         parser.print_help()
         return 0
     try:

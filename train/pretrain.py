@@ -26,6 +26,7 @@ from .training.batches import find_datasets, model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import PretrainConfig, load_config
 from .training.fit import TRAINING_KEYS_IN_MODEL, NonFiniteLossError, fit, make_accelerator, print_outputs, write_report
+from .training.output_dir import prepare_output_dir
 from .training.run_lock import RunLockError
 
 
@@ -44,9 +45,17 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
         accelerator.wait_for_everyone()
 
 
+def command_arguments() -> list[str]:
+    """This process's arguments after the command: `pdefm pretrain X` and `python -m pdefm.train.pretrain X` give X."""
+    arguments = sys.argv[1:]
+    return arguments[1:] if arguments[:1] == ["pretrain"] else arguments
+
+
 def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None,
           allow_config_change: bool = False, overwrite_output_dir: bool = False) -> dict:
     """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
+    # A folder that holds a finished run is refused before data are generated or checked (that takes minutes).
+    prepare_output_dir(config.output_dir, resume, overwrite_output_dir, clear=False)
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     maybe_generate(config, accelerator)
@@ -65,7 +74,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
         unwrapped.save_pretrained(config.output_dir)
         write_report(config, report, seconds, step)
         write_model_card(config.output_dir, title=f"PDE-FM ({config.model_preset}) pretrained on {len(names)} datasets",
-                         datasets=names, report=report, command=" ".join(["pdefm pretrain", *sys.argv[1:]]),
+                         datasets=names, report=report, command=" ".join(["pdefm pretrain", *command_arguments()]),
                          description=f"PDE-FM `{config.model_preset}` preset ({unwrapped.num_parameters():,} parameters), "
                                      f"pretrained for {step} steps with `pdefm pretrain` (config in `pretrain_config.json`).")
         print_outputs(config, "pretrain", model_folder=config.output_dir)

@@ -440,3 +440,10 @@ def test_lora_on_the_backbone_trains_under_gradient_checkpointing_in_both_modes(
     assert grads[True].keys() == grads[False].keys()
     for name, grad in grads[True].items():
         torch.testing.assert_close(grad, grads[False][name], rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_help_shows_its_own_output_folder_and_every_key_explained(capsys):
+    assert finetune_main(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: 'outputs/finetune/<adapter-name>')" in shown and "(default: 'outputs/pretrain')" not in shown
+    assert "--curriculum_shares STR What the curriculum's weights share out" in shown

@@ -313,3 +313,25 @@ def test_input_noise_scales_with_each_fields_spread():
     assert noise.mean(dim=(0, 1, 2, 3)).abs().max() < 0.01 * 100
     with pytest.raises(ValueError, match="config key 'input_noise' must be a finite number >= 0"):
         PretrainConfig(data_dir="x", input_noise=float("inf")).validate()
+
+
+def test_a_finished_folder_is_refused_before_any_data_is_generated(tmp_path):
+    from pdefm.train.pretrain import train
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("an earlier run's weights")
+    data = tmp_path / "data"
+    config = make_config(str(data), out, generate_if_missing=True)
+    with pytest.raises(ValueError, match="holds an earlier run"):
+        train(config)
+    assert not data.exists() and (out / "model.safetensors").read_text() == "an earlier run's weights"
+
+
+def test_the_model_card_names_the_command_once(monkeypatch):
+    from pdefm.train.pretrain import command_arguments
+
+    monkeypatch.setattr(sys, "argv", ["pdefm", "pretrain", "--config", "mini_well"])
+    assert command_arguments() == ["--config", "mini_well"]
+    monkeypatch.setattr(sys, "argv", ["pretrain.py", "--config", "mini_well"])
+    assert command_arguments() == ["--config", "mini_well"]

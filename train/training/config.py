@@ -224,8 +224,11 @@ def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
     return value
 
 
-def config_parser(description: str = "", add_help: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
-    """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key."""
+def config_parser(description: str = "", add_help: bool = True, prog: str | None = None,
+                  shown_defaults: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line of a training run: `--config`, `--resume`, `--allow_config_change` and every config key.
+    `shown_defaults`: what the help shows as a key's default where the command sets its own (finetune's output
+    folder)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
                                      add_help=add_help, usage="%(prog)s [--config FILE] [--resume | --overwrite_output_dir] [--KEY VALUE ...]")
     parser.add_argument("--config", default=None, metavar="FILE_OR_NAME",
@@ -241,7 +244,7 @@ def config_parser(description: str = "", add_help: bool = True, prog: str | None
     defaults = PretrainConfig()
     comments = field_comments()
     for name, f in fields.items():
-        default = getattr(defaults, name)
+        default = (shown_defaults or {}).get(name, getattr(defaults, name))
         kind = str(f.type).replace("typing.", "").replace(" | None", "")
         parser.add_argument(f"--{name}", default=None, metavar=kind.split("[")[0].upper(),
                             help=f"{comments.get(name, '')} (default: {default!r})".lstrip())
@@ -249,12 +252,18 @@ def config_parser(description: str = "", add_help: bool = True, prog: str | None
 
 
 def field_comments() -> dict[str, str]:
-    """Each config key's trailing comment in the `PretrainConfig` source: the one place its meaning is written."""
-    comments = {}
+    """Each config key's comment in the `PretrainConfig` source, trailing its line or in the lines just above it: the
+    one place its meaning is written."""
+    comments, above = {}, []
     for line in inspect.getsource(PretrainConfig).splitlines():
         match = re.match(r"\s+(\w+): [^=]+=.*?\s+#\s*(.+)$", line)
+        field = re.match(r"\s+(\w+): [^=]+=", line)
         if match:
             comments[match.group(1)] = match.group(2).strip()
+        elif field and above:
+            comments[field.group(1)] = " ".join(above)
+        comment = re.match(r"\s+#\s*(.+)$", line)
+        above = above + [comment.group(1).strip()] if comment else []
     return comments
 
 
