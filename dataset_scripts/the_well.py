@@ -10,6 +10,7 @@ Nothing here writes to a data file; `stats` writes only `stats.yaml` (atomically
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import fsspec
@@ -20,7 +21,7 @@ from pdefm.runtime.cli_format import HelpFormatter
 
 from .dynamics import format_dynamics, relative_step_change, summarise_dynamics
 from .hf_datasets import resolve_split_files
-from .layout import SPLITS, split_dir, stats_path
+from .layout import SPLITS, dataset_dir_of_split, split_dir, stats_path
 from .normalization import RunningMoments, StatsError, stats_document, write_stats_yaml
 from .well_format import format_warnings, iter_format_problems
 from .well_reader import WellSplitReader, list_split_files, open_hdf5
@@ -87,6 +88,14 @@ def check(paths: list[str]) -> int:
     return bad
 
 
+def _dataset_stats_of_file(path: str) -> str:
+    """For one file of a `<dataset>/data/<split>/` folder: its dataset's stats.yaml if there is one (shown, not read:
+    a file's reader normalises only with stats it is given), else '-'."""
+    dataset_dir = dataset_dir_of_split(os.path.dirname(os.path.abspath(path)))
+    found = dataset_dir is not None and os.path.isfile(stats_path(dataset_dir))
+    return f"{stats_path(dataset_dir)} (its dataset's)" if found else "-"
+
+
 def info(path: str, n_steps_input: int, n_steps_output: int, dynamics_trajectories: int = 16) -> None:
     """Print what a file or dataset folder holds, split by split; with `dynamics_trajectories` > 0, also how much
     its fields change from frame to frame (over at most that many trajectories per split). A path with nothing to
@@ -114,7 +123,8 @@ def info(path: str, n_steps_input: int, n_steps_output: int, dynamics_trajectori
         for axis, (low, high) in zip(meta.spatial_dims, meta.boundary_conditions.astype(int).tolist()):
             print(f"  boundary {axis}: low {names[low]}, high {names[high]}")
         print(f"  input_fields {[n_steps_input, *meta.resolution, len(meta.field_names)]}, "
-              f"output_fields {[n_steps_output, *meta.resolution, len(meta.field_names)]}, stats.yaml: {stats or '-'}")
+              f"output_fields {[n_steps_output, *meta.resolution, len(meta.field_names)]}, stats.yaml: "
+              f"{stats or _dataset_stats_of_file(path)}")
         if dynamics_trajectories > 0 and meta.n_steps >= 2:
             changes = [relative_step_change(reader.trajectory_fields(file_index, traj))
                        for _, (file_index, traj) in zip(range(dynamics_trajectories), reader.iter_trajectories())]

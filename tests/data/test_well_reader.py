@@ -395,3 +395,12 @@ def test_split_reader_refuses_a_dataset_without_a_window_reader(toy2d):
         split_reader(datasets.Dataset.from_dict({"window": [0, 1]}))
     with pytest.raises(TypeError, match="streaming datasets carry none"):
         split_reader(load_well_dataset(toy2d, split="train", n_steps_input=2, streaming=True))
+
+
+def test_cli_info_of_one_file_names_its_datasets_stats(toy3d, capsys):
+    from pdefm.data.the_well import compute_stats
+
+    path = compute_stats(toy3d)
+    first = os.path.join(toy3d, "data", "train", sorted(os.listdir(os.path.join(toy3d, "data", "train")))[0])
+    assert cli(["info", first, "--n-steps-input", "2"]) == 0
+    assert f"stats.yaml: {path} (its dataset's)" in capsys.readouterr().out
