@@ -7,6 +7,9 @@ Run: python bench/compare_runs.py [--change | --valid] LABEL=OUTPUT_DIR [LABEL=O
 least-squares linear stencil's, and datasets learned: below persistence and the stencil one step ahead and below
 persistence at every rollout step)
 (`--change`: instead, per dataset and field, the predicted change's std over the true change's, median over windows.
+`--spectra`: instead, per dataset, rollout VRMSE over steps 6-12 and the prediction's energy over the truth's in the
+high wavenumber band at rollout steps 1, 6 and 12 (means over starts), from each run's `evaluation/evaluation.json`:
+does a change remove the energy a rollout piles up at small scales?
 `--valid`: instead, per dataset, the last validation VRMSE over persistence's on the same windows beside the report's
 test VRMSE over persistence's: does validation rank each model against persistence as test does?)
 """
@@ -86,9 +89,28 @@ def valid_table(folders: dict[str, str], runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def spectra_table(folders: dict[str, str]) -> str:
+    evaluations = {}
+    for label, folder in folders.items():
+        with open(os.path.join(folder, "evaluation", "evaluation.json")) as f:
+            evaluations[label] = json.load(f)["datasets"]
+    names = sorted(next(iter(evaluations.values())))
+    lines = ["| dataset | run | rollout 6:12 VRMSE | high-band energy ratio, step 1 | step 6 | step 12 |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        for label, data in evaluations.items():
+            rollout = data[name]["rollout"]
+            high = rollout["energy_ratio_per_step"]["high"]
+            window = rollout["vrmse_windows"].get("6:12")
+            cells = [f"{window:.4f}" if window is not None else "-"]
+            cells += [f"{high[i]:.3g}" if len(high) > i else "-" for i in (0, 5, 11)]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    change, valid = "--change" in argv, "--valid" in argv
-    argv = [a for a in argv if a not in ("--change", "--valid")]
+    change, valid, spectra = "--change" in argv, "--valid" in argv, "--spectra" in argv
+    argv = [a for a in argv if a not in ("--change", "--valid", "--spectra")]
     runs, folders = {}, {}
     for item in argv:
         label, sep, folder = item.partition("=")
@@ -99,7 +121,8 @@ def main(argv: list[str]) -> int:
     if not runs:
         print(__doc__)
         return 2
-    print(change_table(runs) if change else valid_table(folders, runs) if valid else table(runs))
+    print(change_table(runs) if change else valid_table(folders, runs) if valid else spectra_table(folders) if spectra
+          else table(runs))
     return 0
 
 

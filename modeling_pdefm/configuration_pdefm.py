@@ -48,6 +48,7 @@ BACKBONES = ("mamba", "attention")
 DECODERS = ("fno", "conv")
 CONV_PADDINGS = ("zeros", "boundary")
 ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
+DECODER_UNPATCH = ("linear", "interpolate")
 BOOLEAN_KEYS = ("compile_mamba", "use_spectral_tokens", "use_film", "use_cross_attention", "alternate_scan_axes",
                 "predict_increment", "normalize_inputs", "patch_jitter", "check_finite_inputs")
 
@@ -199,6 +200,9 @@ class PDEFMConfig(PretrainedConfig):
         rollout_normalization (`str`, *optional*, defaults to `"every_window"`): which statistics each step of a
             rollout normalises its window with: `"every_window"` recomputes them from the window the step is given,
             `"first_window"` keeps the first window's for the whole rollout (docs/decisions.md, "One rollout").
+        decoder_unpatch (`str`, *optional*, defaults to `"linear"`): how the decoder brings the tokens back to full
+            resolution: `"linear"` maps each token to a `patch^d` block of features; `"interpolate"` maps it to one
+            feature vector and interpolates the grid of them (no step at patch edges).
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
@@ -267,6 +271,7 @@ class PDEFMConfig(PretrainedConfig):
         predict_increment: bool = True,
         normalize_inputs: bool = True,
         rollout_normalization: str = "every_window",
+        decoder_unpatch: str = "linear",
         patch_jitter: bool = False,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
@@ -312,6 +317,7 @@ class PDEFMConfig(PretrainedConfig):
         self.predict_increment = predict_increment
         self.normalize_inputs = normalize_inputs
         self.rollout_normalization = rollout_normalization
+        self.decoder_unpatch = decoder_unpatch
         self.patch_jitter = patch_jitter
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
@@ -339,6 +345,8 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError(f"decoder_type must be one of {DECODERS}, got {self.decoder_type!r}")
         if self.rollout_normalization not in ROLLOUT_NORMALIZATIONS:
             raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {self.rollout_normalization!r}")
+        if self.decoder_unpatch not in DECODER_UNPATCH:
+            raise ValueError(f"decoder_unpatch must be one of {DECODER_UNPATCH}, got {self.decoder_unpatch!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
             raise ValueError(f"decoder_conv_padding must be one of {CONV_PADDINGS}, got {self.decoder_conv_padding!r}")
         for key in ("hidden_size", "num_layers", "latent_channels", "patch_size", "patch_size_3d",

@@ -15,7 +15,7 @@ from torch import nn
 
 from .configuration_pdefm import PDEFMConfig
 from .spectral_layers import SpectralConv
-from .tokenizer_layers import FieldLinear, PatchUnembedding, conv_class, weights_readable
+from .tokenizer_layers import FieldLinear, PatchUnembedding, TokenInterpolation, conv_class, weights_readable
 
 
 class PeriodicPad(torch.autograd.Function):
@@ -176,7 +176,8 @@ class FieldDecoder(nn.Module):
         super().__init__()
         patch, _, modes = config.grid_settings(n_spatial_dims)
         channels = config.latent_channels
-        self.unpatch = PatchUnembedding(config.hidden_size, channels, patch, n_spatial_dims)
+        unpatch = TokenInterpolation if config.decoder_unpatch == "interpolate" else PatchUnembedding
+        self.unpatch = unpatch(config.hidden_size, channels, patch, n_spatial_dims)
         self.lift = FieldLinear((1 + config.skip_frames()) * channels, config.decoder_width)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder_type)

@@ -144,6 +144,27 @@ class PatchUnembedding(nn.Module):
         return x
 
 
+class TokenInterpolation(nn.Module):
+    """A smooth alternative to `PatchUnembedding`: each token is projected to `out_channels` features at its patch's
+    centre and the grid of them is interpolated (bilinear in 2D, trilinear in 3D) to full resolution, so the decoder
+    receives no step at patch edges (which `PatchUnembedding`'s independent blocks can put there).
+
+    Input `[n, n_patches, hidden]` with its patch grid, output `[n, *space, out_channels]` cropped to `space`.
+    """
+
+    def __init__(self, hidden_size: int, out_channels: int, patch_size: int, n_spatial_dims: int):
+        super().__init__()
+        self.patch_size, self.n_spatial_dims, self.out_channels = patch_size, n_spatial_dims, out_channels
+        self.proj = FieldLinear(hidden_size, out_channels)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], space: tuple[int, ...]) -> torch.Tensor:
+        n, p = tokens.shape[0], self.patch_size
+        x = self.proj(tokens).reshape(n, *grid, self.out_channels).movedim(-1, 1)
+        mode = "bilinear" if self.n_spatial_dims == 2 else "trilinear"
+        x = F.interpolate(x, size=[g * p for g in grid], mode=mode, align_corners=False).movedim(1, -1)
+        return x[(slice(None), *[slice(0, s) for s in space])]
+
+
 class SpectralTokenizer(nn.Module):
     """Spectral tokens: one token per retained low Fourier mode of a frame.
 
