@@ -30,6 +30,13 @@ from .training.output_dir import prepare_output_dir
 from .training.run_lock import RunLockError
 
 
+def find_datasets_quietly(data_dir: str) -> list[str]:
+    """The dataset folders already in `data_dir` (none if it does not exist)."""
+    from pdefm.data.layout import dataset_folders
+
+    return dataset_folders(data_dir)
+
+
 def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
     """Generate Mini-Well into an empty `data_dir`, or finish a generation there that was interrupted."""
     if config.generate_if_missing:
@@ -41,6 +48,9 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
                     print(f"Mini-Well {r['dataset']}: {r['files_written']} files written into {config.data_dir} "
                           f"in {r['seconds']:.1f} s")
 
+            if not find_datasets_quietly(config.data_dir):
+                print(f"Mini-Well is not in {config.data_dir}: generating its six systems there once before training "
+                      "(docs/performance.md gives the time and disk it takes)", flush=True)
             complete_suite(config.data_dir, seed=config.seed, on_dataset_done=report)
         accelerator.wait_for_everyone()
 
