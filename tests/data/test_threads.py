@@ -113,3 +113,22 @@ def test_a_bad_thread_count_ends_the_command_in_one_line(monkeypatch, value):
     with pytest.raises(SystemExit, match=rf"error: PDEFM_NUM_THREADS must be a whole number from 1 to 1024 or "
                                          rf"'torch', got '{value}'"):
         setup_process("train")
+
+
+def test_sigterm_ends_a_command_through_its_cleanup(tmp_path):
+    import subprocess
+    import sys
+
+    partial = tmp_path / "out.hdf5.partial-1"
+    code = ("import os, signal, time\n"
+            "from pdefm.runtime.process import setup_process\n"
+            "setup_process('train')\n"
+            f"open({str(partial)!r}, 'w').write('half a forecast')\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "finally:\n"
+            f"    os.remove({str(partial)!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 143, done.stderr
+    assert not partial.exists()
