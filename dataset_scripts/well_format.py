@@ -21,6 +21,33 @@ import numpy as np
 
 BC_CODES = {"WALL": 0, "OPEN": 1, "PERIODIC": 2}
 FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
+# What a file's declared shapes may ask a reader to hold at once, before anything is read: one frame of every
+# field, or the time grid. The Well's largest frames are a few hundred MB; a small file can declare 40000 x 40000
+# frames or 10^10 steps of fill values and make every reader allocate tens of GiB. The variable raises the bound.
+MAX_READ_BYTES_VARIABLE = "PDEFM_MAX_READ_BYTES"
+DEFAULT_MAX_READ_BYTES = 4 * 2**30
+
+
+def max_read_bytes() -> int:
+    value = os.environ.get(MAX_READ_BYTES_VARIABLE, "")
+    if not value:
+        return DEFAULT_MAX_READ_BYTES
+    try:
+        limit = float(value)
+        if not 1 <= limit < float("inf"):
+            raise ValueError
+        return int(limit)
+    except ValueError:
+        raise ValueError(f"{MAX_READ_BYTES_VARIABLE}={value!r}: expected a finite number of bytes, e.g. 8e9") from None
+
+
+def _check_declared_bytes(file: str, path: str, what: str, needed: int) -> None:
+    if needed > max_read_bytes():
+        raise WellFormatError(file, path, f"declares {what}, {needed / 2**30:.1f} GiB to read at once, more than the "
+                                          f"limit of {max_read_bytes() / 2**30:.1f} GiB; set {MAX_READ_BYTES_VARIABLE} "
+                                          "higher if the file is real")
+
+
 ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
 
 
@@ -188,6 +215,7 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
     if time.ndim != expected_time_ndim or (time_sample_varying and time.shape[0] != n_traj):
         raise WellFormatError(file, time.name, f"shape {time.shape} disagrees with sample_varying={time_sample_varying}; expected {'(n_trajectories, T)' if time_sample_varying else '(T,)'}")
     n_steps = int(time.shape[-1])
+    _check_declared_bytes(file, time.name, f"a time grid of shape {list(time.shape)}", int(np.prod(time.shape, dtype=np.float64)) * 8)
     check_time_grid(np.asarray(time[()], dtype=np.float64), file, time.name)
     resolution, coords_sample_varying = [], []
     for axis in spatial_dims:
@@ -198,8 +226,12 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
         resolution.append(int(coord.shape[-1]))
         coords_sample_varying.append(sv)
     resolution = tuple(resolution)
+    if any(n < 1 for n in resolution):
+        raise WellFormatError(file, dims.name, f"axes {list(spatial_dims)} have {list(resolution)} points; every "
+                                               "spatial axis needs at least one")
 
     fields: list[FieldInfo] = []
+    frame_bytes = 0  # one frame of every field, as a window reads it
     for order, group_name in enumerate(FIELD_GROUPS):
         group = _require(h5, group_name, file, f"group '{group_name}' (may be empty, but must exist)")
         names = _text_list(_require_attr(group, "field_names", file, "list of the group's fields"))
@@ -223,9 +255,17 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
                     f"dim_varying={list(dim_varying)}, rank-{order} tensor on grid {resolution}); expected {lead + full + tensor}",
                 )
             stored_space = shape[len(lead) : len(shape) - order]
+            if data.dtype.kind not in "fiu":
+                kind = "complex" if data.dtype.kind == "c" else f"{data.dtype} (not numeric)"
+                raise WellFormatError(file, data.name, f"values are {kind}; fields must be real numbers (store a "
+                                                       "complex field's real and imaginary parts as two fields, as "
+                                                       "The Well does)")
+            frame_bytes += int(np.prod(stored_space + tensor, dtype=np.float64)) * data.dtype.itemsize
             channels = tuple(f"{name}_{c}" if c else name for c in components)
             fields.append(FieldInfo(name, order, channels, sv, tv, dim_varying, stored_space))
 
+    _check_declared_bytes(file, "/", f"frames of {len(fields)} fields on a grid of {list(resolution)} points",
+                          frame_bytes)
     scalars_group = _require(h5, "scalars", file, "group 'scalars' (may be empty, but must exist)")
     scalars: list[ScalarInfo] = []
     for name in _text_list(_require_attr(scalars_group, "field_names", file, "list of the scalars")):

@@ -222,3 +222,56 @@ def test_a_local_folder_whose_name_holds_double_colons_is_read_as_a_folder(tmp_p
     base.mkdir()
     folder = dataset(base)
     assert len(load_well_dataset(folder, split="train", n_steps_input=2)) > 0
+
+
+def test_declared_sizes_beyond_the_read_limit_are_refused_before_reading(tmp_path, capsys):
+    folder = dataset(tmp_path)
+    path = first_file(folder)
+    with h5py.File(path, "r+") as f:
+        del f["dimensions/time"]
+        time = f["dimensions"].create_dataset("time", shape=(10**10,), dtype="f8", chunks=(1024,))
+        time.attrs["sample_varying"] = False
+    assert os.path.getsize(path) < 10**6
+    assert check([path]) == 1
+    assert "/dimensions/time: declares a time grid of shape [10000000000], 74.5 GiB" in capsys.readouterr().out
+    with pytest.raises(WellFormatError, match=r"declares a time grid .* set PDEFM_MAX_READ_BYTES higher"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
+
+
+def test_frames_beyond_the_read_limit_are_refused_and_the_limit_can_be_raised(tmp_path, monkeypatch):
+    folder = dataset(tmp_path)
+    monkeypatch.setenv("PDEFM_MAX_READ_BYTES", "100")  # below one frame of the toy's fields (6 x 5 points)
+    with pytest.raises(WellFormatError, match=r"declares frames of \d+ fields on a grid of \[6, 5\] points"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
+    monkeypatch.setenv("PDEFM_MAX_READ_BYTES", "1e6")
+    assert len(load_well_dataset(folder, split="train", n_steps_input=2)) > 0
+    monkeypatch.setenv("PDEFM_MAX_READ_BYTES", "inf")
+    with pytest.raises(ValueError, match="PDEFM_MAX_READ_BYTES='inf': expected a finite number of bytes"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
+
+
+@pytest.mark.parametrize("dtype, message", [("c8", "values are complex"), (h5py.string_dtype(), r"values are object \(not numeric\)")])
+def test_a_field_that_is_not_real_numbers_is_refused_by_name(tmp_path, dtype, message):
+    folder = dataset(tmp_path)
+    path = first_file(folder)
+    with h5py.File(path, "r+") as f:
+        old = f["t0_fields/a"]
+        attrs, shape = dict(old.attrs), old.shape
+        del f["t0_fields/a"]
+        new = f["t0_fields"].create_dataset("a", shape=shape, dtype=dtype)
+        new.attrs.update(attrs)
+    with pytest.raises(WellFormatError, match=rf"{re.escape(path)}: /t0_fields/a: {message}"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
+    with pytest.raises(WellFormatError, match=message):
+        compute_stats(folder)
+
+
+def test_a_spatial_axis_of_no_points_is_refused_by_name(tmp_path):
+    folder = dataset(tmp_path)
+    path = first_file(folder)
+    with h5py.File(path, "r+") as f:
+        attrs = dict(f["dimensions/x"].attrs)
+        del f["dimensions/x"]
+        f["dimensions"].create_dataset("x", shape=(0,), dtype="f4").attrs.update(attrs)
+    with pytest.raises(WellFormatError, match=r"/dimensions: axes \['x', 'y'\] have \[0, 5\] points"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
