@@ -55,6 +55,7 @@ from .training.batches import model_specs
 from .training.checkpointing import CheckpointError
 from .training.config import config_parser, load_config
 from .training.fit import TRAINING_KEYS_IN_MODEL, fit, make_accelerator, print_outputs, write_report
+from .training.output_dir import prepare_output_dir, run_names
 from .training.run_lock import RunLockError
 
 MODES = ("lora", "spectral_lora", "heads", "full", "scratch")
@@ -208,6 +209,13 @@ def finetune(args: FinetuneConfig, config, resume: bool = False, stop_after: int
              explicit_keys: set[str] | None = None, overwrite_output_dir: bool = False) -> dict:
     """Finetune `args.base` on `config.datasets[0]`. Training keys the model records (input window, objective) that
     are not in `explicit_keys` (those the user set) follow the base's config when `explicit_keys` is given."""
+    own = run_names("finetune")
+    if args.adapter_name in own:
+        raise ValueError(f"--adapter-name {args.adapter_name!r} is the name of a folder or file the run itself writes "
+                         f"in --output_dir ({', '.join(n for n in own if not n.endswith('.py'))}); pick another name")
+    # A folder that holds a finished run or the user's files is refused before the base is loaded.
+    prepare_output_dir(config.output_dir, resume, overwrite_output_dir, "finetune", clear=False,
+                       extra_names=(args.adapter_name,))
     base_model = load_pdefm(args.base)
     if explicit_keys is not None:
         for key in TRAINING_KEYS_IN_MODEL:
@@ -267,7 +275,7 @@ def finetune(args: FinetuneConfig, config, resume: bool = False, stop_after: int
                              "field_alias": args.field_alias}}
     report = fit(accelerator, config, model, [name], {name: spec}, resume=resume, allow_config_change=allow_config_change,
                  run_settings=settings, stop_after=stop_after, finish=finish, run_name="finetune",
-                 overwrite_output_dir=overwrite_output_dir)
+                 overwrite_output_dir=overwrite_output_dir, output_names=(args.adapter_name,))
     return {"report": report, "trainable_parameters": counts}
 
 

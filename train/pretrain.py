@@ -65,7 +65,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
           allow_config_change: bool = False, overwrite_output_dir: bool = False) -> dict:
     """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
     # A folder that holds a finished run is refused before data are generated or checked (that takes minutes).
-    prepare_output_dir(config.output_dir, resume, overwrite_output_dir, clear=False)
+    prepare_output_dir(config.output_dir, resume, overwrite_output_dir, "pretrain", clear=False)
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     maybe_generate(config, accelerator)

@@ -191,3 +191,50 @@ def test_a_run_folder_whose_checkpoints_are_a_link_is_refused_and_the_target_kep
     with pytest.raises(ValueError, match="checkpoints is a symbolic link .*Nothing was changed"):
         prepare_output_dir(str(out), resume=flags.get("resume", False), overwrite=flags.get("overwrite", False))
     assert (other / "model.safetensors").read_text() == "the other run's weights"
+
+
+def test_a_folder_of_the_users_files_is_refused_and_never_deleted_from(data_dir, tmp_path, capsys):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "README.md").write_text("my project")
+    (out / "config.json").write_text('{"mine": true}')
+    (out / "notes.md").write_text("notes")
+    (out / "evaluation").mkdir()
+    (out / "evaluation" / "my_plot.png").write_text("a figure of mine")
+    assert main(data_dir, out) == 2
+    err = capsys.readouterr().err
+    assert "holds files pdefm did not write (README.md, config.json, evaluation, notes.md)" in err
+    assert (out / "README.md").read_text() == "my project" and (out / "config.json").read_text() == '{"mine": true}'
+    # Asked: the run writes beside them; what pdefm did not write is not deleted (its own names are replaced).
+    assert main(data_dir, out, "--overwrite_output_dir") == 0
+    assert (out / "notes.md").read_text() == "notes"
+    assert (out / "evaluation" / "my_plot.png").read_text() == "a figure of mine"
+    assert (out / "model.safetensors").exists()
+    manifest = json.loads((out / ".pdefm_outputs.json").read_text())
+    assert "checkpoints" in manifest and "notes.md" not in manifest
+
+
+def test_an_interrupted_replacement_leaves_no_old_model_beside_new_checkpoints(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(data_dir, out) == 0
+    (out / "notes.md").write_text("kept")  # the user's, added after the run
+    AcceleratorState._reset_state(True)
+    config = make_config(data_dir, out, max_steps=4, checkpoint_every=2, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.train(config, stop_after=2, overwrite_output_dir=True)
+    assert complete_checkpoints(str(out)) and not (out / "model.safetensors").exists()
+    assert not (out / "config.json").exists() and not (out / "report.json").exists()
+    assert (out / "notes.md").read_text() == "kept"
+
+
+@pytest.mark.parametrize("name", ["checkpoints", "evaluation", "finetune", "README.md"])
+def test_an_adapter_name_that_is_one_of_the_runs_own_names_is_refused(tmp_path, name, capsys):
+    from pdefm.train.finetune import main as finetune_main
+
+    write_dataset(str(tmp_path / "d"), "waves", n_steps=8, files_per_split=(1, 1, 1))
+    code = finetune_main(["--base", str(tmp_path / "base"), "--data", str(tmp_path / "d" / "waves"),
+                          "--adapter-name", name, "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--adapter-name {name!r} is the name of a folder or file the run itself writes" in err or \
+        "is not a plain name" in err

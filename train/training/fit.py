@@ -126,7 +126,8 @@ class StepResult:
 
 def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str], specs: dict, *, resume: bool = False,
         allow_config_change: bool = False, run_settings: dict | None = None, stop_after: int | None = None,
-        finish: Callable | None = None, run_name: str = "pretrain", overwrite_output_dir: bool = False) -> dict:
+        finish: Callable | None = None, run_name: str = "pretrain", overwrite_output_dir: bool = False,
+        output_names: tuple[str, ...] = ()) -> dict:
     """Train `model` on `names`: curriculum over the datasets, the model's own objective (VRMSE + spectral term) on
     the parameters that require gradients, atomic checkpoints, resume, a step or wall-clock budget. At the end the
     main process measures one-step VRMSE on `config.report_split` and calls `finish(model, report, seconds, steps)`.
@@ -134,10 +135,12 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
     The output folder is locked for the run. `run_settings` (JSON-able) are compared with a checkpoint's on resume,
     with the config; a difference outside `CHANGEABLE_ON_RESUME` needs `allow_config_change`. Logs go to
     `output_dir/<run_name>`. A fresh run into a folder holding an earlier one is refused unless
-    `overwrite_output_dir`, which deletes it first (`prepare_output_dir`). `stop_after` simulates an interruption
+    `overwrite_output_dir`, which deletes it first (`prepare_output_dir`); `output_names` are the names the caller
+    writes at the top of the folder besides the run's own (an adapter's folder). `stop_after` simulates an interruption
     (tests)."""
     with output_dir_lock(config.output_dir, enabled=accelerator.is_main_process):
-        prepare_output_dir(config.output_dir, resume, overwrite_output_dir, run_name, clear=accelerator.is_main_process)
+        prepare_output_dir(config.output_dir, resume, overwrite_output_dir, run_name, clear=accelerator.is_main_process,
+                           extra_names=output_names)
         accelerator.wait_for_everyone()
         run = prepare_run(accelerator, config, model, names, run_settings or {})
         if resume:
