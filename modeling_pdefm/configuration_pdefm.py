@@ -50,7 +50,7 @@ CONV_PADDINGS = ("zeros", "boundary")
 ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
 DECODER_UNPATCH = ("linear", "interpolate")
 BOOLEAN_KEYS = ("compile_mamba", "use_spectral_tokens", "use_film", "use_cross_attention", "alternate_scan_axes",
-                "predict_increment", "normalize_inputs", "patch_jitter", "check_finite_inputs")
+                "predict_increment", "normalize_inputs", "patch_jitter", "linear_stencil", "check_finite_inputs")
 
 
 # What a dataset or adapter name may be: it becomes a folder name (adapters, runs) and a module key (`adapters.<name>`),
@@ -203,6 +203,10 @@ class PDEFMConfig(PretrainedConfig):
         decoder_unpatch (`str`, *optional*, defaults to `"linear"`): how the decoder brings the tokens back to full
             resolution: `"linear"` maps each token to a `patch^d` block of features; `"interpolate"` maps it to one
             feature vector and interpolates the grid of them (no step at patch edges).
+        linear_stencil (`bool`, *optional*, defaults to `False`): give each dataset a linear path, a 3x3 (3x3x3)
+            convolution from its last `n_steps_input` normalised frames to the change of every field, added to the
+            network's change; it starts at zero and trains with the rest (the network then learns what is not
+            linear).
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
@@ -272,6 +276,7 @@ class PDEFMConfig(PretrainedConfig):
         normalize_inputs: bool = True,
         rollout_normalization: str = "every_window",
         decoder_unpatch: str = "linear",
+        linear_stencil: bool = False,
         patch_jitter: bool = False,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
@@ -318,6 +323,7 @@ class PDEFMConfig(PretrainedConfig):
         self.normalize_inputs = normalize_inputs
         self.rollout_normalization = rollout_normalization
         self.decoder_unpatch = decoder_unpatch
+        self.linear_stencil = linear_stencil
         self.patch_jitter = patch_jitter
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .conditioning_layers import signed_log
+from .decoder_layers import periodic_conv
 from .tokenizer_layers import FieldLinear
 
 
@@ -24,12 +25,23 @@ class DatasetHead(nn.Module):
     now kept for PEFT's adapters.
     """
 
-    def __init__(self, spec: dict[str, Any], latent_channels: int, hidden_size: int):
+    def __init__(self, spec: dict[str, Any], latent_channels: int, hidden_size: int, stencil_frames: int = 0):
         super().__init__()
         self.in_proj = FieldLinear(spec["n_fields"] + spec["n_constant_fields"], latent_channels)
         self.out_proj = FieldLinear(latent_channels, spec["n_fields"])
         self.dataset_embedding = nn.Parameter(torch.zeros(hidden_size))
         self.scalar_proj = nn.Linear(spec["n_constant_scalars"], hidden_size) if spec["n_constant_scalars"] else None
+        # The linear stencil path (`config.linear_stencil`): a 3x3 (3x3x3) map from the last `stencil_frames`
+        # normalised frames of every field to the change of every field, added to the network's. It starts at zero.
+        n, d = spec["n_fields"], spec["n_spatial_dims"]
+        self.stencil_weight = nn.Parameter(torch.zeros(n, stencil_frames * n, *[3] * d)) if stencil_frames else None
+
+    def stencil(self, window: torch.Tensor, periodic) -> torch.Tensor:
+        """`window [b, T, *space, C]` (normalised) -> the linear stencil's change `[b, *space, C]` from its last
+        frames (periodic axes wrap, walls are zero-padded)."""
+        frames = self.stencil_weight.shape[1] // self.stencil_weight.shape[0]
+        x = window[:, -frames:].movedim(1, -2).flatten(-2)  # [b, *space, frames * C], oldest frame first
+        return periodic_conv(x, self.stencil_weight, None, periodic)
 
     def encode(self, fields: torch.Tensor) -> torch.Tensor:
         return self.in_proj(fields)

@@ -147,6 +147,8 @@ class PDEFMPreTrainedModel(PreTrainedModel):
             init.normal_(module.dataset_embedding, std=std)
             init.zeros_(module.out_proj.weight)  # a new dataset starts by predicting "no change"
             init.zeros_(module.out_proj.bias)
+            if module.stencil_weight is not None:
+                init.zeros_(module.stencil_weight)  # the linear path starts at "no change" too
         elif isinstance(module, (FieldLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             # Fan-in scaling: field maps often see few channels (a head's map from 2 fields, a decoder of width 16),
             # where a fixed std of 0.02 would shrink the signal tenfold per layer.
@@ -212,7 +214,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
     # ----------------------------------------------------------------------------------------- datasets
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
         created: list[nn.Module] = []
-        self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size)
+        self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size,
+                                               self.config.n_steps_input if self.config.linear_stencil else 0)
         created.append(self.dataset_heads[name])
         key = dims_key(spec["n_spatial_dims"])
         if key not in self.patch_embeddings:
@@ -536,4 +539,6 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if shifts is not None:
             decoded = unshift_fields(decoded, shifts, periodic, space)
         delta = head.decode(decoded)
+        if head.stencil_weight is not None:
+            delta = delta + head.stencil(window, periodic)
         return (window[:, -1] + delta if self.config.predict_increment else delta), states
