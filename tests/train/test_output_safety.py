@@ -88,6 +88,29 @@ def test_a_resume_on_changed_data_names_the_dataset(data_dir, tmp_path, capsys):
     assert "data_files.flow2d" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("edit", ["stats", "middle"])
+def test_a_resume_after_stats_or_a_files_middle_changed_names_the_dataset(tmp_path, capsys, edit):
+    import h5py
+
+    from pdefm.data.the_well import compute_stats
+
+    root = tmp_path / "data"
+    folder = write_dataset(str(root), "flow2d", n_dims=2, resolution=(16, 12), n_steps=8, files_per_split=(2, 1, 1))
+    compute_stats(folder)
+    out = tmp_path / "run"
+    assert main(str(root), out, "--max_steps", "2") == 0
+    if edit == "stats":
+        stats = root / "flow2d" / "stats.yaml"
+        stats.write_text(stats.read_text().replace("mean:", "mean:  ", 1))
+    else:  # one value in the middle of a train file, size and both ends unchanged
+        path = sorted((root / "flow2d" / "data" / "train").iterdir())[0]
+        with h5py.File(path, "r+") as f:
+            f["t0_fields/a"][0, 3, 2, 2] += 1.0
+    capsys.readouterr()
+    assert main(str(root), out, "--max_steps", "4", "--resume") == 2
+    assert "data_version.flow2d" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["/tmp/elsewhere", "../up", "a/b", "dots.in.name", ""])
 def test_adapter_and_dataset_names_are_names_not_paths(tmp_path, name, capsys):
     from pdefm.train.finetune import main as finetune_main

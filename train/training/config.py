@@ -179,6 +179,8 @@ class PretrainConfig:
 
 # Prefix of the run settings that hold each dataset's file fingerprint (`pdefm.data.fingerprint`).
 DATA_FILES_KEY = "data_files"
+# Prefix of those that hold its statistics file and files' modification times (`dataset_version`).
+DATA_VERSION_KEY = "data_version"
 # Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
 SETTINGS_BEFORE_THE_KEY = {"curriculum_shares": "windows"}
 # Keys that were measured worse and removed (docs/decisions.md): key -> (the value every run now behaves as, the last
@@ -204,7 +206,7 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str
     saved, current = {**SETTINGS_BEFORE_THE_KEY, **removed, **saved}, {**removed, **current}
     keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
     # Checkpoints written before data fingerprints were recorded cannot be compared on them.
-    keys -= {k for k in current if k.startswith(DATA_FILES_KEY + ".") and k not in saved}
+    keys -= {k for k in current if k.startswith((DATA_FILES_KEY + ".", DATA_VERSION_KEY + ".")) and k not in saved}
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
-from pdefm.data.fingerprint import dataset_fingerprint
+from pdefm.data.fingerprint import dataset_fingerprint, dataset_version
 from tqdm.auto import tqdm
 
 from pdefm.runtime.threads import refresh_threads
@@ -36,7 +36,7 @@ from ..model_files.model_card import metrics_table
 from .batches import MultiDatasetBatches, load_shard
 from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, complete_checkpoints,
                             read_latest_checkpoint, save_checkpoint)
-from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig, resume_conflicts
+from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, DATA_VERSION_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
 from .run_lock import output_dir_lock
@@ -207,6 +207,8 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
     # The data's fingerprint joins the settings a resume compares: files regenerated or replaced under a run are named.
     fingerprints = {f"{DATA_FILES_KEY}.{name}": dataset_fingerprint(f"{config.data_dir.rstrip('/')}/{name}")
                     for name in names}
+    fingerprints |= {f"{DATA_VERSION_KEY}.{name}": dataset_version(f"{config.data_dir.rstrip('/')}/{name}")
+                     for name in names}
     settings = json.loads(json.dumps({**config.to_dict(), **fingerprints, **run_settings}))
 
     run_info = os.path.join(config.output_dir, "run_info")
