@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="default: the suite's data folder (generated when missing)")
     add_output_arguments(parser, out="outputs/benchmark", doc="docs/benchmark.md")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
-    args = parse_study_arguments(parser, argv)
+    args = parse_study_arguments(parser, argv, doc_heading="# Benchmark:")
     setup_process("train")  # threads and memory reuse (pdefm.runtime.process)
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):

@@ -14,6 +14,8 @@ from pdefm.train.evaluation.report import mean_sd_cell, plot_rollout_curves
 
 from modeling_pdefm.config_versions import RENAMED_KEYS
 
+from .arguments import check_document_path
+
 MAIN_RUNS = (("pdefm", "PDE-FM"), ("cnextunet", "CNextU-Net"), ("unet_classic", "U-Net"), ("fno", "FNO"),
              ("cnextunet_matched", "CNextU-Net (PDE-FM's size)"), ("unet_classic_matched", "U-Net (PDE-FM's size)"),
              ("fno_matched", "FNO (PDE-FM's size)"), ("linear_extrapolation", "linear extrapolation"),
@@ -572,6 +574,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                   "dataset; the last columns say what the mixture gave each dataset: the wall-clock of the training "
                   "steps that drew it and the windows it drew. A mixture that learns a dataset worse than it learns "
                   "alone at equal compute transfers negatively.", "", table, "", *[f"- {line}" for line in lines], ""]
+    check_document_path(doc_path, "# Benchmark:")
     with open(doc_path, "w") as f:
         f.write("\n".join(parts))
     return doc_path

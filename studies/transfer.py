@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/mini_well", help="the suite's folder (generated when missing)")
     add_output_arguments(parser, out="outputs/transfer", doc="docs/transfer.md")
     parser.add_argument("--report-only", action="store_true", help="write --doc from the finished runs, train nothing")
-    args = parse_study_arguments(parser, argv)
+    args = parse_study_arguments(parser, argv, doc_heading="# Transfer to held-out physics")
     for size in [*args.sizes, *args.seeded_sizes]:
         if size != "all" and not (size.isdigit() and int(size) > 0):
             parser.error(f"--sizes/--seeded-sizes: {size!r} is neither a positive number of trajectories nor 'all'")

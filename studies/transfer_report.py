@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from pdefm.train.evaluation.report import mean_sd_cell
 
+from .arguments import check_document_path
+
 WINDOW = "6:12"
 LABELS = {
     "zero_shot": "zero-shot (field-aware dataset head, no training)",
@@ -280,6 +282,7 @@ def write_transfer_doc(args, command: str, shares: dict[str, str]) -> str:
              "LoRA and the alternative.", ""]
     for held_out in args.held_out:
         text += [f"`{held_out}`:", "", shares[held_out], ""]
+    check_document_path(args.doc, "# Transfer to held-out physics")
     with open(args.doc, "w") as f:
         f.write("\n".join(text))
     copy_runs(args.out, os.path.join(doc_dir, "transfer_runs"))

@@ -138,3 +138,16 @@ def test_study_output_folders_that_are_files_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         transfer.main(["--held-out", "x", "--data", str(tmp_path), "--out", str(a_file)])
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("study, argv", [(benchmark, ["--data", "x", "--budget-minutes", "1"]),
+                                         (transfer, ["--held-out", "shear_flow", "--report-only"])])
+def test_a_users_own_document_at_the_default_path_is_never_replaced(tmp_path, monkeypatch, study, argv, capsys):
+    monkeypatch.chdir(tmp_path)
+    doc = tmp_path / "docs" / ("benchmark.md" if study is benchmark else "transfer.md")
+    doc.parent.mkdir()
+    doc.write_text("# My own notes\n\nnot written by pdefm\n")
+    with pytest.raises(SystemExit):
+        study.main([*argv, "--out", str(tmp_path / "runs")])
+    assert "is not a document this study wrote" in capsys.readouterr().err
+    assert doc.read_text() == "# My own notes\n\nnot written by pdefm\n"
