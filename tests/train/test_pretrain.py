@@ -335,3 +335,14 @@ def test_the_model_card_names_the_command_once(monkeypatch):
     assert command_arguments() == ["--config", "mini_well"]
     monkeypatch.setattr(sys, "argv", ["pretrain.py", "--config", "mini_well"])
     assert command_arguments() == ["--config", "mini_well"]
+
+
+@pytest.mark.parametrize("value, message", [
+    (",", "config key 'datasets' lists no dataset"),
+    ("[]", "config key 'datasets' lists no dataset"),
+    ("[a, b", r"--datasets '\[a, b' is not a value pdefm reads"),
+])
+def test_a_dataset_list_that_names_nothing_or_does_not_parse_is_named(tmp_path, value, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(["--data_dir", str(tmp_path), "--datasets", value])
+    assert load_config(["--data_dir", str(tmp_path), "--datasets", "a, b"]).config.datasets == ["a", "b"]

@@ -159,6 +159,9 @@ class PretrainConfig:
             if isinstance(self.datasets, str) or not isinstance(self.datasets, (list, tuple)):
                 raise ValueError(f"config key 'datasets' must be a list of dataset names (a,b on the command line), "
                                  f"got {self.datasets!r}")
+            if not self.datasets:
+                raise ValueError(f"config key 'datasets' lists no dataset (got {self.datasets!r}); name at least one, "
+                                 "or leave it out (null) for every dataset found in data_dir")
             for name in self.datasets:
                 check_name(name, "config key 'datasets': dataset name")
         if self.version != CONFIG_VERSION:
@@ -211,10 +214,15 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str
 
 
 def _coerce(name: str, text: str, current: Any, annotation: str) -> Any:
-    """Parse a command-line value for `name` as YAML, then check it against the field's type."""
-    value = yaml.safe_load(text)
-    if "list" in annotation and isinstance(value, str):
-        value = [v for v in value.split(",") if v]
+    """Parse a command-line value for `name` as YAML, then check it against the field's type; a list is also
+    accepted as comma-separated names (`a,b`)."""
+    if "list" in annotation and isinstance(text, str) and not text.lstrip().startswith("["):
+        value = [v.strip() for v in text.split(",") if v.strip()]
+    else:
+        try:
+            value = load_yaml(text, f"--{name}")
+        except yaml.YAMLError as error:
+            raise ValueError(f"--{name} {text!r} is not a value pdefm reads ({' '.join(str(error).split())[:160]})") from None
     if "dict" in annotation and not isinstance(value, dict):
         raise ValueError(f"--{name} expects a mapping such as '{{hidden_size: 64}}', got {text!r}")
     if isinstance(current, bool) and not isinstance(value, bool):
