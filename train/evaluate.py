@@ -25,6 +25,7 @@ from pdefm.runtime.process import setup_process
 from .baselines.forecaster import load_forecaster
 from .baselines.linear import fit_yardsticks
 from .training.batches import model_specs
+from .training.run_lock import RunLockError, output_dir_lock
 from .evaluation.report import markdown_table, summary, write_evaluation
 from .evaluation.suite import STARTS_PER_TRAJECTORY, evaluate_model, resolve_datasets
 
@@ -103,23 +104,27 @@ def main(argv: list[str] | None = None) -> int:
         root, names = resolve_datasets(args.data, args.split, args.datasets)
         if args.figure_fields and not args.no_figures:
             check_figure_fields(args.figure_fields, root, names)
-        claim_evaluation_folder(out, args.overwrite_output_dir)
-        forecaster = load_forecaster(args.model, adapter=args.adapter)
-        n_steps_input = args.n_steps_input or forecaster.n_steps_input
-        yardsticks = None
-        if not args.no_yardsticks:
-            with_train = [n for n in names if has_split(os.path.join(root, n), "train")]
-            yardsticks = fit_yardsticks(root, with_train, n_steps_input)
-        with torch.inference_mode():
-            results = evaluate_model(forecaster, root, names, args.split, args.rollout_steps, args.batch_size,
-                                     n_steps_input, starts_per_trajectory=args.starts_per_trajectory,
-                                     yardsticks=yardsticks)
-    except (FileNotFoundError, ValueError, OSError) as error:
+        # One evaluation at a time per folder: a second into the same --out is refused at once, not lost.
+        with output_dir_lock(out):
+            claim_evaluation_folder(out, args.overwrite_output_dir)
+            forecaster = load_forecaster(args.model, adapter=args.adapter)
+            n_steps_input = args.n_steps_input or forecaster.n_steps_input
+            yardsticks = None
+            if not args.no_yardsticks:
+                with_train = [n for n in names if has_split(os.path.join(root, n), "train")]
+                yardsticks = fit_yardsticks(root, with_train, n_steps_input)
+            with torch.inference_mode():
+                results = evaluate_model(forecaster, root, names, args.split, args.rollout_steps, args.batch_size,
+                                         n_steps_input, starts_per_trajectory=args.starts_per_trajectory,
+                                         yardsticks=yardsticks)
+            info = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
+                    "rollout_steps": args.rollout_steps,
+                    "command": " ".join(["python -m pdefm.train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
+            paths = write_evaluation(out, results, info, figures=not args.no_figures,
+                                     figure_fields=args.figure_fields)
+    except (FileNotFoundError, ValueError, OSError, RunLockError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    info = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
-            "rollout_steps": args.rollout_steps, "command": " ".join(["python -m pdefm.train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
-    paths = write_evaluation(out, results, info, figures=not args.no_figures, figure_fields=args.figure_fields)
     print(markdown_table(results))
     print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in summary(results).items()))
     print(f"wrote {paths['json']}, {paths['markdown']}" + (f" and {paths['figures']}/" if "figures" in paths else ""))

@@ -31,6 +31,7 @@ from pdefm.data.well_reader import open_hdf5
 from .model_files.loading import load_pdefm
 from .evaluation.forecasters import PDEFMForecaster
 from .evaluation.rollout import NonFiniteForecastError, iter_rollout
+from .training.run_lock import RunLockError, output_file_lock
 
 
 def first_windows(reader: WellSplitReader, dataset_name: str, steps: int) -> dict:
@@ -190,7 +191,13 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
         raise ValueError(f"--n-steps-input must be a positive number of frames, got {n_steps_input!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    check_output_path(out_path, input_path, overwrite)
+    with output_file_lock(out_path):
+        check_output_path(out_path, input_path, overwrite)
+        return _forecast_into(model, input_path, steps, out_path, n_steps_input, dataset_name, model_id)
+
+
+def _forecast_into(model, input_path: str, steps: int, out_path: str, n_steps_input: int, dataset_name: str | None,
+                   model_id: str) -> tuple[int, int]:
     reader = WellSplitReader([input_path], n_steps_input=n_steps_input, n_steps_output=1)
     size = forecast_bytes(reader, steps)
     # The forecast is written frame by frame as it is made: refuse one that the disk cannot hold before starting.
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             n_traj, n_times = predict_file(model, args.input, args.steps, args.out, args.n_steps_input,
                                            args.dataset_name, overwrite=args.overwrite,
                                            model_id=args.model + (f" + {args.adapter}" if args.adapter else ""))
-    except (FileNotFoundError, ValueError, OSError) as error:
+    except (FileNotFoundError, ValueError, OSError, RunLockError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {n_traj} trajectories x {n_times} steps ({n_times - args.steps} given + {args.steps} "

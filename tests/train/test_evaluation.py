@@ -467,3 +467,14 @@ def test_an_earlier_evaluation_is_replaced_only_when_asked_and_leaves_no_old_fig
     assert sorted(p.name for p in (model / "evaluation" / "figures").iterdir()) == [
         "flow2d_rollout.png", "vrmse_per_step.png"]  # cube3d's old figure is gone
     assert (model / "evaluation" / "notes.txt").read_text() == "mine"  # what the evaluation did not write stays
+
+
+def test_a_second_evaluation_into_a_folder_being_written_is_refused(saved_model, data_dir, tmp_path, capsys):
+    from pdefm.train.training.run_lock import output_dir_lock
+
+    out = tmp_path / "busy"
+    with output_dir_lock(str(out)):  # another evaluation holds the folder
+        assert evaluate_main(["--model", saved_model, "--data", data_dir, "--out", str(out), "--rollout-steps",
+                              "2"]) == 2
+    assert "is in use by another run" in capsys.readouterr().err
+    assert not (out / "evaluation.json").exists()

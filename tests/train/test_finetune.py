@@ -447,3 +447,17 @@ def test_finetune_help_shows_its_own_output_folder_and_every_key_explained(capsy
     shown = " ".join(capsys.readouterr().out.split())
     assert "(default: 'outputs/finetune/<adapter-name>')" in shown and "(default: 'outputs/pretrain')" not in shown
     assert "--curriculum_shares STR What the curriculum's weights share out" in shown
+
+
+def test_a_second_predict_into_a_file_being_written_is_refused(setup, tmp_path, capsys):
+    from pdefm.train.training.run_lock import output_file_lock
+
+    root, base_dir = setup
+    source = os.path.join(root, "flow2d", "data", "test", os.listdir(os.path.join(root, "flow2d", "data", "test"))[0])
+    out = str(tmp_path / "forecast.hdf5")
+    with output_file_lock(out):  # another predict is writing it
+        assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", out]) == 2
+    assert "is being written by another pdefm command right now" in capsys.readouterr().err
+    assert not os.path.exists(out)
+    assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", out]) == 0
+    assert not os.path.exists(out + ".pdefm-lock")

@@ -128,3 +128,32 @@ def output_dir_lock(output_dir: str, enabled: bool = True):
     finally:
         if path is not None:
             release(path)
+
+
+@contextmanager
+def output_file_lock(path: str, what: str = "--out"):
+    """Hold an exclusive `flock` on `<path>.pdefm-lock` for the duration: a second command writing the same file at
+    the same time is refused at once, by name, instead of both printing "wrote" and one result being lost. The kernel
+    releases the lock if the process dies; the lock file is removed on the way out."""
+    lock_path = f"{path}.pdefm-lock"
+    try:
+        fd = os.open(lock_path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise RunLockError(f"{what} {path!r}: cannot take its lock {lock_path} ({error.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunLockError(f"{what} {path!r}: its lock {lock_path} is not a regular file; remove it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockError(f"{what} {path!r} is being written by another pdefm command right now; wait for it or "
+                               "give another path") from None
+        try:
+            yield lock_path
+        finally:
+            try:
+                os.remove(lock_path)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
