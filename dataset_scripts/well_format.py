@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import h5py
 import numpy as np
+from tqdm.auto import tqdm
 
 BC_CODES = {"WALL": 0, "OPEN": 1, "PERIODIC": 2}
 FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
@@ -46,6 +47,25 @@ def _check_declared_bytes(file: str, path: str, what: str, needed: int) -> None:
         raise WellFormatError(file, path, f"declares {what}, {needed / 2**30:.1f} GiB to read at once, more than the "
                                           f"limit of {max_read_bytes() / 2**30:.1f} GiB; set {MAX_READ_BYTES_VARIABLE} "
                                           "higher if the file is real")
+
+
+# A field that declares more than this many bytes must store at least 1/STORED_SHARE of them: chunks never written
+# read back as fill values, so a 5 KB file can declare 10^7 trajectories that every scan then walks through.
+SPARSE_FROM_BYTES = 2**30
+PROGRESS_FROM_TRAJECTORIES = 1000
+STORED_SHARE = 10_000
+
+
+def _check_stored_share(file: str, data) -> None:
+    declared = int(np.prod(data.shape, dtype=np.float64)) * data.dtype.itemsize
+    if declared <= SPARSE_FROM_BYTES:
+        return
+    stored = data.id.get_storage_size()
+    if stored * STORED_SHARE < declared:
+        raise WellFormatError(file, data.name, f"declares {declared / 2**30:.1f} GiB of values (shape "
+                                               f"{list(data.shape)}) but the file stores {stored / 2**20:.2f} MiB of "
+                                               "them; the rest would read as fill values: a damaged or unfinished "
+                                               "file")
 
 
 ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
@@ -261,6 +281,7 @@ def read_file_metadata(h5: Any, file: str) -> WellFileMetadata:
                                                        "complex field's real and imaginary parts as two fields, as "
                                                        "The Well does)")
             frame_bytes += int(np.prod(stored_space + tensor, dtype=np.float64)) * data.dtype.itemsize
+            _check_stored_share(file, data)
             channels = tuple(f"{name}_{c}" if c else name for c in components)
             fields.append(FieldInfo(name, order, channels, sv, tv, dim_varying, stored_space))
 
@@ -408,7 +429,11 @@ def iter_format_problems(h5: Any, file: str) -> Iterator[str]:
         group = FIELD_GROUPS[info.order]
         data = h5[group][info.name]
         # One trajectory at a time: memory stays bounded on large files.
-        for traj in range(meta.n_trajectories if info.sample_varying else 1):
+        trajectories = range(meta.n_trajectories if info.sample_varying else 1)
+        if len(trajectories) >= PROGRESS_FROM_TRAJECTORIES:  # a long scan shows that it moves
+            trajectories = tqdm(trajectories, desc=f"{os.path.basename(file)} /{group}/{info.name}", unit="traj",
+                                leave=False)
+        for traj in trajectories:
             values = data[traj] if info.sample_varying else data[()]
             bad = ~np.isfinite(values)
             if bad.any():

@@ -275,3 +275,29 @@ def test_a_spatial_axis_of_no_points_is_refused_by_name(tmp_path):
         f["dimensions"].create_dataset("x", shape=(0,), dtype="f4").attrs.update(attrs)
     with pytest.raises(WellFormatError, match=r"/dimensions: axes \['x', 'y'\] have \[0, 5\] points"):
         load_well_dataset(folder, split="train", n_steps_input=2)
+
+
+def test_a_field_that_declares_far_more_than_it_stores_is_refused(tmp_path, capsys):
+    folder = dataset(tmp_path)
+    path = first_file(folder)
+    with h5py.File(path, "r+") as f:
+        n_steps = f["dimensions/time"].shape[-1]
+        f.attrs["n_trajectories"] = 10**7
+        for group in ("t0_fields", "t1_fields", "t2_fields"):
+            for name in list(f[group]):
+                old = f[group][name]
+                attrs, shape, dtype = dict(old.attrs), old.shape, old.dtype
+                del f[group][name]
+                if attrs.get("sample_varying"):
+                    shape = (10**7, *shape[1:])
+                new = f[group].create_dataset(name, shape=shape, dtype=dtype, chunks=True)
+                new.attrs.update(attrs)
+        for name in list(f["scalars"]):
+            if f["scalars"][name].attrs.get("sample_varying"):
+                attrs = dict(f["scalars"][name].attrs)
+                del f["scalars"][name]
+                f["scalars"].create_dataset(name, shape=(10**7,), dtype="f4", chunks=True).attrs.update(attrs)
+    assert os.path.getsize(path) < 10**6 and n_steps > 1
+    outcome = finishes(lambda: check([path]))
+    assert outcome.get("value") == 1, outcome
+    assert "GiB of values (shape [10000000," in capsys.readouterr().out
