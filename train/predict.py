@@ -162,6 +162,9 @@ def check_output_path(out_path: str, input_path: str, overwrite: bool = False) -
     parent = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(parent):
         raise ValueError(f"--out {out_path!r}: its folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_path!r}: its folder {parent} is not writable (permissions or a read-only file "
+                         "system); give a path in a folder you can write")
     if same_file(out_path, input_path):
         raise ValueError(f"--out {out_path!r} is the input file {input_path!r}; the input is never overwritten")
     if os.path.lexists(out_path):

@@ -461,3 +461,15 @@ def test_a_second_predict_into_a_file_being_written_is_refused(setup, tmp_path, 
     assert not os.path.exists(out)
     assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", out]) == 0
     assert not os.path.exists(out + ".pdefm-lock")
+
+
+def test_predict_into_a_folder_it_cannot_write_names_the_permission(setup, tmp_path, capsys, monkeypatch):
+    root, base_dir = setup
+    source = os.path.join(root, "flow2d", "data", "test", os.listdir(os.path.join(root, "flow2d", "data", "test"))[0])
+    target = tmp_path / "readonly"
+    target.mkdir()
+    real_access = os.access
+    # A read-only file system (or a folder without write permission, which root ignores), as os.access reports it.
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(target) else real_access(path, mode))
+    assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", str(target / "f.hdf5")]) == 2
+    assert "is not writable (permissions or a read-only file system)" in capsys.readouterr().err
