@@ -15,6 +15,10 @@ import torch
 from modeling_pdefm.losses import VRMSE_EPS, vrmse_per_field
 
 SPECTRAL_BANDS = ("low", "mid", "high")
+# Bands of |k| as fractions of the Nyquist wavenumber (pi per grid cell), the last open-ended to the corner of the
+# Fourier box: where a patch grid's artefacts (the upper half) and the truth's small scales show.
+NYQUIST_BAND_EDGES = (0.0, 0.125, 0.25, 0.5)
+NYQUIST_BANDS = ("0-1/8", "1/8-1/4", "1/4-1/2", "1/2-")
 
 
 def _space(n_spatial_dims: int) -> tuple[int, ...]:
@@ -111,6 +115,20 @@ def binned_energy_ratio(prediction: torch.Tensor, target: torch.Tensor, n_spatia
     band = _band_index(tuple(target.shape[a] for a in space), target.device)
     predicted, true = _band_energies(prediction, space, band), _band_energies(target, space, band)
     return {name: (p / (y + eps)).to(target.dtype) for name, p, y in zip(SPECTRAL_BANDS, predicted, true)}
+
+
+def nyquist_band_energies(fields: torch.Tensor, n_spatial_dims: int) -> torch.Tensor:
+    """Mean square each `NYQUIST_BANDS` band contributes to `fields [..., *space, C]`: `[..., bands, C]` (float64;
+    summed over the bands, the fields' mean square)."""
+    space = _space(n_spatial_dims)
+    shape = tuple(fields.shape[a] for a in space)
+    fraction = _wavenumber_magnitude(shape, fields.device) / math.pi
+    band = torch.bucketize(fraction, torch.tensor(NYQUIST_BAND_EDGES, dtype=torch.float64, device=fields.device),
+                           right=True) - 1
+    n = math.prod(shape)
+    power = torch.fft.fftn(fields.double(), dim=space).abs().pow(2)
+    return torch.stack([(power * (band == index).to(power.dtype).unsqueeze(-1)).sum(space) / n**2
+                        for index in range(len(NYQUIST_BANDS))], dim=-2)
 
 
 def change_diagnostics(prediction: torch.Tensor, target: torch.Tensor, last: torch.Tensor,

@@ -10,6 +10,7 @@ import numpy as np
 
 from .metrics import SPECTRAL_BANDS, fields_beaten, not_learned
 from .rollout import BLOWN_UP, ROLLOUT_WINDOWS, window_label
+from .spectra import SPECTRA_NOTE, spectra_table, spectral_flags
 from .verdicts import dataset_verdict, verdict_sentence
 
 YARDSTICKS = ("linear extrapolation", "linear stencil")
@@ -244,6 +245,13 @@ def write_evaluation(out_dir: str, results: dict[str, Any], info: dict[str, Any]
     if any("yardsticks" in r for r in results.values()):
         text += ["## Rollouts against the linear yardsticks", "", yardstick_rollout_table(results), ""]
     text += ["## Per field", "", CHANGE_COLUMNS_NOTE, "", per_field_table(results), ""]
+    spectra = spectra_table(results)
+    if spectra:
+        text += ["## Spectra over the rollout", "", SPECTRA_NOTE, "", spectra, ""]
+        for name, r in sorted(results.items()):
+            flags = spectral_flags(r["rollout"], r.get("field_names") or [])
+            text += [f"- {name}: " + ("; ".join(flags) if flags else "no band flagged")]
+        text.append("")
     if figures:
         fig_dir = os.path.join(out_dir, "figures")
         os.makedirs(fig_dir, exist_ok=True)

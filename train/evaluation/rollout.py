@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from pdefm.data import load_well_dataset, open_well_split, split_reader
 
 from .forecasters import PDEFMForecaster
-from .metrics import (SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error, change_diagnostics, nrmse, rmse,
-                      vrmse)
+from .metrics import (NYQUIST_BANDS, SPECTRAL_BANDS, binned_energy_ratio, binned_spectral_error, change_diagnostics,
+                      nrmse, nyquist_band_energies, rmse, vrmse)
 from .windows import evaluation_batches
 
 # A rollout VRMSE this large (or inf) means the rollout has blown up: its digits mean nothing.
@@ -174,6 +174,7 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
     dataset, rows, steps = trajectory_starts(path, split, n_steps_input, max_steps, file_steps, starts_per_trajectory)
     per_start = {"model": [], "persistence": []}  # [starts, steps, C] each
     energy = {band: None for band in SPECTRAL_BANDS}  # [steps]: prediction's energy over the truth's, per band
+    bands = {"predicted": None, "true": None}  # [steps, bands, C]: energy per Nyquist band, summed over starts
     example = None
     for start in range(0, len(rows), batch_size):
         batch = dataset[rows[start : start + batch_size]]
@@ -186,6 +187,9 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
         for band, ratio in binned_energy_ratio(prediction, target, n_spatial_dims).items():
             per_step = ratio.double().mean(-1).sum(0)  # mean over fields, summed over starts
             energy[band] = per_step if energy[band] is None else energy[band] + per_step
+        for key, fields in (("predicted", prediction), ("true", target)):
+            summed = nyquist_band_energies(fields, n_spatial_dims).sum(0)  # [steps, bands, C]
+            bands[key] = summed if bands[key] is None else bands[key] + summed
         if keep_example and example is None:
             grid = batch.get("space_grid")
             coordinates = None
@@ -210,6 +214,8 @@ def evaluate_rollout(forecaster, path: str, split: str, n_spatial_dims: int, n_s
             "persistence_vrmse_per_step": persistence_per_step.mean(axis=1).tolist(),
             "persistence_vrmse_windows": rollout_windows(persistence_per_step),
             "energy_ratio_per_step": {band: (values / len(rows)).tolist() for band, values in energy.items()},
+            "band_energy": {"bands": list(NYQUIST_BANDS), "predicted": (bands["predicted"] / len(rows)).tolist(),
+                            "true": (bands["true"] / len(rows)).tolist()},
             "example": example}
 
 

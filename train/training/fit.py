@@ -29,6 +29,7 @@ from ..evaluation.forecasters import PDEFMForecaster, model_inputs
 from ..evaluation.metrics import fields_beaten, vrmse
 from ..evaluation.report import CHANGE_COLUMNS_NOTE, change_cells, learning_verdict, vrmse_cell
 from ..evaluation.rollout import one_step_vrmse, rollout_windows
+from ..evaluation.spectra import SPECTRA_NOTE, spectral_flags
 from ..evaluation.suite import evaluate_model
 from ..evaluation.verdicts import dataset_verdict, verdict_sentence
 from ..evaluation.windows import evaluation_batches
@@ -555,8 +556,16 @@ def rollout_section(report: dict) -> list[str]:
         if all(m < p for m, p in zip(model, reference)):
             below.append(name)
     lines += ["", f"Below persistence at every step: {len(below)} of {len(report)} datasets"
-              + (f" ({', '.join(below)})." if below else "."), "",
-              f"![VRMSE against rollout step]({EVALUATION_FOLDER}/figures/vrmse_per_step.png)", ""]
+              + (f" ({', '.join(below)})." if below else "."), ""]
+    flagged = {name: spectral_flags(r["rollout"], r.get("field_names") or []) for name, r in sorted(report.items())
+               if "rollout" in r}
+    if any("band_energy" in r.get("rollout", {}) for r in report.values()):
+        lines += ["Spectra (`evaluation/evaluation.md`, \"Spectra over the rollout\", has every band): "
+                  + "; ".join(f"{name} {len(f)} band(s) flagged" for name, f in flagged.items())
+                  + f". {SPECTRA_NOTE}", ""]
+        lines += [f"- {name}: {flag}" for name, flags in flagged.items() for flag in flags[:6]]
+        lines += [""]
+    lines += [f"![VRMSE against rollout step]({EVALUATION_FOLDER}/figures/vrmse_per_step.png)", ""]
     lines += [f"![{name}]({EVALUATION_FOLDER}/figures/{name}_rollout.png)" for name in sorted(report)
               if "rollout" in report[name]]
     return lines + [""]
