@@ -47,6 +47,9 @@ def open_hdf5(path: str, fs=None) -> h5py.File:
     file that would make a reader read from other files (external links, external storage, virtual datasets)."""
     try:
         if fs is None or _is_local(fs):
+            if os.path.islink(path) and not os.path.exists(path):
+                raise WellFormatError(path, "/", f"a symbolic link to {os.readlink(path)!r}, which does not exist; "
+                                                 "remove the link or restore its file")
             problem = not_a_regular_file(path)  # a FIFO would block the open forever
             if problem:
                 raise WellFormatError(path, "/", f"{problem}, not an HDF5 file; remove it or rename it so that it "

@@ -301,3 +301,26 @@ def test_a_field_that_declares_far_more_than_it_stores_is_refused(tmp_path, caps
     outcome = finishes(lambda: check([path]))
     assert outcome.get("value") == 1, outcome
     assert "GiB of values (shape [10000000," in capsys.readouterr().out
+
+
+def test_a_dangling_link_in_a_split_folder_is_named(tmp_path, capsys):
+    folder = dataset(tmp_path)
+    link = os.path.join(folder, "data", "train", "moved.hdf5")
+    os.symlink(str(tmp_path / "gone.hdf5"), link)
+    with pytest.raises(WellFormatError, match=rf"{re.escape(link)}: /: a symbolic link to .*gone.hdf5', which does "
+                                              r"not exist"):
+        load_well_dataset(folder, split="train", n_steps_input=2)
+    assert check([folder]) == 1
+    assert "which does not exist" in capsys.readouterr().out
+
+
+def test_a_split_whose_fields_differ_from_trains_is_named(tmp_path):
+    folder = dataset(tmp_path)
+    path = first_file(folder, "valid")
+    with h5py.File(path, "r+") as f:
+        f["t0_fields"].move("a", "salinity")
+        f["t0_fields"].attrs["field_names"] = ["salinity" if n in (b"a", "a") else n
+                                               for n in f["t0_fields"].attrs["field_names"]]
+    with pytest.raises(ValueError, match=r"dataset 'toy': split 'valid' \(.*toy_00.hdf5 and the rest\) has the fields "
+                                         r"\['salinity', .*split 'train' has \['a', "):
+        model_specs(str(tmp_path), ["toy"])

@@ -11,7 +11,7 @@ import numpy as np
 from datasets.distributed import split_dataset_by_node
 
 from pdefm.data import WellNormalizer, load_well_dataset, open_well_split, split_reader
-from pdefm.data.layout import dataset_folders, stats_path
+from pdefm.data.layout import dataset_folders, has_split, stats_path
 
 
 def find_datasets(data_dir: str, names: list[str] | None) -> list[str]:
@@ -42,6 +42,18 @@ def model_specs(data_dir: str, names: list[str], use_normalization: bool = False
             normalizer = WellNormalizer.from_file(stats, reader.meta.variable_fields, reader.meta.constant_fields)
             specs[name]["field_scales"] = [float(v) for v in normalizer.scale["fields"]]
         reader.close()
+        for split in ("valid", "test"):
+            if not has_split(folder, split):
+                continue
+            other = open_well_split(folder, split, n_steps_input=1, n_steps_output=1)
+            other.close()
+            for what, mine, theirs in (("fields", reader.meta.field_names, other.meta.field_names),
+                                       ("constant fields", reader.meta.constant_field_names,
+                                        other.meta.constant_field_names)):
+                if list(mine) != list(theirs):
+                    raise ValueError(f"dataset {name!r}: split '{split}' ({other.files[0]} and the rest) has the "
+                                     f"{what} {list(theirs)}, split 'train' has {list(mine)}; every split of a "
+                                     "dataset must hold the same fields")
         if reader.meta.dataset_name != name:
             # Batches carry the files' dataset_name, the model is keyed by the folder: they must agree.
             raise ValueError(f"dataset folder {os.path.join(data_dir, name)!r}: its files say dataset_name "
