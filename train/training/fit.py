@@ -409,7 +409,10 @@ def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -
     compares with the true one), on the main process. With `report_rollout_steps`, the rollouts of every dataset
     are evaluated too and written with their figures to `output_dir/evaluation` (`write_report` shows them)."""
     report = {}
-    for name in names:
+    print(f"final report: one-step VRMSE on the {config.report_split} split of {len(names)} datasets"
+          + (f", then {config.report_rollout_steps}-step rollouts and the linear yardsticks"
+             if config.report_rollout_steps else ""), flush=True)
+    for name in tqdm(names, desc="one step", unit="dataset", mininterval=0.5 if sys.stderr.isatty() else 30):
         test, _ = load_shard(config.data_dir, name, config.report_split, config.n_steps_input, 1,
                              config.use_normalization, rank=0, world_size=1)
         report[name] = one_step_vrmse(model, test, specs[name]["n_spatial_dims"], config.batch_size)
@@ -422,7 +425,7 @@ def final_report(model, config: PretrainConfig, names: list[str], specs: dict) -
         yardsticks = fit_yardsticks(config.data_dir, names, config.n_steps_input)
         results = evaluate_model(PDEFMForecaster(model), config.data_dir, names, config.report_split,
                                  config.report_rollout_steps, config.batch_size, config.n_steps_input,
-                                 show_progress=False, yardsticks=yardsticks)
+                                 show_progress=True, yardsticks=yardsticks)
         write_evaluation(os.path.join(config.output_dir, EVALUATION_FOLDER), results,
                          {"model": config.output_dir, "data": config.data_dir, "split": config.report_split,
                           "rollout_steps": config.report_rollout_steps,
