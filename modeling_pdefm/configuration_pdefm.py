@@ -222,6 +222,8 @@ class PDEFMConfig(PretrainedConfig):
             per input window and predicted frames per training window; evaluation and prediction default to them.
         spectral_loss_weight (`float`, *optional*, defaults to 0.1): weight of the wavenumber-weighted spectral
             loss next to VRMSE in `loss` (the training objective).
+        change_loss_weight (`float`, *optional*, defaults to 0): weight of the change-normalised error
+            (`losses.change_normalised_loss`: the error over the true change's size, per field) added to `loss`.
         max_constant_scalars (`int`, *optional*, defaults to 16): most constant scalars a dataset may have.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the normal init of linear layers.
         layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the norms.
@@ -284,6 +286,7 @@ class PDEFMConfig(PretrainedConfig):
         n_steps_input: int = 4,
         n_steps_output: int = 1,
         spectral_loss_weight: float = 0.1,
+        change_loss_weight: float = 0.0,
         max_constant_scalars: int = 16,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
@@ -331,6 +334,7 @@ class PDEFMConfig(PretrainedConfig):
         self.n_steps_input = n_steps_input
         self.n_steps_output = n_steps_output
         self.spectral_loss_weight = spectral_loss_weight
+        self.change_loss_weight = change_loss_weight
         self.max_constant_scalars = max_constant_scalars
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
@@ -378,7 +382,8 @@ class PDEFMConfig(PretrainedConfig):
             if not isinstance(value, bool):
                 # A string "false" is truthy: it would switch the option on without a word.
                 raise ValueError(f"{key} must be true or false (a JSON boolean), got {value!r}")
-        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "initializer_range", "layer_norm_eps"):
+        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "change_loss_weight", "initializer_range",
+                    "layer_norm_eps"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")

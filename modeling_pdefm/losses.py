@@ -77,9 +77,35 @@ def spectral_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims
     return torch.sqrt(num / (den + eps) + 1e-12).mean()
 
 
-def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float
+CHANGE_FLOOR = 0.01  # the true change's mean square is floored at this share of the field's variance
+
+
+def change_normalised_loss(prediction: torch.Tensor, target: torch.Tensor, last: torch.Tensor,
+                           n_spatial_dims: int) -> torch.Tensor:
+    """The error measured against the true change (Walrus, arXiv 2511.15684, eq. 8): per sample, step and field,
+    sqrt(mean_space((p - y)^2) / mean_space((y - y_before)^2)), `y_before` the true frame before (`last`, the last
+    input frame, for the first step); averaged. A field whose change is small next to its spread (VRMSE divides by
+    the spread) is then pulled on as hard as one that moves; the change's mean square is floored at `CHANGE_FLOOR`
+    of the field's variance, so a field that does not move cannot dominate.
+    `prediction`, `target`: `[b, T, *space, C]`; `last`: `[b, *space, C]`."""
+    space = tuple(range(-n_spatial_dims - 1, -1))
+    prediction, target = prediction.float(), target.float()
+    before = torch.cat([last.float().unsqueeze(1), target[:, :-1]], dim=1)
+    mse = (prediction - target).pow(2).mean(space)
+    change = (target - before).pow(2).mean(space)
+    variance = unbiased_variance(target - target.mean(dim=space, keepdim=True), space, keepdim=False)
+    return torch.sqrt(mse / (torch.maximum(change, CHANGE_FLOOR * variance) + VRMSE_EPS) + 1e-12).mean()
+
+
+def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float,
+                    change_weight: float = 0.0, last: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss. Returns (total, vrmse, spectral)."""
+    """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss (+ `change_weight` *
+    `change_normalised_loss` against the frame before, `last` the last input frame). Returns (total, vrmse,
+    spectral)."""
     vrmse = vrmse_training_loss(prediction.float(), target.float(), n_spatial_dims)
     spectral = spectral_loss(prediction, target, n_spatial_dims) if spectral_weight else vrmse.new_zeros(())
-    return vrmse + spectral_weight * spectral, vrmse, spectral
+    total = vrmse + spectral_weight * spectral
+    if change_weight:
+        total = total + change_weight * change_normalised_loss(prediction, target, last, n_spatial_dims)
+    return total, vrmse, spectral

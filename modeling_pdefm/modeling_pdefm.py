@@ -451,7 +451,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
         Well's value, with their epsilon relative to the data's scale."""
         mean, std = inputs.mean, inputs.std
         return pdefm_objective((prediction - mean) / std, (inputs.labels - mean) / std, inputs.spec["n_spatial_dims"],
-                               self.config.spectral_loss_weight)
+                               self.config.spectral_loss_weight, self.config.change_loss_weight,
+                               (inputs.window[:, -1] - mean[:, 0]) / std[:, 0])
 
     def _window_statistics(self, spec: dict[str, Any], window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample and field, `mean` and `std` `[b, 1, *1, C]` over the window's time and space (the std floored,

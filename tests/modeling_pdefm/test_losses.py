@@ -120,3 +120,19 @@ def test_two_pass_variance_equals_torch_var():
         torch.testing.assert_close(unbiased_variance(centered, dims), x.var(dim=dims, keepdim=True))
         torch.testing.assert_close(unbiased_variance(centered, dims, keepdim=False), x.var(dim=dims))
 
+
+
+def test_the_change_normalised_loss_scores_persistence_one_where_vrmse_scores_it_near_zero():
+    from modeling_pdefm.losses import change_normalised_loss, vrmse_per_field
+
+    torch.manual_seed(0)
+    last = torch.randn(2, 16, 16, 1) * 10.0  # a large spatial spread
+    target = (last + 2.0 * torch.randn_like(last)).unsqueeze(1)  # a change 1/5 of it (above the 1% floor)
+    persistence = last.unsqueeze(1)
+    assert vrmse_per_field(persistence, target, 2).mean() < 0.25
+    torch.testing.assert_close(change_normalised_loss(persistence, target, last, 2), torch.tensor(1.0), rtol=1e-4,
+                               atol=1e-4)
+    assert change_normalised_loss(target, target, last, 2) < 1e-3
+    # A field that does not move at all is floored, not divided by zero.
+    still = change_normalised_loss(persistence + 1.0, persistence, last, 2)  # error 1, spread 10: floor 0.1 * 10
+    torch.testing.assert_close(still, torch.tensor(1.0), rtol=0.05, atol=0)
