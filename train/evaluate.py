@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import torch
 from pdefm.data.layout import has_split
@@ -36,25 +37,30 @@ def add_evaluation_arguments(parser) -> None:
     parser.add_argument("--eval-batches", type=int, default=8, help="one-step test windows: this many batches of 8")
 
 
-def claim_evaluation_folder(out: str, overwrite: bool) -> None:
+def claim_evaluation_folder(out: str, overwrite: bool) -> list[str]:
     """Refuse an `--out` that holds an earlier evaluation (the main job's, which its report embeds, is in the model
-    folder's `evaluation/`) unless `overwrite`; then remove only what an evaluation wrote (its JSON, Markdown and
-    figures), so no old figure stays beside the new ones."""
+    folder's `evaluation/`) unless `overwrite`. Returns the earlier evaluation's figures, which the caller removes
+    once the new results are written (`remove_stale_figures`): an evaluation that fails (a full disk) loses
+    nothing."""
     earlier = os.path.join(out, "evaluation.json")
     if not os.path.isfile(earlier):
-        return
+        return []
     if not overwrite:
         raise ValueError(f"--out {out!r} holds an earlier evaluation ({earlier}); give another --out, or pass "
                          "--overwrite_output_dir to replace it")
     figures = os.path.join(out, "figures")
-    if os.path.isdir(figures) and not os.path.islink(figures):
-        for name in os.listdir(figures):
-            path = os.path.join(figures, name)
-            if name.endswith(".png") and os.path.isfile(path) and not os.path.islink(path):
-                os.remove(path)
-    for name in ("evaluation.json", "evaluation.md"):
-        path = os.path.join(out, name)
-        if os.path.isfile(path) and not os.path.islink(path):
+    if not os.path.isdir(figures) or os.path.islink(figures):
+        return []
+    return [os.path.join(figures, name) for name in os.listdir(figures)
+            if name.endswith(".png") and os.path.isfile(os.path.join(figures, name))
+            and not os.path.islink(os.path.join(figures, name))]
+
+
+def remove_stale_figures(old_figures: list[str], written_at: float) -> None:
+    """The earlier evaluation's figures that this one did not redraw (older than `written_at`), so no old figure
+    stays beside the new ones."""
+    for path in old_figures:
+        if os.path.isfile(path) and os.path.getmtime(path) < written_at:
             os.remove(path)
 
 
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             check_figure_fields(args.figure_fields, root, names)
         # One evaluation at a time per folder: a second into the same --out is refused at once, not lost.
         with output_dir_lock(out):
-            claim_evaluation_folder(out, args.overwrite_output_dir)
+            old_figures = claim_evaluation_folder(out, args.overwrite_output_dir)
+            started = time.time()
             forecaster = load_forecaster(args.model, adapter=args.adapter)
             n_steps_input = args.n_steps_input or forecaster.n_steps_input
             yardsticks = None
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     "command": " ".join(["python -m pdefm.train.evaluate", *(argv if argv is not None else sys.argv[1:])])}
             paths = write_evaluation(out, results, info, figures=not args.no_figures,
                                      figure_fields=args.figure_fields)
+            remove_stale_figures(old_figures, started)
     except (FileNotFoundError, ValueError, OSError, RunLockError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

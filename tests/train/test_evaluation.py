@@ -478,3 +478,31 @@ def test_a_second_evaluation_into_a_folder_being_written_is_refused(saved_model,
                               "2"]) == 2
     assert "is in use by another run" in capsys.readouterr().err
     assert not (out / "evaluation.json").exists()
+
+
+def test_an_evaluation_that_fails_on_a_full_disk_loses_the_earlier_one(saved_model, data_dir, tmp_path, monkeypatch,
+                                                                       capsys):
+    import errno
+    import shutil
+
+    import pdefm.train.evaluation.report as report_module
+
+    model = tmp_path / "model"
+    shutil.copytree(saved_model, model)
+    argv = ["--model", str(model), "--data", data_dir, "--rollout-steps", "2", "--no-yardsticks", "--no-figures"]
+    assert evaluate_main(argv) == 0
+    first = (model / "evaluation" / "evaluation.json").read_text()
+    (model / "evaluation" / "figures").mkdir()
+    (model / "evaluation" / "figures" / "old.png").write_bytes(b"an earlier figure")
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "open", full_disk, raising=False)
+    assert evaluate_main([*argv, "--overwrite_output_dir"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (model / "evaluation" / "evaluation.json").read_text() == first
+    assert (model / "evaluation" / "figures" / "old.png").exists()
+    assert not [p for p in (model / "evaluation").iterdir() if ".tmp" in p.name]
