@@ -35,6 +35,7 @@ from pdefm.runtime.process import setup_process
 from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
 from .pde import acoustic_scattering, euler, gray_scott, mhd, rayleigh_benard, shear_flow
 from .pde.simulation import Simulation, SolverBreakdownError
+from .registry import WELL_DATASETS
 from .the_well import compute_stats
 from .well_writer import write_well_file
 
@@ -214,6 +215,27 @@ def dataset_settings(name: str, resolution: int | None, n_trajectories: int | No
             "frame_spacing": system.regime(resolution, n_steps).frame_spacing}
 
 
+def planned_bytes(name: str, system: System, resolution: int, n_trajectories: int, n_steps: int) -> int:
+    """The dataset's time-varying fields as float32, from The Well's channel list for it: what its files will hold,
+    uncompressed."""
+    # Mini-Well's name, or the variants of The Well it stands for (acoustic_scattering_maze, ...), share the fields.
+    info = next(i for key, i in WELL_DATASETS.items() if key == name or key.startswith(f"{name}_"))
+    channels = len(info.field_names)
+    return 4 * n_trajectories * n_steps * resolution**system.n_spatial_dims * channels
+
+
+def check_free_disk(name: str, out: str, system: System, resolution: int, n_trajectories: int, n_steps: int) -> None:
+    """Refuse, before any solver runs, a dataset the disk cannot hold: a full disk mid-write fails inside HDF5."""
+    needed = planned_bytes(name, system, resolution, n_trajectories, n_steps)
+    existing = out
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ValueError(f"{name}: its files need about {needed / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB "
+                         f"free where {out} is; free some space or choose another --out")
+
+
 def generate_dataset(name: str, out: str, resolution: int | None = None, n_trajectories: int | None = None,
                      n_steps: int | None = None, seed: int = 0, trajectories_per_file: int = 2, device: str = "cpu",
                      progress: bool = True, overwrite: bool = False) -> dict:
@@ -227,6 +249,7 @@ def generate_dataset(name: str, out: str, resolution: int | None = None, n_traje
     settings = dataset_settings(name, resolution, n_trajectories, n_steps, seed, trajectories_per_file)
     resolution, n_trajectories, n_steps = settings["resolution"], settings["n_trajectories"], settings["n_steps"]
     folder = os.path.join(out, name)
+    check_free_disk(name, out, system, resolution, n_trajectories, n_steps)
     claim_folder(folder, settings, overwrite)
     for leftover in glob.glob(os.path.join(glob.escape(folder), "data", "*", "*.partial-*")):
         os.remove(leftover)  # an interrupted write; its file was never renamed into place

@@ -70,3 +70,17 @@ def test_generate_cli_reports_a_breakdown_in_one_line(tmp_path, monkeypatch, cap
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and errors[0].startswith("error: rayleigh_benard: the adaptive time step of")
     assert "Traceback" not in err
+
+
+def test_a_dataset_the_disk_cannot_hold_is_refused_before_any_solver_runs(tmp_path, monkeypatch):
+    import collections
+
+    import pdefm.data.generate as generate
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(generate.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(generate, "_generate_files", lambda *a, **k: pytest.fail("a solver ran"))
+    with pytest.raises(ValueError, match=r"gray_scott_reaction_diffusion: its files need about 0.03 GiB, more than "
+                                         r"the 0.00 GiB free"):
+        generate.generate_dataset("gray_scott_reaction_diffusion", str(tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out").exists()
