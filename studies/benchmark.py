@@ -60,8 +60,9 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, dat
 
     minutes = budget_minutes if budget_minutes is not None else args.budget_minutes
     keys = {"datasets": datasets} if datasets else {}
-    if overrides:
-        keys["model_overrides"] = overrides
+    if overrides:  # an ablation changes the suite config's model, on top of what the config sets
+        suite_model = config_from_file(SUITES[args.suite]["config"], data_dir=args.data).config.model_overrides
+        keys["model_overrides"] = {**suite_model, **overrides}
     config = config_from_file(
         SUITES[args.suite]["config"], report_rollout_steps=0,  # the study evaluates its runs itself
         data_dir=args.data, output_dir=out, seed=seed, time_budget_minutes=minutes, max_steps=100_000_000,
