@@ -8,6 +8,8 @@ Tensors follow The Well's layout: channels last, time first: `input_fields [batc
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -55,6 +57,29 @@ register_checkpoint_conversion_mapping(
                    for old, new in RENAMED_WEIGHT_PREFIXES.items()], overwrite=True)
 # Rollouts of this many steps or more show a progress bar (transformers' `logging.disable_progress_bar()` hides it).
 PROGRESS_FROM_STEPS = 50
+
+
+# The weights file's own record of each dataset's field names (safetensors metadata): `config.json`'s list can be
+# edited by hand, the weights' channels cannot follow it, so a loader compares the two.
+FIELD_RECORD_KEY = "pdefm_field_names"
+
+
+def record_field_names(folder: str, field_names: dict[str, list[str] | None]) -> None:
+    """Write `field_names` into the metadata of the safetensors weight files in `folder` (rewritten atomically)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".safetensors") or not name.startswith("model"):
+            continue
+        path = os.path.join(folder, name)
+        with safe_open(path, "pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        metadata[FIELD_RECORD_KEY] = json.dumps(field_names, sort_keys=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
 
 
 @dataclass
@@ -123,10 +148,14 @@ class PDEFMPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _no_split_modules = ["BackboneLayer"]
 
-    def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
         # Today's weight names on disk: transformers would otherwise write back the names a conversion mapping read
         # (`RENAMED_WEIGHT_PREFIXES`, 0.2.0's), even for a model that was never loaded from such a folder.
-        return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+        result = super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
+        if kwargs.get("is_main_process", True):
+            record_field_names(str(save_directory), {name: spec.get("field_names")
+                                                     for name, spec in self.config.datasets.items()})
+        return result
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

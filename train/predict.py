@@ -194,8 +194,9 @@ def predict_file(model, input_path: str, steps: int, out_path: str, n_steps_inpu
         raise ValueError(f"--n-steps-input must be a positive number of frames, got {n_steps_input!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
+    check_output_path(out_path, input_path, overwrite)
     with output_file_lock(out_path):
-        check_output_path(out_path, input_path, overwrite)
+        check_output_path(out_path, input_path, overwrite)  # again, now that no other command can write it
         return _forecast_into(model, input_path, steps, out_path, n_steps_input, dataset_name, model_id)
 
 

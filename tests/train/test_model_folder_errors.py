@@ -82,3 +82,18 @@ def test_pickled_weights_are_refused_by_name_never_unpickled(saved, tmp_path):
     with pytest.raises(ModelResolutionError, match=r"holds pickled weights \(pytorch_model.bin\), which pdefm never "
                                                    r"loads"):
         load_pdefm(str(folder))
+
+
+def test_field_names_edited_in_config_json_are_refused_against_the_weights_record(saved, tmp_path):
+    from safetensors import safe_open
+
+    with safe_open(saved / "model.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["pdefm_field_names"]) == {"flow": ["u", "p"]}
+    load_pdefm(str(saved))
+    folder = copy_of(saved, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["datasets"]["flow"]["field_names"] = ["p", "u"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelResolutionError, match=r"config.json says dataset 'flow' has the fields \['p', 'u'\], its "
+                                                   r"weights were saved for \['u', 'p'\]"):
+        load_pdefm(str(folder))

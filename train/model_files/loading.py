@@ -8,6 +8,7 @@ import os
 import torch
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
+from modeling_pdefm.modeling_pdefm import FIELD_RECORD_KEY
 
 from .hub import ModelResolutionError, resolve_folder
 from ..adapters.lora import load_domain_adapters
@@ -58,9 +59,11 @@ def check_weights(folder: str, path_or_id: str, config: PDEFMConfig) -> None:
 
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in PDEFMModel(config).state_dict().items()}
+    recorded = {}
     for path in weight_files(folder, path_or_id):
         try:
             with safe_open(path, "pt") as f:
+                recorded.update(json.loads((f.metadata() or {}).get(FIELD_RECORD_KEY, "{}")))
                 for key in f.keys():
                     tensor = f.get_slice(key)
                     dtype, shape = tensor.get_dtype(), tuple(tensor.get_shape())
@@ -72,9 +75,15 @@ def check_weights(folder: str, path_or_id: str, config: PDEFMConfig) -> None:
                         raise ModelResolutionError(f"model {path_or_id!r}: {path}: tensor {key!r} has shape "
                                                    f"{list(shape)}, but its config.json builds {list(want)}; the "
                                                    "folder is damaged or mixes files of two models")
-        except (SafetensorError, OSError) as error:
+        except (SafetensorError, OSError, ValueError) as error:
             raise ModelResolutionError(f"model {path_or_id!r}: {path} cannot be read as safetensors ({error}); the "
                                        "file is truncated or damaged: save or download the model again") from None
+    for name, spec in config.datasets.items():
+        saved = recorded.get(name)
+        if saved and spec.get("field_names") and list(saved) != list(spec["field_names"]):
+            raise ModelResolutionError(f"model {path_or_id!r}: config.json says dataset {name!r} has the fields "
+                                       f"{spec['field_names']}, its weights were saved for {saved}; the weights' "
+                                       "channels follow the saved order: restore config.json's field_names")
 
 
 def load_pdefm(path_or_id: str, adapter: str | list[str] | None = None, merge: bool = True, revision: str | None = None):
