@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from modeling_pdefm.configuration_pdefm import environment_limit
+
 BC_CODES = {"WALL": 0, "OPEN": 1, "PERIODIC": 2}
 FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
 # What a file's declared shapes may ask a reader to hold at once, before anything is read: one frame of every
@@ -30,16 +32,7 @@ DEFAULT_MAX_READ_BYTES = 4 * 2**30
 
 
 def max_read_bytes() -> int:
-    value = os.environ.get(MAX_READ_BYTES_VARIABLE, "")
-    if not value:
-        return DEFAULT_MAX_READ_BYTES
-    try:
-        limit = float(value)
-        if not 1 <= limit < float("inf"):
-            raise ValueError
-        return int(limit)
-    except ValueError:
-        raise ValueError(f"{MAX_READ_BYTES_VARIABLE}={value!r}: expected a finite number of bytes, e.g. 8e9") from None
+    return environment_limit(MAX_READ_BYTES_VARIABLE, DEFAULT_MAX_READ_BYTES, "bytes")
 
 
 def _check_declared_bytes(file: str, path: str, what: str, needed: int) -> None:

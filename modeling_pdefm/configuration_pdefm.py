@@ -75,18 +75,24 @@ MAX_PARAMETERS_VARIABLE = "PDEFM_MAX_PARAMETERS"
 DEFAULT_MAX_PARAMETERS = 2_000_000_000
 
 
-def max_parameters() -> int:
-    value = os.environ.get(MAX_PARAMETERS_VARIABLE, "")
+def environment_limit(variable: str, default: int, unit: str) -> int:
+    """A size limit the user may raise through the environment `variable` (a number such as 5e9 of `unit`), else
+    `default`; anything but a finite number >= 1 is refused by name. Also the data layer's (`PDEFM_MAX_READ_BYTES`):
+    this package travels alone as remote code, so the helper lives here."""
+    value = os.environ.get(variable, "")
     if not value:
-        return DEFAULT_MAX_PARAMETERS
+        return default
     try:
         limit = float(value)
         if not 1 <= limit < float("inf"):
             raise ValueError
         return int(limit)
     except ValueError:
-        raise ValueError(f"{MAX_PARAMETERS_VARIABLE}={value!r}: expected a finite number of parameters >= 1, e.g. "
-                         "5e9") from None
+        raise ValueError(f"{variable}={value!r}: expected a finite number of {unit} >= 1, e.g. 5e9") from None
+
+
+def max_parameters() -> int:
+    return environment_limit(MAX_PARAMETERS_VARIABLE, DEFAULT_MAX_PARAMETERS, "parameters")
 
 
 # Names nn.ModuleDict refuses as keys (`training`) or that would shadow a method (`forward`, `to`, ...).

@@ -246,7 +246,7 @@ def test_frames_beyond_the_read_limit_are_refused_and_the_limit_can_be_raised(tm
     monkeypatch.setenv("PDEFM_MAX_READ_BYTES", "1e6")
     assert len(load_well_dataset(folder, split="train", n_steps_input=2)) > 0
     monkeypatch.setenv("PDEFM_MAX_READ_BYTES", "inf")
-    with pytest.raises(ValueError, match="PDEFM_MAX_READ_BYTES='inf': expected a finite number of bytes"):
+    with pytest.raises(ValueError, match="PDEFM_MAX_READ_BYTES='inf': expected a finite number of bytes >= 1"):
         load_well_dataset(folder, split="train", n_steps_input=2)
 
 
