@@ -213,6 +213,8 @@ class PDEFMConfig(PretrainedConfig):
             convolution from its last `n_steps_input` normalised frames to the change of every field, added to the
             network's change; it starts at zero and trains with the rest (the network then learns what is not
             linear).
+        linear_stencil_frames (`int`, *optional*, defaults to 0): input frames the linear path reads, the last ones;
+            0 reads all `n_steps_input` (1: a one-step stencil of the last frame, which cannot extrapolate in time).
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
@@ -285,6 +287,7 @@ class PDEFMConfig(PretrainedConfig):
         rollout_normalization: str = "every_window",
         decoder_unpatch: str = "linear",
         linear_stencil: bool = False,
+        linear_stencil_frames: int = 0,
         patch_jitter: bool = False,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
@@ -333,6 +336,7 @@ class PDEFMConfig(PretrainedConfig):
         self.rollout_normalization = rollout_normalization
         self.decoder_unpatch = decoder_unpatch
         self.linear_stencil = linear_stencil
+        self.linear_stencil_frames = linear_stencil_frames
         self.patch_jitter = patch_jitter
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
@@ -361,6 +365,10 @@ class PDEFMConfig(PretrainedConfig):
             raise ValueError(f"decoder_type must be one of {DECODERS}, got {self.decoder_type!r}")
         if self.rollout_normalization not in ROLLOUT_NORMALIZATIONS:
             raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {self.rollout_normalization!r}")
+        if isinstance(self.linear_stencil_frames, bool) or not isinstance(self.linear_stencil_frames, int) \
+                or not 0 <= self.linear_stencil_frames <= self.n_steps_input:
+            raise ValueError(f"linear_stencil_frames must be an int from 0 (all input frames) to n_steps_input="
+                             f"{self.n_steps_input}, got {self.linear_stencil_frames!r}")
         if self.decoder_unpatch not in DECODER_UNPATCH:
             raise ValueError(f"decoder_unpatch must be one of {DECODER_UNPATCH}, got {self.decoder_unpatch!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
@@ -472,6 +480,10 @@ class PDEFMConfig(PretrainedConfig):
         so a later change of `n_steps_input` (a finetuning window) does not change it: a window with fewer frames
         is refused by the model."""
         return self.decoder_skip_frames
+
+    def stencil_frames(self) -> int:
+        """Input frames each dataset's linear path reads (0: the model has none)."""
+        return (self.linear_stencil_frames or self.n_steps_input) if self.linear_stencil else 0
 
     def grid_settings(self, n_spatial_dims: int) -> tuple[int, int, int]:
         """(patch size, spectral token modes, decoder modes) for a grid of `n_spatial_dims` axes."""

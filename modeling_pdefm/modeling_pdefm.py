@@ -244,7 +244,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
         created: list[nn.Module] = []
         self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size,
-                                               self.config.n_steps_input if self.config.linear_stencil else 0)
+                                               self.config.stencil_frames())
         created.append(self.dataset_heads[name])
         key = dims_key(spec["n_spatial_dims"])
         if key not in self.patch_embeddings:
