@@ -346,3 +346,18 @@ def test_a_dataset_list_that_names_nothing_or_does_not_parse_is_named(tmp_path, 
     with pytest.raises(ValueError, match=message):
         load_config(["--data_dir", str(tmp_path), "--datasets", value])
     assert load_config(["--data_dir", str(tmp_path), "--datasets", "a, b"]).config.datasets == ["a", "b"]
+
+
+def test_the_yardstick_difficulty_is_measured_against_the_better_of_persistence_and_the_stencil(data_dir, tmp_path):
+    curves = {}
+    for measure in ("relative", "yardstick"):
+        AcceleratorState._reset_state(True)
+        out = tmp_path / measure
+        pretrain.train(make_config(data_dir, out, max_steps=2, difficulty_measure=measure))
+        curves[measure] = json.loads((out / "validation_curve.json").read_text())["persistence"]
+    assert curves["yardstick"].keys() == curves["relative"].keys()
+    for name, persistence in curves["relative"].items():
+        assert curves["yardstick"][name] <= persistence + 1e-9
+    assert any(curves["yardstick"][n] < curves["relative"][n] for n in curves["relative"])  # the stencil is better
+    with pytest.raises(ValueError, match="difficulty_measure: yardstick' fits the linear stencil"):
+        make_config(data_dir, tmp_path / "x", difficulty_measure="yardstick", use_normalization=True)

@@ -71,8 +71,10 @@ class PretrainConfig:
     difficulty_eps: float = 0.05  # floor added to the difficulty L_i
     difficulty_ema: float = 0.7  # running-average weight of past difficulties
     # L_i is the validation VRMSE divided by persistence's on the same windows ("relative"): how far the model is from
-    # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; or the raw VRMSE ("absolute").
-    difficulty_measure: str = "relative"  # relative (VRMSE over persistence's) or absolute (raw VRMSE)
+    # beating the trivial forecast, comparable across datasets whose VRMSE scales differ; by the better of
+    # persistence's and the least-squares linear stencil's ("yardstick"): how far it is from beating the best
+    # forecast that costs nothing to learn; or the raw VRMSE ("absolute").
+    difficulty_measure: str = "relative"  # relative, yardstick or absolute
     # What the curriculum's weights share out: "windows" (p_i ~ w_i) or "compute" (p_i ~ w_i / grid points per frame
     # of dataset i, so that a 3D dataset's costly windows do not take the wall-clock of the 2D ones).
     curriculum_shares: str = "compute"
@@ -130,8 +132,12 @@ class PretrainConfig:
                 raise ValueError(f"config key '{key}' must be a finite number >= 0, got {getattr(self, key)!r}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.difficulty_ema < 1:
             raise ValueError("config keys 'min_lr_ratio' must be in [0, 1] and 'difficulty_ema' in [0, 1)")
-        if self.difficulty_measure not in ("relative", "absolute"):
-            raise ValueError(f"config key 'difficulty_measure' must be relative or absolute, got {self.difficulty_measure!r}")
+        if self.difficulty_measure not in DIFFICULTY_MEASURES:
+            raise ValueError(f"config key 'difficulty_measure' must be one of {DIFFICULTY_MEASURES}, got "
+                             f"{self.difficulty_measure!r}")
+        if self.difficulty_measure == "yardstick" and self.use_normalization:
+            raise ValueError("config key 'difficulty_measure: yardstick' fits the linear stencil on the fields in "
+                             "physical units; it cannot be used with use_normalization")
         if self.curriculum_shares not in CURRICULUM_SHARES:
             raise ValueError(f"config key 'curriculum_shares' must be one of {CURRICULUM_SHARES}, got {self.curriculum_shares!r}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -181,6 +187,7 @@ class PretrainConfig:
 
 
 # Prefix of the run settings that hold each dataset's file fingerprint (`pdefm.data.fingerprint`).
+DIFFICULTY_MEASURES = ("relative", "yardstick", "absolute")
 DATA_FILES_KEY = "data_files"
 # Prefix of those that hold its statistics file and files' modification times (`dataset_version`).
 DATA_VERSION_KEY = "data_version"

@@ -150,8 +150,16 @@ def fit(accelerator: Accelerator, config: PretrainConfig, model, names: list[str
             accelerator.init_trackers(run_name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                                                           for k, v in config.to_dict().items()})
         accelerator.print(f"datasets {names}; sampling probabilities {_rounded(run.sampler.probabilities(), 3)}")
-        if config.difficulty_measure == "relative":
+        if config.difficulty_measure in ("relative", "yardstick"):
             run.reference = validate(run.model, accelerator, config, run.valid_sets, specs, persistence=True)
+        if config.difficulty_measure == "yardstick":  # the better of persistence and the stencil, per dataset
+            from ..baselines.linear import LinearStencil, fit_yardsticks
+
+            stencil = fit_yardsticks(config.data_dir, names, config.n_steps_input)[LinearStencil.label]
+            fitted = validate(run.model, accelerator, config, run.valid_sets, specs, forecaster=stencil)
+            run.reference = {k: min(v, fitted[k]) for k, v in run.reference.items()}
+            accelerator.print(f"curriculum reference (best of persistence and the linear stencil): "
+                              f"{_rounded(run.reference, 4)}")
         if run.step == 0:  # where the learning curve starts (a pretrained model's zero-shot point)
             record_validation(run, validate(run.model, accelerator, config, run.valid_sets, specs), accelerator.num_processes)
         train_loop(accelerator, config, run, specs, stop_after)
@@ -356,9 +364,9 @@ def log_step(accelerator: Accelerator, run: RunState, result: StepResult) -> Non
 
 @torch.no_grad()
 def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs: dict,
-             persistence: bool = False) -> dict[str, float]:
+             persistence: bool = False, forecaster=None) -> dict[str, float]:
     """Mean one-step VRMSE per dataset on a fixed slice of each validation split (this process's shard); with
-    `persistence`, that of predicting the last input frame instead."""
+    `persistence`, that of predicting the last input frame instead; with `forecaster`, that forecaster's."""
     model.eval()
     losses = {}
     for name, dataset in valid_sets.items():
@@ -367,6 +375,8 @@ def validate(model, accelerator, config: PretrainConfig, valid_sets: dict, specs
             target = batch["output_fields"][:, :1].to(accelerator.device)
             if persistence:
                 prediction = batch["input_fields"][:, -1:].to(accelerator.device)
+            elif forecaster is not None:
+                prediction = forecaster.predict_next(batch).to(accelerator.device)
             else:
                 prediction = model(**model_inputs(batch, accelerator.device), n_steps=1).prediction
             total += torch.stack([vrmse(prediction.float(), target.float(), specs[name]["n_spatial_dims"]).mean() * target.shape[0],
