@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.runtime.files import write_text_atomically
 from pdefm.runtime.process import setup_process
 
 from .layout import DATA_FOLDER, SPLITS, STATS_FILE, split_dir, stats_path
@@ -88,10 +89,7 @@ def suite_manifest_path(out: str, suite: str) -> str:
 
 def _write_json_atomic(path: str, value: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.partial-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(value, indent=2))
 
 
 def check_settings(resolution: int | None, n_trajectories: int | None, n_steps: int | None, seed: int,

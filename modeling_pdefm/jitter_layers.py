@@ -22,7 +22,7 @@ _R3_ROOT = 1.2207440846057596  # the plastic-type root of x^4 = x + 1 used for t
 R_STEPS = tuple(1.0 / _R3_ROOT ** (k + 1) for k in range(3))
 
 
-def patch_shifts(patch: int, n_spatial_dims: int, step: int, training: bool, device=None) -> tuple[int, ...]:
+def patch_shifts(patch: int, n_spatial_dims: int, step: int, training: bool) -> tuple[int, ...]:
     """Shift per spatial axis for rollout `step`: random in training, the R_d sequence's `step`-th point otherwise."""
     if training:
         return tuple(int(v) for v in torch.randint(0, patch, (n_spatial_dims,)))
@@ -32,12 +32,9 @@ def patch_shifts(patch: int, n_spatial_dims: int, step: int, training: bool, dev
 def shift_fields(x: torch.Tensor, shifts: tuple[int, ...], periodic: tuple[bool, ...], patch: int) -> torch.Tensor:
     """`x [n, *space, C]` -> the jittered field: periodic axes rolled by their shift, walled axes zero-padded by
     `(shift, patch - shift)` (so `[n, *space', C]` with `space'` one patch longer on walled axes)."""
-    d = len(shifts)
-    rolls = [(s, 1 + k) for k, (s, p) in enumerate(zip(shifts, periodic)) if p and s]
-    if rolls:
-        x = torch.roll(x, shifts=[s for s, _ in rolls], dims=[a for _, a in rolls])
+    x = _roll_periodic(x, shifts, periodic, 1)
     pads = [0, 0]  # the channel axis; F.pad lists axes last first
-    for k in reversed(range(d)):
+    for k in reversed(range(len(shifts))):
         pads += [0, 0] if periodic[k] else [shifts[k], patch - shifts[k]]
     return F.pad(x, pads) if any(pads) else x
 
@@ -46,11 +43,13 @@ def unshift_fields(x: torch.Tensor, shifts: tuple[int, ...], periodic: tuple[boo
                    space: tuple[int, ...]) -> torch.Tensor:
     """Inverse of `shift_fields`: `[n, *space', C]` -> `[n, *space, C]`."""
     index = [slice(None)] + [slice(None) if p else slice(s, s + n) for s, p, n in zip(shifts, periodic, space)]
-    x = x[tuple(index)]
-    rolls = [(-s, 1 + k) for k, (s, p) in enumerate(zip(shifts, periodic)) if p and s]
-    if rolls:
-        x = torch.roll(x, shifts=[s for s, _ in rolls], dims=[a for _, a in rolls])
-    return x
+    return _roll_periodic(x[tuple(index)], shifts, periodic, -1)
+
+
+def _roll_periodic(x: torch.Tensor, shifts: tuple[int, ...], periodic: tuple[bool, ...], sign: int) -> torch.Tensor:
+    """`x [n, *space, C]` rolled by `sign * shift` along each periodic axis."""
+    rolls = [(sign * s, 1 + k) for k, (s, p) in enumerate(zip(shifts, periodic)) if p and s]
+    return torch.roll(x, shifts=[s for s, _ in rolls], dims=[a for _, a in rolls]) if rolls else x
 
 
 def position_offsets(shifts: tuple[int, ...], patch: int) -> torch.Tensor:

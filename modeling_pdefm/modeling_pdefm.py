@@ -232,13 +232,14 @@ class PDEFMModel(PDEFMPreTrainedModel):
                 return new + key[len(old):]
         return key
 
-    @staticmethod
-    def _rename_old_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args) -> None:
+    @classmethod
+    def _rename_old_weights(cls, state_dict: dict[str, torch.Tensor], prefix: str, *args) -> None:
         """Weights saved under an earlier name (`RENAMED_WEIGHT_PREFIXES`) load under today's."""
         for key in list(state_dict):
-            for old, new in RENAMED_WEIGHT_PREFIXES.items():
-                if key.startswith(prefix + old):
-                    state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+            if key.startswith(prefix):
+                renamed = prefix + cls.renamed_weight(key[len(prefix):])
+                if renamed != key:
+                    state_dict[renamed] = state_dict.pop(key)
 
     # ----------------------------------------------------------------------------------------- datasets
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:

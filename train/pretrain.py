@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 
 from modeling_pdefm import PDEFMConfig, PDEFMModel
 from pdefm.runtime.process import setup_process
+from pdefm.data.layout import dataset_folders
 
 from .model_files.model_card import write_model_card
 from .training.batches import find_datasets, model_specs
@@ -28,13 +29,6 @@ from .training.config import PretrainConfig, load_config
 from .training.fit import TRAINING_KEYS_IN_MODEL, NonFiniteLossError, fit, make_accelerator, print_outputs, write_report
 from .training.output_dir import prepare_output_dir
 from .training.run_lock import RunLockError
-
-
-def find_datasets_quietly(data_dir: str) -> list[str]:
-    """The dataset folders already in `data_dir` (none if it does not exist)."""
-    from pdefm.data.layout import dataset_folders
-
-    return dataset_folders(data_dir)
 
 
 def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
@@ -48,7 +42,7 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
                     print(f"Mini-Well {r['dataset']}: {r['files_written']} files written into {config.data_dir} "
                           f"in {r['seconds']:.1f} s")
 
-            if not find_datasets_quietly(config.data_dir):
+            if not dataset_folders(config.data_dir):
                 print(f"Mini-Well is not in {config.data_dir}: generating its six systems there once before training "
                       "(docs/performance.md gives the time and disk it takes)", flush=True)
             complete_suite(config.data_dir, seed=config.seed, on_dataset_done=report)

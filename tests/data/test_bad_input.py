@@ -29,6 +29,16 @@ def dataset(tmp_path, name="toy", **kwargs):
     return write_dataset(str(tmp_path), name, n_steps=6, files_per_split=(1, 1, 1), **kwargs)
 
 
+def replace_dataset(h5, path, **create):
+    """Replace the HDF5 dataset at `path` by an unwritten one (`create`: shape, dtype, chunks; shape and dtype default
+    to the old one's), keeping its attributes."""
+    old = h5[path]
+    attrs, create = dict(old.attrs), {"shape": old.shape, "dtype": old.dtype, **create}
+    group, name = path.rsplit("/", 1)
+    del h5[path]
+    h5[group].create_dataset(name, **create).attrs.update(attrs)
+
+
 def first_file(folder, split="train"):
     directory = os.path.join(folder, "data", split)
     return os.path.join(directory, sorted(os.listdir(directory))[0])
@@ -228,9 +238,7 @@ def test_declared_sizes_beyond_the_read_limit_are_refused_before_reading(tmp_pat
     folder = dataset(tmp_path)
     path = first_file(folder)
     with h5py.File(path, "r+") as f:
-        del f["dimensions/time"]
-        time = f["dimensions"].create_dataset("time", shape=(10**10,), dtype="f8", chunks=(1024,))
-        time.attrs["sample_varying"] = False
+        replace_dataset(f, "dimensions/time", shape=(10**10,), dtype="f8", chunks=(1024,))
     assert os.path.getsize(path) < 10**6
     assert check([path]) == 1
     assert "/dimensions/time: declares a time grid of shape [10000000000], 74.5 GiB" in capsys.readouterr().out
@@ -255,11 +263,7 @@ def test_a_field_that_is_not_real_numbers_is_refused_by_name(tmp_path, dtype, me
     folder = dataset(tmp_path)
     path = first_file(folder)
     with h5py.File(path, "r+") as f:
-        old = f["t0_fields/a"]
-        attrs, shape = dict(old.attrs), old.shape
-        del f["t0_fields/a"]
-        new = f["t0_fields"].create_dataset("a", shape=shape, dtype=dtype)
-        new.attrs.update(attrs)
+        replace_dataset(f, "t0_fields/a", dtype=dtype)
     with pytest.raises(WellFormatError, match=rf"{re.escape(path)}: /t0_fields/a: {message}"):
         load_well_dataset(folder, split="train", n_steps_input=2)
     with pytest.raises(WellFormatError, match=message):
@@ -270,9 +274,7 @@ def test_a_spatial_axis_of_no_points_is_refused_by_name(tmp_path):
     folder = dataset(tmp_path)
     path = first_file(folder)
     with h5py.File(path, "r+") as f:
-        attrs = dict(f["dimensions/x"].attrs)
-        del f["dimensions/x"]
-        f["dimensions"].create_dataset("x", shape=(0,), dtype="f4").attrs.update(attrs)
+        replace_dataset(f, "dimensions/x", shape=(0,))
     with pytest.raises(WellFormatError, match=r"/dimensions: axes \['x', 'y'\] have \[0, 5\] points"):
         load_well_dataset(folder, split="train", n_steps_input=2)
 
@@ -283,20 +285,11 @@ def test_a_field_that_declares_far_more_than_it_stores_is_refused(tmp_path, caps
     with h5py.File(path, "r+") as f:
         n_steps = f["dimensions/time"].shape[-1]
         f.attrs["n_trajectories"] = 10**7
-        for group in ("t0_fields", "t1_fields", "t2_fields"):
+        for group in ("t0_fields", "t1_fields", "t2_fields", "scalars"):
             for name in list(f[group]):
-                old = f[group][name]
-                attrs, shape, dtype = dict(old.attrs), old.shape, old.dtype
-                del f[group][name]
-                if attrs.get("sample_varying"):
-                    shape = (10**7, *shape[1:])
-                new = f[group].create_dataset(name, shape=shape, dtype=dtype, chunks=True)
-                new.attrs.update(attrs)
-        for name in list(f["scalars"]):
-            if f["scalars"][name].attrs.get("sample_varying"):
-                attrs = dict(f["scalars"][name].attrs)
-                del f["scalars"][name]
-                f["scalars"].create_dataset(name, shape=(10**7,), dtype="f4", chunks=True).attrs.update(attrs)
+                node = f[group][name]
+                if node.attrs.get("sample_varying"):
+                    replace_dataset(f, f"{group}/{name}", shape=(10**7, *node.shape[1:]), chunks=True)
     assert os.path.getsize(path) < 10**6 and n_steps > 1
     outcome = finishes(lambda: check([path]))
     assert outcome.get("value") == 1, outcome

@@ -485,7 +485,7 @@ def test_an_evaluation_that_fails_on_a_full_disk_loses_the_earlier_one(saved_mod
     import errno
     import shutil
 
-    import pdefm.train.evaluation.report as report_module
+    import pdefm.runtime.files as files_module
 
     model = tmp_path / "model"
     shutil.copytree(saved_model, model)
@@ -500,7 +500,7 @@ def test_an_evaluation_that_fails_on_a_full_disk_loses_the_earlier_one(saved_mod
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(report_module, "open", full_disk, raising=False)
+    monkeypatch.setattr(files_module, "open", full_disk, raising=False)  # where the evaluation's files are written
     assert evaluate_main([*argv, "--overwrite_output_dir"]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert (model / "evaluation" / "evaluation.json").read_text() == first

@@ -82,12 +82,13 @@ def _band_index(shape: tuple[int, ...], device) -> torch.Tensor:
     return band.clamp(max=len(SPECTRAL_BANDS) - 1)
 
 
-def _band_energies(fields: torch.Tensor, space: tuple[int, ...], band: torch.Tensor) -> list[torch.Tensor]:
-    """Mean square each band contributes to `fields`, per leading index and field (Plancherel: sum |F|^2 / n^2)."""
+def _band_energies(fields: torch.Tensor, space: tuple[int, ...], band: torch.Tensor,
+                   n_bands: int = len(SPECTRAL_BANDS)) -> list[torch.Tensor]:
+    """Mean square each of `n_bands` bands (`band`: each mode's band index) contributes to `fields`, per leading index
+    and field (Plancherel: sum |F|^2 / n^2)."""
     n = math.prod(band.shape)
     power = torch.fft.fftn(fields.double(), dim=space).abs().pow(2)
-    return [(power * (band == index).to(power.dtype).unsqueeze(-1)).sum(space) / n**2
-            for index in range(len(SPECTRAL_BANDS))]
+    return [(power * (band == index).to(power.dtype).unsqueeze(-1)).sum(space) / n**2 for index in range(n_bands)]
 
 
 def binned_spectral_error(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int,
@@ -125,10 +126,7 @@ def nyquist_band_energies(fields: torch.Tensor, n_spatial_dims: int) -> torch.Te
     fraction = _wavenumber_magnitude(shape, fields.device) / math.pi
     band = torch.bucketize(fraction, torch.tensor(NYQUIST_BAND_EDGES, dtype=torch.float64, device=fields.device),
                            right=True) - 1
-    n = math.prod(shape)
-    power = torch.fft.fftn(fields.double(), dim=space).abs().pow(2)
-    return torch.stack([(power * (band == index).to(power.dtype).unsqueeze(-1)).sum(space) / n**2
-                        for index in range(len(NYQUIST_BANDS))], dim=-2)
+    return torch.stack(_band_energies(fields, space, band, len(NYQUIST_BANDS)), dim=-2)
 
 
 def change_diagnostics(prediction: torch.Tensor, target: torch.Tensor, last: torch.Tensor,

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pdefm.runtime.files import write_text_atomically
+
 from .metrics import SPECTRAL_BANDS, fields_beaten, not_learned
 from .rollout import BLOWN_UP, ROLLOUT_WINDOWS, window_label
 from .spectra import SPECTRA_NOTE, spectra_table, spectral_flags
@@ -227,7 +229,7 @@ def write_evaluation(out_dir: str, results: dict[str, Any], info: dict[str, Any]
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "evaluation.json"), "markdown": os.path.join(out_dir, "evaluation.md")}
     document = {**info, "summary": summary(results), "datasets": _json_ready(results)}
-    _write_atomically(paths["json"], json.dumps(document, indent=2))
+    write_text_atomically(paths["json"], json.dumps(document, indent=2))
     starts = {r["rollout"].get("starts", r["rollout"].get("trajectories")) for r in results.values()}
     text = [f"# Evaluation of `{info.get('model')}`", "", f"Split `{info.get('split')}` of `{info.get('data')}`; "
             "VRMSE as The Well defines it, on denormalised fields; rollouts feed predictions back, from starts "
@@ -261,17 +263,6 @@ def write_evaluation(out_dir: str, results: dict[str, Any], info: dict[str, Any]
         plot_rollout_curves(os.path.join(fig_dir, "vrmse_per_step.png"), curves, f"VRMSE against rollout step: {info.get('model')}")
         text += ["", "![VRMSE against rollout step](figures/vrmse_per_step.png)", ""]
         paths["figures"] = fig_dir
-    _write_atomically(paths["markdown"], "\n".join(text))
+    write_text_atomically(paths["markdown"], "\n".join(text))
     return paths
 
-
-def _write_atomically(path: str, text: str) -> None:
-    """`path` replaced by `text` in one rename; on failure (a full disk) the earlier file stays and no partial one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

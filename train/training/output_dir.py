@@ -17,6 +17,8 @@ import os
 import shutil
 import stat
 
+from pdefm.runtime.files import write_text_atomically
+
 from .checkpointing import checkpoint_root, complete_checkpoints
 from .run_lock import LOCK_FILE
 
@@ -104,10 +106,7 @@ def foreign_entries(output_dir: str, names: tuple[str, ...]) -> list[str]:
 def write_manifest(output_dir: str, names: tuple[str, ...]) -> None:
     """Record, before the run writes them, the names it writes (atomically, merged with an earlier manifest's)."""
     earlier = read_manifest(output_dir) or set()
-    tmp = os.path.join(output_dir, f"{MANIFEST}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(sorted(earlier | set(names)), f, indent=1)
-    os.replace(tmp, os.path.join(output_dir, MANIFEST))
+    write_text_atomically(os.path.join(output_dir, MANIFEST), json.dumps(sorted(earlier | set(names)), indent=1))
 
 
 def refuse_links(output_dir: str, names: tuple[str, ...]) -> None:

@@ -16,6 +16,8 @@ import time
 import warnings
 from contextlib import contextmanager
 
+from pdefm.runtime.files import write_text_atomically
+
 LOCK_FILE = ".pdefm_run.lock"
 
 
@@ -73,10 +75,7 @@ def _folder_guard(output_dir: str):
 
 def _write_owner(path: str, me: dict) -> None:
     """Replace the lock file by one naming `me`, atomically (a rename), so no reader sees it half-written."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(me, f)
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(me))
 
 
 def acquire(output_dir: str) -> str:
