@@ -23,7 +23,9 @@ def read_all(folder):
     return out
 
 
-@pytest.mark.parametrize("name", ["gray_scott_reaction_diffusion", "euler_multi_quadrants", "acoustic_scattering"])
+@pytest.mark.parametrize("name", ["gray_scott_reaction_diffusion", "euler_multi_quadrants", "acoustic_scattering",
+                                  "turbulent_radiative_layer_2D", "viscoelastic_instability", "helmholtz_staircase",
+                                  "supernova_explosion_64"])
 def test_generated_files_follow_the_format_and_load_everywhere(tmp_path, name):
     result = generate.generate_dataset(name, str(tmp_path), **SMALL)
     assert result["files_written"] == 3

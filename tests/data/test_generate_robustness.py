@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pdefm.data import generate
-from pdefm.data.pde import acoustic_scattering, gray_scott, mhd, rayleigh_benard, shear_flow
+from pdefm.data.pde import (acoustic_scattering, gray_scott, helmholtz_staircase, mhd, rayleigh_benard, shear_flow,
+                            supernova, turbulent_radiative_layer, viscoelastic)
 from pdefm.data.pde.simulation import SolverBreakdownError, StepGuard, check_finite, resolution_scale
 
 
@@ -54,7 +55,9 @@ def test_coarse_grids_scale_what_they_cannot_resolve():
     assert (next(s for s in full.scalars if s.name == "Reynolds").value >= shear_flow.REYNOLDS[0] * 0.999).all()
 
 
-@pytest.mark.parametrize("module", [shear_flow, gray_scott, rayleigh_benard, acoustic_scattering, mhd], ids=lambda m: m.NAME)
+@pytest.mark.parametrize("module", [shear_flow, gray_scott, rayleigh_benard, acoustic_scattering, mhd,
+                                    turbulent_radiative_layer, viscoelastic, helmholtz_staircase, supernova],
+                         ids=lambda m: m.NAME)
 def test_every_system_declares_its_smallest_resolved_grid_and_regime(module):
     system = generate.SYSTEMS[module.NAME]
     assert system.min_resolution == module.MIN_RESOLUTION >= generate.MIN_RESOLUTION
@@ -84,3 +87,20 @@ def test_a_dataset_the_disk_cannot_hold_is_refused_before_any_solver_runs(tmp_pa
                                          r"the 0.00 GiB free"):
         generate.generate_dataset("gray_scott_reaction_diffusion", str(tmp_path / "out"), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_coarse_grids_scale_the_new_systems_what_they_cannot_resolve():
+    # Helmholtz: a wavelength keeps its 10+ cells (omega shrinks with the grid); viscoelastic: polymer diffusion grows.
+    coarse = helmholtz_staircase.simulate(2, 32, 2, np.random.default_rng(0))
+    omega = coarse.scalars[0].value
+    assert (2 * np.pi / omega * 32 >= helmholtz_staircase.WAVELENGTH_CELLS[0] * 0.999).all()
+    elastic = viscoelastic.simulate(1, 16, 2, np.random.default_rng(0), t_end=0.5, t_spinup=0.1)
+    epsilon = next(s for s in elastic.scalars if s.name == "epsilon").value
+    assert epsilon[0] == pytest.approx(viscoelastic.EPSILON * 4)
+
+
+def test_the_suites_hold_six_and_ten_systems():
+    assert len(generate.SUITES["mini_well"]) == 6 and set(generate.SUITES["mini_well"]) < set(generate.SUITES["mini_well_all"])
+    assert set(generate.SUITES["mini_well_all"]) == set(generate.SYSTEMS) and len(generate.SYSTEMS) == 10
+    for name in generate.SYSTEMS:  # every system stands for a dataset of The Well whose fields it writes
+        assert any(key == name or key.startswith(f"{name}_") for key in generate.WELL_DATASETS), name
