@@ -43,7 +43,8 @@ from .arguments import add_output_arguments, parse_study_arguments
 from .baseline_training import train_baseline
 from .benchmark_report import baseline_minutes_per_dataset, write_benchmark_doc
 
-SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"}}
+SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"},
+          "mini_well_all": {"config": "mini_well_all", "data": "data/mini_well"}}  # the four other physics added
 BASELINES = ("cnextunet", "unet_classic", "fno")
 ABLATIONS = {
     "no_spectral_token": {"use_spectral_tokens": False},

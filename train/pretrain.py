@@ -43,9 +43,9 @@ def maybe_generate(config: PretrainConfig, accelerator: Accelerator) -> None:
                           f"in {r['seconds']:.1f} s")
 
             if not dataset_folders(config.data_dir):
-                print(f"Mini-Well is not in {config.data_dir}: generating its six systems there once before training "
-                      "(docs/performance.md gives the time and disk it takes)", flush=True)
-            complete_suite(config.data_dir, seed=config.seed, on_dataset_done=report)
+                print(f"Mini-Well is not in {config.data_dir}: generating its suite {config.suite} there once before "
+                      "training (docs/performance.md gives the time and disk it takes)", flush=True)
+            complete_suite(config.data_dir, suite=config.suite, seed=config.seed, on_dataset_done=report)
         accelerator.wait_for_everyone()
 
 

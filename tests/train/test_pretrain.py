@@ -111,7 +111,7 @@ def test_command_line_overrides_and_bad_values(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"unknown config keys \['max_stepz'\]"):
         load_config(["--config", str(bad)])
     with pytest.raises(ValueError, match=r"--config: no file 'nosuch', and no bundled config of that name \(bundled: "
-                                         r"mini_well, the_well\)"):
+                                         r"mini_well, mini_well_all, the_well\)"):
         load_config(["--config", "nosuch"])
     with pytest.raises(ValueError, match=r"config key 'datasets': \['nope'\] not found"):
         pretrain.train(make_config(data_dir, tmp_path / "o", datasets=["nope"]))

@@ -19,6 +19,7 @@ from modeling_pdefm import PRESETS, PDEFMConfig
 from modeling_pdefm.config_versions import RENAMED_KEYS
 from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.runtime.cli_format import HelpFormatter
+from pdefm.data.generate import SUITES
 from pdefm.data.layout import has_split
 from pdefm.runtime.paths import check_output_folder
 from pdefm.runtime.safe_yaml import load_yaml
@@ -33,7 +34,7 @@ CURRICULUM_SHARES = ("windows", "compute")
 CHANGEABLE_ON_RESUME = ("max_steps", "time_budget_minutes", "output_dir", "checkpoint_every", "keep_checkpoints",
                         "eval_every", "eval_batches", "log_every", "log_with", "max_nonfinite_in_a_row", "report_split",
                         "report_rollout_steps",
-                        "generate_if_missing")
+                        "generate_if_missing", "suite")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PretrainConfig:
     data_dir: str = "data/mini_well"  # folder with one folder per dataset (<name>/data/{train,valid,test}/*.hdf5)
     datasets: list[str] | None = None  # names under data_dir, comma-separated on the command line (a,b); null: all found
     generate_if_missing: bool = False  # generate the Mini-Well suite into data_dir when it is empty (or finish it)
+    suite: str = "mini_well"  # which suite generate_if_missing makes: mini_well (six systems) or mini_well_all (ten)
     n_steps_input: int = 4  # input frames per window
     n_steps_output: int = 1  # output frames per window (trained autoregressively)
     use_normalization: bool = False  # z-score with stats.yaml; the model normalises each sample itself anyway
@@ -177,6 +179,8 @@ class PretrainConfig:
             parent, name = os.path.split(os.path.abspath(self.data_dir))
             raise ValueError(f"config key 'data_dir': {self.data_dir!r} is one dataset's folder (it holds data/train/); "
                              f"give the folder above it and pick the dataset: --data_dir {parent} --datasets {name}")
+        if not isinstance(self.suite, str) or self.suite not in SUITES:
+            raise ValueError(f"config key 'suite' is {self.suite!r}; Mini-Well's suites are {sorted(SUITES)}")
         if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
             raise ValueError(f"config key 'data_dir': folder {self.data_dir!r} does not exist "
                              "(set generate_if_missing: true to generate Mini-Well there)")
@@ -249,7 +253,7 @@ def config_parser(description: str = "", add_help: bool = True, prog: str | None
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
                                      add_help=add_help, usage="%(prog)s [--config FILE] [--resume | --overwrite_output_dir] [--KEY VALUE ...]")
     parser.add_argument("--config", default=None, metavar="FILE_OR_NAME",
-                        help="YAML file with any of the keys below (or a bundled one by name: mini_well, the_well); "
+                        help="YAML file with any of the keys below (or a bundled one by name: mini_well, mini_well_all, the_well); "
                              "options given here override it")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--allow_config_change", action="store_true",
