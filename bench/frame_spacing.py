@@ -25,8 +25,9 @@ from pdefm.train.evaluation.rollout import evaluate_one_step
 def speeds(batch: dict, field_names: list[str], constant_names: list[str]) -> torch.Tensor | None:
     """Pointwise signal speed `[B, *space]` from the last input frame: the speed of sound where it is a constant
     field (linear acoustics), |velocity| + sound speed for a compressible gas (|momentum| / density, with
-    c = sqrt(gamma p / density), gamma the first constant scalar), |velocity| for an incompressible flow; None where
-    the system has none (reaction-diffusion)."""
+    c = sqrt(gamma p / density), gamma the first constant scalar), |velocity| + sound speed with gamma 5/3 for a gas
+    stored with velocity, density and pressure (turbulent_radiative_layer_2D, supernova_explosion_64), |velocity| for
+    an incompressible flow; None where the system has none (reaction-diffusion, the time-harmonic Helmholtz field)."""
     x = batch["input_fields"][:, -1].float()
     pick = lambda prefix: [i for i, n in enumerate(field_names) if n.startswith(prefix)]  # noqa: E731
     if "speed_of_sound" in constant_names:
@@ -36,6 +37,10 @@ def speeds(batch: dict, field_names: list[str], constant_names: list[str]) -> to
         gamma = batch["constant_scalars"][:, 0].float().view(-1, *[1] * (density.ndim - 1))
         sound = (gamma * x[..., field_names.index("pressure")].clamp_min(0) / density).sqrt()
         return x[..., pick("momentum_")].norm(dim=-1) / density + sound
+    if pick("velocity_") and {"density", "pressure"} <= set(field_names):  # a monatomic gas, as both such systems are
+        density = x[..., field_names.index("density")].abs().clamp_min(1e-12)
+        sound = (5 / 3 * x[..., field_names.index("pressure")].clamp_min(0) / density).sqrt()
+        return x[..., pick("velocity_")].norm(dim=-1) + sound
     if pick("velocity_"):
         return x[..., pick("velocity_")].norm(dim=-1)
     return None

@@ -44,7 +44,7 @@ from .baseline_training import train_baseline
 from .benchmark_report import baseline_minutes_per_dataset, write_benchmark_doc
 
 SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"},
-          "mini_well_all": {"config": "mini_well_all", "data": "data/mini_well"}}  # the four other physics added
+          "mini_well_all": {"config": "mini_well_all", "data": "data/mini_well_all"}}  # the four other physics added
 BASELINES = ("cnextunet", "unet_classic", "fno")
 ABLATIONS = {
     "no_spectral_token": {"use_spectral_tokens": False},

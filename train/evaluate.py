@@ -64,6 +64,22 @@ def remove_stale_figures(old_figures: list[str], written_at: float) -> None:
             os.remove(path)
 
 
+def datasets_it_knows(forecaster, names: list[str], explicit: bool) -> list[str]:
+    """Without --datasets, a folder may hold more datasets than the model has adapters for (Mini-Well's ten beside
+    the main job's six): evaluate those it knows and say which are left out. Named ones it does not know are refused
+    (by `evaluate_model`), as is a folder of none it knows."""
+    if explicit:
+        return names
+    known = [n for n in names if forecaster.knows(n)]
+    if not known:
+        raise ValueError(f"the model has no adapter for any dataset in --data ({names}); finetune it first "
+                         "(python -m pdefm.train.finetune)")
+    if len(known) < len(names):
+        print(f"evaluating the {len(known)} datasets the model knows; left out (no adapter): "
+              f"{', '.join(n for n in names if n not in known)}", flush=True)
+    return known
+
+
 def check_figure_fields(requested: list[str], root: str, names: list[str]) -> None:
     """Each `--figure-fields` name must be a channel (`velocity_x`) or a field (`velocity`) of an evaluated dataset,
     checked before the evaluation runs; otherwise it would end with no figure of it and exit 0."""
@@ -115,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             old_figures = claim_evaluation_folder(out, args.overwrite_output_dir)
             started = time.time()
             forecaster = load_forecaster(args.model, adapter=args.adapter)
+            names = datasets_it_knows(forecaster, names, explicit=args.datasets is not None)
             n_steps_input = args.n_steps_input or forecaster.n_steps_input
             yardsticks = None
             if not args.no_yardsticks:

@@ -117,3 +117,16 @@ class CompressibleSolver:
     def step(self, U: torch.Tensor, dt: float) -> torch.Tensor:
         stage = U + dt * self.rhs(U)
         return self.cool(0.5 * (U + stage + dt * self.rhs(stage)), dt)
+
+    def frames(self, U: torch.Tensor, save_times, guard, cfl: float = 0.4, on_frame=None):
+        """Step `U` through `save_times`, yielding `(t, rho, velocity, p)` at each; the step is `cfl` cells over the
+        fastest signal, as `guard` (a `StepGuard`) allows, and lands on every save time."""
+        t = 0.0
+        for target in save_times:
+            while t < target - 1e-12:
+                dt = min(guard.step(cfl * self.dx / self.max_speed(U), t), target - t)
+                U = self.step(U, dt)
+                t += dt
+            if on_frame is not None:  # progress within a file
+                on_frame()
+            yield (t, *primitives(U, self.gamma))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
-from .compressible import CompressibleSolver, conserved, primitives
+from .compressible import CompressibleSolver, conserved
 from .simulation import Regime, Simulation, StepGuard, check_finite, horizon, to_numpy
 
 NAME = "turbulent_radiative_layer_2D"
@@ -92,15 +92,8 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
     rho, velocity, p = (part.to(device) for part in initial_state(n, rng, shear))
     U = conserved(rho, velocity, p, solver.gamma)
     save_times = np.linspace(0.0, t_end, n_steps)
-    frames, t = [], 0.0
-    for target in save_times:
-        while t < target - 1e-12:
-            dt = min(guard.step(0.4 * solver.dx / solver.max_speed(U), t), target - t)
-            U = solver.step(U, dt)
-            t += dt
-        rho, velocity, p = primitives(U, solver.gamma)
-        if on_frame is not None:  # progress within a file
-            on_frame()
+    frames = []
+    for t, rho, velocity, p in solver.frames(U, save_times, guard, on_frame=on_frame):
         frames.append({"density": to_numpy(rho), "pressure": to_numpy(p), "velocity": to_numpy(velocity.movedim(1, -1))})
         check_finite(NAME, parameters, t, **frames[-1])
     data = {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}

@@ -144,6 +144,22 @@ def test_evaluate_command_errors_name_the_problem(saved_model, data_dir, tmp_pat
         trajectory_starts(os.path.join(data_dir, "flow2d"), "test", 4, 6, starts_per_trajectory=0)
 
 
+def test_a_folder_with_more_datasets_than_the_model_knows_evaluates_those_it_knows(data_dir, tmp_path, capsys):
+    # Mini-Well's ten systems in one folder beside a model of the main job's six: the six are evaluated, the others
+    # named as left out; asking for one it does not know by name is still refused.
+    torch.manual_seed(0)
+    folder = str(tmp_path / "flow_only")
+    PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(data_dir, ["flow2d"]))).save_pretrained(folder)
+    out = tmp_path / "evaluated"
+    assert evaluate_main(["--model", folder, "--data", data_dir, "--out", str(out), "--rollout-steps", "4",
+                          "--no-figures", "--no-yardsticks"]) == 0
+    assert "left out (no adapter): cube3d" in capsys.readouterr().out
+    assert set(json.load(open(out / "evaluation.json"))["datasets"]) == {"flow2d"}
+    assert evaluate_main(["--model", folder, "--data", data_dir, "--out", str(tmp_path / "named"), "--datasets",
+                          "cube3d"]) == 2
+    assert "no adapter for dataset(s) ['cube3d']" in capsys.readouterr().err
+
+
 def saved_baseline_predicts_as_trained(model, data_dir, folder):
     """The baseline saved under `folder` loads and forecasts like `model`; returns two flow2d test windows, physical and
     z-scored."""
