@@ -66,8 +66,9 @@ def main() -> int:
     while pending or running:
         while pending and len(running) < args.parallel:
             name, out = pending.pop(0)
-            os.makedirs(out, exist_ok=True)
-            log = open(os.path.join(out, "log.txt"), "w")
+            os.makedirs(args.out, exist_ok=True)
+            # The log beside the run's folder: a run refuses an output folder holding files it did not write.
+            log = open(f"{out}.log", "w")
             running.append((name, subprocess.Popen(command(out, SHAPES[name], args.minutes, args.data), env=env,
                                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
         time.sleep(2)
@@ -75,7 +76,7 @@ def main() -> int:
             if item[1].poll() is not None:
                 running.remove(item)
                 if item[1].returncode != 0:
-                    print(f"{item[0]}: exit {item[1].returncode}; see {os.path.join(args.out, slug(item[0]), 'log.txt')}")
+                    print(f"{item[0]}: exit {item[1].returncode}; see {os.path.join(args.out, slug(item[0]))}.log")
     print(f"One-step test VRMSE after {args.minutes:g} min of training per shape (main job's config, "
           f"{args.parallel} run(s) at a time{f', {args.threads} thread(s) each' if args.threads else ''}):\n")
     rows, names = [], None
