@@ -35,7 +35,7 @@ def conserved(rho: torch.Tensor, velocity: torch.Tensor, p: torch.Tensor, gamma:
     return torch.cat([rho.unsqueeze(1), momentum, energy.unsqueeze(1)], dim=1)
 
 
-def _minmod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def minmod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(a * b > 0, torch.sign(a) * torch.minimum(a.abs(), b.abs()), torch.zeros_like(a))
 
 
@@ -65,22 +65,21 @@ class CompressibleSolver:
     def _flux_divergence(self, w: torch.Tensor, axis: int) -> torch.Tensor:
         """d/dx_axis of the HLL flux of primitives `w [B, d+2, *space]` (rho, u_1..u_d, p) -> `[B, d+2, *space]`."""
         padded = self._pad(w, axis).movedim(2 + axis, -1)  # the flux axis last
-        slope = _minmod(padded[..., 1:-1] - padded[..., :-2], padded[..., 2:] - padded[..., 1:-1])
+        slope = minmod(padded[..., 1:-1] - padded[..., :-2], padded[..., 2:] - padded[..., 1:-1])
         left = (padded[..., 1:-1] + 0.5 * slope)[..., :-1]  # right edge of cells 1..n+1
         right = (padded[..., 1:-1] - 0.5 * slope)[..., 1:]  # left edge of cells 2..n+2
-        gamma = self.gamma  # [B, 1, ...]: the same under the axis move
 
         def state_and_flux(side):
             rho, p = side[:, 0], side[:, -1]
             velocity = side[:, 1:-1]
             normal = velocity[:, axis]
-            energy = p / (gamma - 1) + 0.5 * rho * velocity.pow(2).sum(1)
+            energy = p / (self.gamma - 1) + 0.5 * rho * velocity.pow(2).sum(1)
             momentum = rho.unsqueeze(1) * velocity
             state = torch.cat([rho.unsqueeze(1), momentum, energy.unsqueeze(1)], dim=1)
             momentum_flux = momentum * normal.unsqueeze(1)
             momentum_flux[:, axis] += p
             flux = torch.cat([(rho * normal).unsqueeze(1), momentum_flux, ((energy + p) * normal).unsqueeze(1)], dim=1)
-            sound = torch.sqrt(gamma * p.clamp_min(TINY) / rho.clamp_min(TINY))
+            sound = torch.sqrt(self.gamma * p.clamp_min(TINY) / rho.clamp_min(TINY))  # [B, 1, ...] under the axis move
             return state, flux, normal, sound
 
         u_left, f_left, n_left, c_left = state_and_flux(left)

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from ..well_writer import WellField, WellScalar, axis_boundaries
+from .compressible import TINY, minmod
 from .simulation import Regime, Simulation, StepGuard, check_finite, horizon, to_numpy
 
 NAME = "euler_multi_quadrants"
 GAMMAS = (1.13, 1.22, 1.3, 1.33, 1.365, 1.4, 1.404, 1.453, 1.597, 1.76)
-TINY = 1e-12
 MIN_RESOLUTION = 8
 T_END = 1.5  # 45 frames 3.4x further apart than 0.2.0's 60 over t = 0-0.6 (The Well's horizon); open files settle later
 
@@ -35,10 +35,6 @@ def primitives(U: torch.Tensor, gamma: torch.Tensor):
 
 def conserved(rho, u, v, p, gamma):
     return torch.stack([rho, rho * u, rho * v, p / (gamma - 1) + 0.5 * rho * (u * u + v * v)], dim=1)
-
-
-def minmod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(a * b > 0, torch.sign(a) * torch.minimum(a.abs(), b.abs()), torch.zeros_like(a))
 
 
 def hll_flux_x(left: torch.Tensor, right: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

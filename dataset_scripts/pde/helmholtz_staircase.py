@@ -17,8 +17,8 @@ The system is linear and its time dependence a rotation at omega, so one step is
 frames are 0.12 apart, so omega dt spans 2.0-4.8 radians over the drawn frequencies (beyond pi the sampled wave
 seems to turn backwards; below 2 pi no trajectory looks still). No spacing makes one step hard for a linear stencil:
 every frame is an eigenfunction of the discrete Laplacian with eigenvalue -omega^2, so a 3x3 stencil reads omega^2 off
-the Laplacian (docs/mini_well.md measures it). Wavelengths are 10-24 cells at 64 points per axis (`MIN_RESOLUTION`); coarser grids lower omega
-by `resolution / 64` so a wavelength keeps its 10 cells.
+the Laplacian (docs/mini_well.md measures it). Wavelengths are 10-24 cells at 64 points per axis (`MIN_RESOLUTION`);
+coarser grids lower omega by `resolution / 64` so a wavelength keeps its 10 cells.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def solve_helmholtz(omega: torch.Tensor, solid: torch.Tensor, source: torch.Tens
     """Complex `u [B, nx, ny]` of lap u + omega^2 u = -source with sound-hard `solid [B, nx, ny]` cells (u = 0 there)
     and perfectly matched layers on the (left, right, bottom, top) sides flagged in `pml`; the box's outer edge is
     u = 0 behind the layers."""
-    b, nx, ny = solid.shape
+    _, nx, ny = solid.shape
     cdt = torch.complex128
     omega = omega.to(torch.float64)
     width = layer_cells(max(nx, ny)) * dx

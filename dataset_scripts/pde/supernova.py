@@ -21,7 +21,7 @@ is watched by a `StepGuard`.
 
 from __future__ import annotations
 
-import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ FLUCTUATION = 0.3  # of ln(density) in the ambient medium
 T_END = 0.06
 
 
-def cooling_rate(metallicity: torch.Tensor) -> callable:
+def cooling_rate(metallicity: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """`(rho, T) -> rate [B, *space]`: rho^2 Lambda(T) over the internal energy rho T / (gamma - 1)."""
 
     def rate(rho: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

@@ -13,14 +13,16 @@ turbulent mixing by the Kelvin-Helmholtz instability feeds cooling, which conden
 
 Box 1 x 1, x periodic (along the flow), y open (zero-gradient outflow); cold gas (density 100) below y = 0 moving
 at -v/2, hot gas (density 1) above moving at +v/2, pressure 1 throughout, shear speed v = 0.5-0.9 of the hot sound
-speed; the interface is a tanh of width 1.5 cells, seeded with random vertical velocity modes 1-4 (amplitude 1% of v)
-and noise. MUSCL-HLL finite volumes, SSP-RK2, CFL 0.4, cooling by exact exponential decay over each step.
+speed; the interface is a tanh of width 1.5 cells, seeded with random vertical velocity modes 1-4 and noise (peak
+`SEED_AMPLITUDE` = 5% of v). MUSCL-HLL finite volumes, SSP-RK2, CFL 0.4, cooling by exact exponential decay over each step.
 
 Fields as in The Well: density, pressure (t0), velocity (t1); constant scalar tcool. A shock-capturing scheme needs no
 minimum grid (`MIN_RESOLUTION` is the generator's floor); the step is watched by a `StepGuard`.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import math
 
@@ -45,7 +47,7 @@ T_END = 15.0
 SEED_AMPLITUDE = 0.05  # of the vertical velocity seed, over the shear speed
 
 
-def cooling_rate(tcool: torch.Tensor) -> callable:
+def cooling_rate(tcool: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """`(rho, T) -> rate [B, *space]` for cooling times `tcool [B]`."""
     rho_mix = PRESSURE / T_MIX
 
@@ -63,10 +65,10 @@ def initial_state(n: int, rng: np.random.Generator, shear: np.ndarray) -> tuple[
     x = (np.arange(n) + 0.5) * dx
     y = (np.arange(n) + 0.5) * dx - 0.5
     X, Y = np.meshgrid(x, y, indexing="ij")
+    profile = 0.5 * (1 + np.tanh(Y / (1.5 * dx)))  # 0 in the cold gas, 1 in the hot
+    rho = CONTRAST + (1.0 - CONTRAST) * profile
     rows = []
     for v in shear:
-        profile = 0.5 * (1 + np.tanh(Y / (1.5 * dx)))  # 0 in the cold gas, 1 in the hot
-        rho = CONTRAST + (1.0 - CONTRAST) * profile
         u = v * (profile - 0.5)
         seed = np.zeros_like(X)
         for mode in range(1, 5):

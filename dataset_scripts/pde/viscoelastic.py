@@ -13,16 +13,17 @@ C_xx = 1 + Wi n a + b cos(2 n y), a = n Wi / (1 + epsilon n^2 Wi), b = n a Wi / 
 
 Why this configuration: The Well's dataset is 2D channel flow (walls in y) in elasto-inertial turbulence, which
 needs its 512^2 grid; its periodic cousin here keeps every field, tensor order and constant scalar (Re, Wi, beta,
-epsilon, Lmax) and keeps the physics that makes the dataset hard: at Re = 1-3 the Newtonian Kolmogorov flow is
-stable (its instability needs Re above about sqrt(2) n in these units, and the regime table measures the
-trajectories' departure from laminar), but above a critical Weissenberg number the polymer stress destabilises the
-laminar state (Boffetta et al. 2005, J. Fluid Mech. 523, 161; the elastic turbulence of Berti et al. 2008, Phys. Rev.
-E 77, 055306): stretched polymer sheets, `arrowhead`-like stress structures and their intermittent breakdown. Each
-trajectory starts from the laminar state plus a small random perturbation, runs a spin-up `T_SPINUP` that is not
-saved, then saves frames over `T_END` while the instability grows and saturates.
+epsilon, Lmax) and keeps the physics that makes the dataset hard: at Re 2.5-3.5 the Newtonian Kolmogorov flow
+returns to the laminar state (measured at Re 3 and 3.5; it departs from Re 4.5 on), but at Wi 8.5-11 the polymer
+stress destabilises it (Boffetta et al. 2005, J. Fluid Mech. 523, 161; the elastic turbulence of Berti et al. 2008,
+Phys. Rev. E 77, 055306): stretched polymer sheets and their breakdown (docs/decisions.md has the regimes tried).
+Each trajectory starts from the laminar state plus a random large-scale vorticity perturbation (`PERTURBATION`),
+runs a spin-up `T_SPINUP` that is not saved, then saves frames over `T_END` while the instability grows and
+saturates.
 
 Numerics: 2/3 dealiasing, integrating-factor RK4 (viscosity and polymer diffusion exact), time step from the flow's
-and the elastic wave's speed (CFL 0.6: RK4 is stable to about 1.3 with 2/3 dealiasing) and the largest velocity gradient; the step is watched by a `StepGuard`.
+and the elastic wave's speed (CFL 0.6: RK4 is stable to about 1.3 with 2/3 dealiasing) and the largest velocity
+gradient; the step is watched by a `StepGuard`.
 Resolved from 32 points per axis (`MIN_RESOLUTION`); coarser grids get epsilon raised by `(32 / resolution)^2`.
 Fields as in The Well: pressure, c_zz (t0), velocity (t1), C (t2, symmetric: C_yx = C_xy).
 """
@@ -67,6 +68,7 @@ class ViscoelasticSolver:
         as_column = lambda v: torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1, 1, 1)  # noqa: E731
         self.re, self.wi, self.beta, self.epsilon = (as_column(v) for v in (re, wi, beta, epsilon))
         self.lmax2 = None if lmax is None else as_column(lmax) ** 2
+        self.polymer = (1 - self.beta) / (self.re * self.wi)  # the polymer stress's weight in the momentum equation
         self.kx, self.ky = spectral_grid((n, n), (LENGTH, LENGTH), device)
         self.k2 = self.kx**2 + self.ky**2
         self.inv_k2 = torch.where(self.k2 > 0, 1 / self.k2.clamp_min(1e-30), torch.zeros_like(self.k2))
@@ -94,6 +96,11 @@ class ViscoelasticSolver:
             return torch.ones_like(cxx)
         return self.lmax2 / (self.lmax2 + 3 - (cxx + cyy + czz)).clamp_min(1e-6)  # The Well's FENE-P form
 
+    def stress(self, cxx, cxy, cyy, czz) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """T = f C - I in-plane (T_xx, T_xy, T_yy) and the Peterlin function f, from real conformation components."""
+        f = self.peterlin(cxx, cyy, czz)
+        return f * cxx - 1, f * cxy, f * cyy - 1, f
+
     def nonlinear(self, state: torch.Tensor) -> torch.Tensor:
         omega_hat, c_hat = state[:, 0], state[:, 1:]
         u_hat, v_hat = self.velocity_hat(omega_hat)
@@ -105,12 +112,10 @@ class ViscoelasticSolver:
         gx, gy = self.real(1j * self.kx * state), self.real(1j * self.ky * state)
         advection = u.unsqueeze(1) * gx + v.unsqueeze(1) * gy
         cxx, cxy, cyy, czz = fields[:, 1], fields[:, 2], fields[:, 3], fields[:, 4]
-        f = self.peterlin(cxx, cyy, czz)
-        txx, txy, tyy = f * cxx - 1, f * cxy, f * cyy - 1
+        txx, txy, tyy, f = self.stress(cxx, cxy, cyy, czz)
         stress = self.spectral(torch.stack([txx, txy, tyy], dim=1))
         curl_div = self.kx * self.ky * (stress[:, 0] - stress[:, 2]) + (self.ky**2 - self.kx**2) * stress[:, 1]
-        polymer = (1 - self.beta) / (self.re * self.wi)
-        d_omega = -self.spectral(advection[:, 0]) + polymer * curl_div + self.curl_forcing_hat
+        d_omega = -self.spectral(advection[:, 0]) + self.polymer * curl_div + self.curl_forcing_hat
         relax = 1 / self.wi
         d_c = torch.stack([
             2 * (ux * cxx + uy * cxy) - relax * txx,
@@ -129,7 +134,7 @@ class ViscoelasticSolver:
         u, v = self.real(u_hat), self.real(v_hat)
         fields = self.real(state[:, 1:])
         f = self.peterlin(fields[:, 0], fields[:, 2], fields[:, 3])
-        elastic = torch.sqrt(((1 - self.beta) / (self.re * self.wi)) * (f * (fields[:, 0] + fields[:, 2])).clamp_min(0))
+        elastic = torch.sqrt(self.polymer * (f * (fields[:, 0] + fields[:, 2])).clamp_min(0))
         speed = (u.abs() + v.abs() + elastic).amax(dim=(1, 2))
         gradient = torch.stack([self.real(1j * k * w) for k in (self.kx, self.ky) for w in (u_hat, v_hat)], 1).abs()
         return torch.minimum(cfl * (LENGTH / self.n) / speed, 0.2 / gradient.amax(dim=(1, 2, 3)))
@@ -139,11 +144,9 @@ class ViscoelasticSolver:
         u_hat, v_hat = self.velocity_hat(state[:, 0])
         u, v = self.real(u_hat), self.real(v_hat)
         fields = self.real(state[:, 1:])
-        cxx, cxy, cyy, czz = fields.unbind(1)
-        f = self.peterlin(cxx, cyy, czz)
-        polymer = (1 - self.beta) / (self.re * self.wi)
-        sxx, sxy, syy = (self.spectral(x) for x in (u * u - polymer * (f * cxx - 1), u * v - polymer * f * cxy,
-                                                     v * v - polymer * (f * cyy - 1)))
+        txx, txy, tyy, _ = self.stress(*fields.unbind(1))
+        sxx, sxy, syy = (self.spectral(x) for x in (u * u - self.polymer * txx, u * v - self.polymer * txy,
+                                                     v * v - self.polymer * tyy))
         # lap p = -d_i d_j S_ij  ->  -k^2 p = k_i k_j S_ij
         p_hat = -(self.kx**2 * sxx + 2 * self.kx * self.ky * sxy + self.ky**2 * syy) * self.inv_k2 * self.dealias
         return self.real(p_hat)
@@ -177,6 +180,7 @@ def simulate(n_trajectories: int, resolution: int = 64, n_steps: int = 60, rng: 
     guard = StepGuard(NAME, parameters)
     solver = ViscoelasticSolver(n, re, wi, beta, epsilon, lmax, device)
     fields = laminar_state(n, wi, epsilon, device)
+    # Keep the laminar start inside FENE-P's bound (tr C < Lmax^2 + 3) should a regime's Oldroyd-B state exceed it.
     fields[:, 1:4] = fields[:, 1:4].clamp(max=torch.as_tensor(lmax**2 / 3, device=device).view(-1, 1, 1, 1))
     noise = torch.tensor(rng.standard_normal((n_trajectories, n, n)), device=device)
     low = (solver.k2 > 0) & (solver.k2 <= 16)

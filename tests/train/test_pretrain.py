@@ -85,6 +85,9 @@ def test_a_run_with_compute_shares_weighs_datasets_by_grid_points(data_dir, tmp_
     assert compute.probabilities()["flow2d"] / compute.probabilities()["cube3d"] == pytest.approx(expected)
     with pytest.raises(ValueError, match=r"config key 'curriculum_shares' must be one of \('windows', 'compute'\), got 'steps'"):
         make_config(data_dir, tmp_path / "bad", curriculum_shares="steps")
+    with pytest.raises(ValueError, match=r"config key 'suite' is 'mini_well_ten'; Mini-Well's suites are "
+                                         r"\['mini_well', 'mini_well_all'\]"):
+        make_config(data_dir, tmp_path / "bad", suite="mini_well_ten")
 
 
 def test_sampler_state_round_trip():

@@ -19,7 +19,6 @@ from modeling_pdefm import PRESETS, PDEFMConfig
 from modeling_pdefm.config_versions import RENAMED_KEYS
 from modeling_pdefm.configuration_pdefm import check_name
 from pdefm.runtime.cli_format import HelpFormatter
-from pdefm.data.generate import SUITES
 from pdefm.data.layout import has_split
 from pdefm.runtime.paths import check_output_folder
 from pdefm.runtime.safe_yaml import load_yaml
@@ -179,6 +178,8 @@ class PretrainConfig:
             parent, name = os.path.split(os.path.abspath(self.data_dir))
             raise ValueError(f"config key 'data_dir': {self.data_dir!r} is one dataset's folder (it holds data/train/); "
                              f"give the folder above it and pick the dataset: --data_dir {parent} --datasets {name}")
+        from pdefm.data.generate import SUITES  # here, not at the top: the solvers load only when a config is checked
+
         if not isinstance(self.suite, str) or self.suite not in SUITES:
             raise ValueError(f"config key 'suite' is {self.suite!r}; Mini-Well's suites are {sorted(SUITES)}")
         if not self.generate_if_missing and not os.path.isdir(self.data_dir) and "://" not in self.data_dir:
