@@ -1,5 +1,5 @@
 """Train one of The Well's baselines on one dataset with The Well's recipe: 4 input steps, next-step MSE on z-score
-normalised fields, AdamW with warm-up and cosine decay, here under a wall-clock budget.
+normalised fields, AdamW with warm-up and cosine decay, here under a wall-clock or a step budget.
 
 Every `valid_every` steps the run measures one-step VRMSE (physical units) on a fixed slice of the validation split
 and records it against training seconds and samples seen: the learning curve. Its state (weights, optimizer,
@@ -30,6 +30,7 @@ STATE_FILE = "training_state.safetensors"
 # Written by earlier versions as a pickle: never opened (a planted one would run code), a run beside one starts over.
 OLD_STATE_FILE = "training_state.pt"
 INFO_FILE = "train_info.json"
+BASELINE_BATCH, BASELINE_INPUT_STEPS = 8, 4  # The Well's recipe as run here
 
 
 def validation_vrmse(model: BaselineForecaster, dataset, n_spatial_dims: int, n_batches: int) -> tuple[float, float]:
@@ -69,14 +70,16 @@ def _load_state(path: str) -> tuple[dict, dict, torch.Tensor, dict]:
     return model, optimizer, tensors["rng"], rest
 
 
-def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float, seed: int = 0, batch_size: int = 8,
-                   learning_rate: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 20,
-                   n_steps_input: int = 4, max_steps: int = 10**9, sizes: dict | None = None,
+def train_baseline(kind: str, data_dir: str, name: str, budget_seconds: float | None, seed: int = 0,
+                   batch_size: int = BASELINE_BATCH, learning_rate: float = 1e-3, weight_decay: float = 0.01,
+                   warmup_steps: int = 20, n_steps_input: int = BASELINE_INPUT_STEPS, max_steps: int = 10**9,
+                   sizes: dict | None = None,
                    out_dir: str | None = None, valid_every: int = 100, valid_batches: int = 4,
                    checkpoint_seconds: float = 60.0, stop_after: int | None = None,
                    target: str = "next") -> tuple[BaselineForecaster, dict]:
     """Returns the trained forecaster (physical units in and out) and what the run did (steps, seconds, samples,
-    parameters, learning curve); saved to `out_dir`, where an unfinished run is resumed and a finished one loaded.
+    parameters, learning curve), trained for `budget_seconds` of wall-clock or, with None, for `max_steps` steps (the
+    schedule decays over whichever ends it); saved to `out_dir`, where an unfinished run is resumed and a finished one loaded.
     `stop_after` simulates an interruption after that step, its state saved (tests)."""
     if out_dir is not None and os.path.isfile(os.path.join(out_dir, INFO_FILE)):
         with open(os.path.join(out_dir, INFO_FILE)) as f:

@@ -1,13 +1,17 @@
-"""PDE-FM against The Well's baselines and its ablations, under one wall-clock budget.
+"""PDE-FM against The Well's baselines and its ablations, under one compute budget.
 
-    pdefm benchmark --suite mini_well --budget-minutes 10 [--seeds 0 1 2] [--parts main ablations]
+    pdefm benchmark --suite mini_well --budget-steps 6400 [--seeds 0 1 2] [--parts main ablations]
+    pdefm benchmark --suite mini_well --budget-minutes 10 ...   (wall-clock: moves with whatever shares the machine)
 
-- main: PDE-FM (the main job's config) trained for `--budget-minutes` on every dataset at once; the linear yardsticks
-  (linear extrapolation, and a least-squares 3x3 stencil fitted on the train split: no budget); each baseline
-  (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, the same budget split evenly
-  over the datasets (equal total compute). Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
+- main: PDE-FM (the main job's config) trained for `--budget-steps` (or `--budget-minutes`) on every dataset at once;
+  the linear yardsticks (linear extrapolation, and a least-squares 3x3 stencil fitted on the train split: no budget);
+  each baseline (CNextU-Net, U-Net, FNO from `the_well`) trained per dataset with The Well's recipe, for the same
+  compute split evenly over the datasets. Under `--budget-steps` compute is counted, not timed: PDE-FM's training
+  operations (`compute.py`: matrix products, convolutions and FFTs of each dataset's training step, times the steps
+  that drew it) are split evenly over the datasets, and each baseline trains the whole steps of its own counted cost
+  that pay for its share. Every model is evaluated on the test splits by `pdefm.train.evaluation.rollout`.
 - ablations: PDE-FM with one component switched off (spectral token, FiLM, cross-attention) or replaced (attention
-  backbone, the paper's FNO decoder), same budget.
+  backbone, the paper's FNO decoder), same budget (the same steps under `--budget-steps`).
 
 Transfer to a held-out dataset has its own study: `pdefm transfer` (`transfer.py`).
 
@@ -28,7 +32,7 @@ import time
 
 import torch
 from pdefm.data.layout import dataset_folders
-from pdefm.train.baselines.forecaster import BASELINE_TARGETS, load_forecaster
+from pdefm.train.baselines.forecaster import BASELINE_TARGETS, BaselineForecaster, load_forecaster
 from pdefm.train.baselines.linear import fit_yardsticks
 from pdefm.train.evaluation.report import write_evaluation
 from pdefm.train.evaluation.suite import evaluate_model
@@ -40,7 +44,7 @@ from pdefm.runtime.cli_format import HelpFormatter
 from pdefm.runtime.process import setup_process
 
 from .arguments import add_output_arguments, parse_study_arguments
-from .baseline_training import train_baseline
+from .baseline_training import BASELINE_BATCH, BASELINE_INPUT_STEPS, train_baseline
 from .benchmark_report import baseline_minutes_per_dataset, write_benchmark_doc
 
 SUITES = {"mini_well": {"config": "mini_well", "data": "data/mini_well"},
@@ -56,18 +60,22 @@ ABLATIONS = {
 
 
 def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, datasets: list[str] | None = None,
-                   budget_minutes: float | None = None) -> str:
+                   budget_minutes: float | None = None, budget_steps: int | None = None) -> str:
+    """The suite's config trained into `out` for the benchmark's budget (or the one given), resumed if interrupted."""
     from pdefm.train.pretrain import train
 
-    minutes = budget_minutes if budget_minutes is not None else args.budget_minutes
+    if args.budget_steps:
+        budget = {"max_steps": budget_steps or args.budget_steps, "time_budget_minutes": None}
+    else:
+        budget = {"max_steps": 100_000_000,
+                  "time_budget_minutes": budget_minutes if budget_minutes is not None else args.budget_minutes}
     keys = {"datasets": datasets} if datasets else {}
     if overrides:  # an ablation changes the suite config's model, on top of what the config sets
         suite_model = config_from_file(SUITES[args.suite]["config"], data_dir=args.data).config.model_overrides
         keys["model_overrides"] = {**suite_model, **overrides}
     config = config_from_file(
         SUITES[args.suite]["config"], report_rollout_steps=0,  # the study evaluates its runs itself
-        data_dir=args.data, output_dir=out, seed=seed, time_budget_minutes=minutes, max_steps=100_000_000,
-        checkpoint_every=500, eval_every=args.valid_every, log_with="none", **keys).config
+        data_dir=args.data, output_dir=out, seed=seed, **budget, checkpoint_every=500, eval_every=args.valid_every, log_with="none", **keys).config
     reset_accelerate_state()
     train(config, resume=os.path.isdir(os.path.join(out, "checkpoints")))  # an interrupted run continues
     return out
@@ -86,6 +94,18 @@ def done(out: str) -> bool:
     return os.path.isfile(os.path.join(out, "evaluation.json"))
 
 
+def training_operations(args, forecaster, report: dict, names: list[str]) -> dict:
+    """What a finished PDE-FM run's training cost, counted (`compute.py`): operations of one training step on each
+    dataset, the steps that drew each dataset (from the run's report), and their total."""
+    from .compute import pdefm_step_flops
+
+    config = config_from_file(SUITES[args.suite]["config"]).config
+    per_step = pdefm_step_flops(forecaster.model, args.data, names, config.batch_size, config.n_steps_input,
+                                config.n_steps_output)
+    steps = {n: report["datasets"][n]["train_samples"] // config.batch_size for n in names}
+    return {"per_step": per_step, "steps": steps, "total": sum(per_step[n] * steps[n] for n in names)}
+
+
 def run_pdefm(args, seed: int, names: list[str], root: str, log) -> None:
     out = os.path.join(root, "pdefm")
     if not done(out):
@@ -95,28 +115,52 @@ def run_pdefm(args, seed: int, names: list[str], root: str, log) -> None:
             report = json.load(f)
         with open(os.path.join(out, "validation_curve.json")) as f:
             curve = json.load(f)
-        evaluate_run(args, load_forecaster(out), names, out, "PDE-FM",
+        forecaster = load_forecaster(out)
+        evaluate_run(args, forecaster, names, out, "PDE-FM",
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
                       "curve": curve, "time_spent": curve.get("time_spent"),
-                      "train_samples": {n: r.get("train_samples") for n, r in report["datasets"].items()}})
+                      "train_samples": {n: r.get("train_samples") for n, r in report["datasets"].items()},
+                      "train_flops": training_operations(args, forecaster, report, names)})
         log(f"seed {seed}: PDE-FM done in {time.perf_counter() - started:.0f} s")
+
+
+def pdefm_operations(root: str, seed: int) -> dict:
+    """The counted training operations of this seed's PDE-FM run (its evaluation file), which the other models of a
+    `--budget-steps` benchmark are given."""
+    path = os.path.join(root, "pdefm", "evaluation.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --budget-steps gives each model PDE-FM's counted compute, but seed {seed} has no "
+                         f"finished PDE-FM run ({path} is missing): run --parts pdefm (or main) for it first")
+    with open(path) as f:
+        operations = json.load(f).get("train_flops")
+    if not operations:
+        raise SystemExit(f"error: {path} holds no 'train_flops' (a run of an earlier version or of --budget-minutes); "
+                         "rerun PDE-FM for this seed under --budget-steps")
+    return operations
 
 
 def run_alone(args, seed: int, names: list[str], root: str, log) -> None:
     """The mixture's model and config trained on each dataset alone, for the mixture's budget split evenly over the
-    datasets (equal compute per dataset): what the mixture costs or gives each system (negative transfer)."""
-    minutes = args.budget_minutes / len(names)
+    datasets (equal compute per dataset; under `--budget-steps` the steps on that dataset that its share of the
+    mixture's counted operations pays for): what the mixture costs or gives each system (negative transfer)."""
+    operations = pdefm_operations(root, seed) if args.budget_steps else None
     for name in names:
         out = os.path.join(root, f"alone_{name}")
         if done(out):
             continue
-        pretrain_pdefm(args, seed, out, datasets=[name], budget_minutes=minutes)
+        if operations:
+            from .compute import steps_for_flops
+
+            budget = {"budget_steps": steps_for_flops(operations["total"] / len(names), operations["per_step"][name])}
+        else:
+            budget = {"budget_minutes": args.budget_minutes / len(names)}
+        pretrain_pdefm(args, seed, out, datasets=[name], **budget)
         with open(os.path.join(out, "report.json")) as f:
             report = json.load(f)
         evaluate_run(args, load_forecaster(out), [name], out, f"PDE-FM alone on {name}",
                      {"train_seconds": report["train_seconds"], "train_steps": report["steps"], "seed": seed,
                       "dataset": name, "train_samples": report["datasets"][name].get("train_samples")})
-        log(f"seed {seed}: PDE-FM alone on {name} done ({minutes:g} min)")
+        log(f"seed {seed}: PDE-FM alone on {name} done ({budget})")
 
 
 def run_yardsticks(args, seed: int, names: list[str], root: str, log) -> None:
@@ -158,17 +202,41 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
                          spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
 
 
+def baseline_steps(args, kind: str, name: str, sizes: dict | None, operations: dict) -> tuple[int, int]:
+    """(whole training steps, operations of one) of this baseline on this dataset: the steps that an even share per
+    dataset of PDE-FM's counted operations pays for, the step's cost counted on the built network."""
+    from pdefm.data import split_resolution
+    from pdefm.train.training.batches import model_specs
+
+    from .compute import baseline_step_flops, steps_for_flops
+
+    spec = model_specs(args.data, [name])[name]
+    forecaster = BaselineForecaster(kind, name, BASELINE_INPUT_STEPS, spec["n_fields"], spec["n_constant_fields"], spec["n_spatial_dims"],
+                                    split_resolution(os.path.join(args.data, name)), sizes, args.baseline_target)
+    per_step = baseline_step_flops(forecaster, args.data, name, batch_size=BASELINE_BATCH)
+    return steps_for_flops(operations["total"] / len(operations["per_step"]), per_step), per_step
+
+
 def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing: str, log) -> None:
     """One baseline per dataset (each resumes from its own state), then their evaluation on the test splits."""
     out = os.path.join(root, kind if sizing == "default" else f"{kind}_matched")
     if done(out):
         return
     started, runs = time.perf_counter(), {}
-    minutes = baseline_minutes_per_dataset(args.baseline_minutes, args.budget_minutes, len(names))
+    operations = pdefm_operations(root, seed) if args.budget_steps else None
     for name in names:
-        _, runs[name] = train_baseline(kind, args.data, name, minutes * 60, seed=seed,
-                                       sizes=baseline_sizes(args, kind, name, sizing), out_dir=os.path.join(out, name),
-                                       valid_every=args.valid_every, target=args.baseline_target)
+        sizes = baseline_sizes(args, kind, name, sizing)
+        per_step = None
+        if operations:
+            steps, per_step = baseline_steps(args, kind, name, sizes, operations)
+            budget = {"budget_seconds": None, "max_steps": steps}
+        else:
+            minutes = baseline_minutes_per_dataset(args.baseline_minutes, args.budget_minutes, len(names))
+            budget = {"budget_seconds": minutes * 60}
+        _, runs[name] = train_baseline(kind, args.data, name, seed=seed, sizes=sizes, out_dir=os.path.join(out, name),
+                                       valid_every=args.valid_every, target=args.baseline_target, **budget)
+        if per_step is not None:
+            runs[name] = {**runs[name], "flops_per_step": per_step, "train_flops": per_step * runs[name]["steps"]}
     forecaster = load_forecaster(out)
     label = forecaster.label + ("" if sizing == "default" else " (PDE-FM's size)")
     evaluate_run(args, forecaster, names, out, label,
@@ -253,7 +321,11 @@ def clear_benchmark_folder(out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdefm benchmark", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--suite", default="mini_well", choices=sorted(SUITES), help="datasets and their folder")
-    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall-clock budget per model")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-steps", type=int, default=None,
+                        help="PDE-FM's optimizer steps; every other model gets its counted operations (contention-proof)")
+    budget.add_argument("--budget-minutes", type=float, default=None,
+                        help="training wall-clock budget per model (moves with whatever else runs on the machine)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed")
     parser.add_argument("--parts", nargs="+", default=["main", "ablations", "backbones"],
                         choices=["main", "pdefm", "baselines", "ablations", "backbones", "alone"],
@@ -283,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--budget-minutes", args.budget_minutes), ("--baseline-minutes", args.baseline_minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f"{flag} must be a finite number of minutes > 0, got {value!r}")
+    if args.budget_steps is not None and args.budget_steps < 1:
+        parser.error(f"--budget-steps must be a whole number of steps >= 1, got {args.budget_steps}")
+    if args.budget_steps is not None and args.baseline_minutes is not None:
+        parser.error("--baseline-minutes sets a wall-clock budget; under --budget-steps the baselines get PDE-FM's "
+                     "counted operations: give one or the other")
     args.data = args.data or SUITES[args.suite]["data"]
     from pdefm.data.generate import complete_suite
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import time
@@ -254,20 +255,32 @@ def verdicts(means: dict[str, dict[str, float]], names: list[str], what: str) ->
     return out
 
 
+def training_tflops(doc: dict) -> float:
+    """A run's counted training operations in TFLOP (nan where it recorded none: a wall-clock run)."""
+    if doc.get("train_flops"):
+        return doc["train_flops"]["total"] / 1e12
+    if doc.get("runs") and all("train_flops" in r for r in doc["runs"].values()):
+        return sum(r["train_flops"] for r in doc["runs"].values()) / 1e12
+    return float("nan")
+
+
 def budget_table(runs: dict) -> str:
-    lines = ["| model | training seconds per seed | optimizer steps per seed |", "|---|---|---|"]
+    lines = ["| model | training seconds per seed | training TFLOP per seed (counted) | optimizer steps per seed |",
+             "|---|---|---|---|"]
     for key, label in MAIN_RUNS:
         if key not in runs:
             continue
         docs = list(runs[key].values())
         seconds = [d.get("train_seconds", float("nan")) for d in docs]
+        operations = [training_tflops(d) for d in docs]
         if key == "pdefm":
             steps = mean_sd_cell([float(d.get("train_steps", float("nan"))) for d in docs], 0)
         elif "runs" not in docs[0]:  # a linear yardstick: fitted in closed form, no optimizer
-            steps = "none (closed form)"
+            steps, operations = "none (closed form)", []
         else:
             steps = ", ".join(f"{n}: {int(np.mean([d['runs'][n]['steps'] for d in docs]))}" for n in sorted(docs[0]["runs"]))
-        lines.append(f"| {label} | {mean_sd_cell(seconds, 0)} | {steps} |")
+        counted = "-" if not operations or all(math.isnan(v) for v in operations) else mean_sd_cell(operations, 1)
+        lines.append(f"| {label} | {mean_sd_cell(seconds, 0)} | {counted} | {steps} |")
     return "\n".join(lines)
 
 
@@ -390,8 +403,16 @@ def baseline_minutes_per_dataset(baseline_minutes: float | None, budget_minutes:
     return baseline_minutes or budget_minutes / n_datasets
 
 
-def compute_sentence(settings: dict, n_datasets: int) -> str:
-    """PDE-FM's budget against the baselines' total, from the settings."""
+def compute_sentence(settings: dict, n_datasets: int, runs: dict | None = None) -> str:
+    """PDE-FM's budget against the baselines' total, from the settings (and, under a step budget, the counted
+    operations the runs recorded)."""
+    if settings.get("budget_steps"):
+        totals = [d["train_flops"]["total"] for d in (runs or {}).get("pdefm", {}).values() if d.get("train_flops")]
+        counted = f" ({np.mean(totals) / 1e12:.1f} TFLOP per seed, counted)" if totals else ""
+        return (f"One model for every dataset against one model per dataset: PDE-FM trains "
+                f"{settings['budget_steps']} steps on all {n_datasets} datasets{counted}; each baseline trains on each "
+                f"dataset the whole steps that 1/{n_datasets} of that count pays for at its own counted cost per step "
+                f"(equal total compute, counted rather than timed; `pdefm.studies.compute`).")
     per_dataset = baseline_minutes_per_dataset(settings.get("baseline_minutes"), settings["budget_minutes"], n_datasets)
     total = per_dataset * n_datasets
     relation = ("the same total compute" if abs(total - settings["budget_minutes"]) < 1e-9 else
@@ -399,6 +420,13 @@ def compute_sentence(settings: dict, n_datasets: int) -> str:
     return (f"One model for every dataset against one model per dataset: PDE-FM trains {settings['budget_minutes']:g} "
             f"minutes on all {n_datasets} datasets, each baseline {per_dataset:g} minutes per dataset, {total:g} in all "
             f"({relation}).")
+
+
+def budget_phrase(settings: dict) -> str:
+    """How long each pretraining ran: steps (compute counted) or minutes of wall-clock."""
+    if settings.get("budget_steps"):
+        return f"**{settings['budget_steps']} optimizer steps** (batch 8)"
+    return f"**{settings['budget_minutes']} minutes of wall-clock**"
 
 
 def alone_table(runs: dict, names: list[str]) -> tuple[str, list[str]] | None:
@@ -476,13 +504,17 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     if "pdefm" in runs:
         parts += [
             f"- Budget: PDE-FM (`tiny` preset, `{settings['suite']}` config) trains on all {len(names)} datasets at "
-            f"once for **{settings['budget_minutes']} minutes of wall-clock** per seed; each baseline is trained per "
+            f"once for {budget_phrase(settings)} per seed; each baseline is trained per "
             "dataset (The Well's recipe: 4 input steps, "
             + ("MSE on the change over the step scaled by its statistics (The Well's `DeltaWellDataset` target; "
                "PDE-FM predicts a change too)" if settings.get("baseline_target") == "delta" else
                "next-step MSE on z-scored fields")
             + ", AdamW 1e-3, warm-up and cosine) for "
             + (f"**{settings['baseline_minutes']} minutes per dataset**." if settings.get("baseline_minutes") else
+               "the whole steps that an even share per dataset of PDE-FM's training operations pays for at the "
+               "baseline's own cost per step, so every model gets the same total compute, counted (matrix products, "
+               "convolutions and FFTs of one training step, forward and backward, by torch's `FlopCounterMode`; "
+               "elementwise operations are not counted for any model), not timed." if settings.get("budget_steps") else
                "the same budget split evenly over the datasets, so every model gets the same total compute.")
             + " Learning-rate schedules decay over the budget.",
             "- Baselines are the_well 1.2.0's own `UNetConvNext`, `UNetClassic` and `FNO` (neuraloperator 0.3.0), "
@@ -493,7 +525,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
                    "count is closest to PDE-FM's on each dataset (equal compute and equal capacity)."),
         ]
     else:
-        parts += [f"- Budget: **{settings['budget_minutes']} minutes of training wall-clock** for each pretraining "
+        parts += [f"- Budget: {budget_phrase(settings)} of training for each pretraining "
                   f"(`tiny` preset, `{settings['suite']}` config). Only the parts listed below were run."]
     grids = data_grids(settings.get("data"), names)
     if grids:
@@ -520,7 +552,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
         parts += ["## Targets", "", *targets(one_step_means, rollout_means, floor, names), ""]
         parts += [
                   "## What each model did within the budget", "", budget_table(runs), "",
-                  compute_sentence(settings, len(names)) + " The comparison says how far each approach gets for "
+                  compute_sentence(settings, len(names), runs) + " The comparison says how far each approach gets for "
                   "this compute, not how good each architecture can be once converged (the learning curves below "
                   "show whether a model was still improving). Persistence (the last input frame) is the floor any "
                   "useful model must beat.", ""]
