@@ -3,7 +3,8 @@ dataset, measured by running that step (forward, loss, backward) under torch's `
 
 A wall-clock budget on a shared machine gives a model fewer steps whenever something else runs beside it; a count of
 operations does not move. What is counted: matrix products and convolutions (torch's own formulas) and fast Fourier
-transforms (`fft_flops`: 5 n log2 n per complex transform of n points, half for a real one); elementwise operations
+transforms (`fft_flops`: 5 n log2 n per complex transform of n points, half for a real one), a complex product as
+four real ones; elementwise operations
 (activations, normalisation, the state-space scan's gates) are not counted, for any model.
 """
 
@@ -13,6 +14,7 @@ import math
 import os
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
@@ -46,12 +48,27 @@ def _fft_c2c(input_shape, dim, normalization, forward, out_shape=None, **kwargs)
     return fft_flops(*_transform_points(input_shape, dim), real=False)
 
 
-FFT_FORMULAS = {aten._fft_r2c: _fft_r2c, aten._fft_c2r: _fft_c2r, aten._fft_c2c: _fft_c2c}
+def _complex_aware(real_formula):
+    """torch's count of a matrix product (from shapes alone), times 4 when its operands are complex: one complex
+    multiply-add is four real multiplications and four additions (FNO's and the spectral tokens' mode weights)."""
+
+    def count(*args, out_val=None, **kwargs):
+        flops = real_formula(*args, out_val=out_val, **kwargs)  # torch's formulas take tensors, read their shapes
+        return 4 * flops if any(isinstance(a, torch.Tensor) and a.is_complex() for a in args) else flops
+
+    count._get_raw = True  # FlopCounterMode passes the tensors themselves, not only their shapes
+    return count
+
+
+FORMULAS = {aten._fft_r2c: _fft_r2c, aten._fft_c2r: _fft_c2r, aten._fft_c2c: _fft_c2c,
+            aten.mm: _complex_aware(flop_counter.mm_flop), aten.bmm: _complex_aware(flop_counter.bmm_flop),
+            aten.addmm: _complex_aware(flop_counter.addmm_flop),
+            aten.baddbmm: _complex_aware(flop_counter.baddbmm_flop)}
 
 
 def count_flops(step) -> int:
     """The operations `step()` performs (forward and backward alike), by the module docstring's rules."""
-    with FlopCounterMode(display=False, custom_mapping=FFT_FORMULAS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=FORMULAS) as counter:
         step()
     return int(counter.get_total_flops())
 

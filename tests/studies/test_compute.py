@@ -20,6 +20,13 @@ def test_a_linear_layers_step_counts_its_three_matrix_products():
     assert count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 4 * 16 * 8
 
 
+def test_a_complex_matrix_product_counts_four_real_ones():
+    a, b = torch.randn(5, 6, dtype=torch.complex64), torch.randn(6, 7, dtype=torch.complex64)
+    assert count_flops(lambda: a @ b) == 4 * 2 * 5 * 6 * 7
+    assert count_flops(lambda: torch.einsum("bij,bjk->bik", a[None].expand(3, 5, 6), b[None].expand(3, 6, 7))) == 3 * 4 * 2 * 5 * 6 * 7
+    assert count_flops(lambda: a.real @ b.real) == 2 * 5 * 6 * 7
+
+
 def test_fourier_transforms_are_counted_at_5_n_log2_n():
     x = torch.randn(4, 64)
     assert count_flops(lambda: torch.fft.rfft(x)) == 4 * 64 * 6 * 5 // 2  # real: half a complex transform
