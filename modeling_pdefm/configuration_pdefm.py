@@ -50,7 +50,8 @@ CONV_PADDINGS = ("zeros", "boundary")
 ROLLOUT_NORMALIZATIONS = ("every_window", "first_window")
 DECODER_UNPATCH = ("linear", "interpolate")
 BOOLEAN_KEYS = ("compile_mamba", "use_spectral_tokens", "use_film", "use_cross_attention", "alternate_scan_axes",
-                "predict_increment", "normalize_inputs", "patch_jitter", "linear_stencil", "check_finite_inputs")
+                "predict_increment", "normalize_inputs", "patch_jitter", "linear_stencil", "check_finite_inputs",
+                "decoder_film", "decoder_per_dataset")
 
 
 # What a dataset or adapter name may be: it becomes a folder name (adapters, runs) and a module key (`adapters.<name>`),
@@ -218,6 +219,12 @@ class PDEFMConfig(PretrainedConfig):
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
+        decoder_film (`bool`, *optional*, defaults to `False`): modulate the input of every decoder block by the
+            step's context (dataset, constants, boundaries, time step; FiLM, starting as the identity), so the
+            datasets that share a decoder can each shape its full-resolution local operator. Needs `use_film`.
+        decoder_per_dataset (`bool`, *optional*, defaults to `False`): give every dataset its own decoder instead
+            of one per dimensionality (`decoders.<dataset>` in the weights); a dataset added later starts from the
+            mean of the known decoders of its dimensionality.
         check_finite_inputs (`bool`, *optional*, defaults to `True`): refuse inputs holding NaN or Inf by name.
         norm_std_floor (`float`, *optional*, defaults to 0.05): with `normalize_inputs`, a field's std over the
             input window is floored at this fraction of its scale over the dataset (`field_scales` of its dataset
@@ -289,6 +296,8 @@ class PDEFMConfig(PretrainedConfig):
         linear_stencil: bool = False,
         linear_stencil_frames: int = 0,
         patch_jitter: bool = False,
+        decoder_film: bool = False,
+        decoder_per_dataset: bool = False,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
         wall_padding: float = 0.125,
@@ -338,6 +347,8 @@ class PDEFMConfig(PretrainedConfig):
         self.linear_stencil = linear_stencil
         self.linear_stencil_frames = linear_stencil_frames
         self.patch_jitter = patch_jitter
+        self.decoder_film = decoder_film
+        self.decoder_per_dataset = decoder_per_dataset
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
         self.wall_padding = wall_padding
@@ -396,6 +407,9 @@ class PDEFMConfig(PretrainedConfig):
             if not isinstance(value, bool):
                 # A string "false" is truthy: it would switch the option on without a word.
                 raise ValueError(f"{key} must be true or false (a JSON boolean), got {value!r}")
+        if self.decoder_film and not self.use_film:
+            raise ValueError("decoder_film modulates the decoder by the context that use_film builds: set use_film=True "
+                             "or decoder_film=False")
         for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "change_loss_weight", "initializer_range",
                     "layer_norm_eps"):
             value = getattr(self, key)
@@ -437,8 +451,12 @@ class PDEFMConfig(PretrainedConfig):
             patch, _, modes = self.grid_settings(d)
             width = self.decoder_width
             kernel = 3**d if self.decoder_type == "conv" else 2 * 2 ** (d - 1) * modes**d
-            total += 2 * self.latent_channels * patch**d * h  # patch embedding and un-embedding
-            total += self.decoder_layers * width * width * (kernel + 1)
+            total += self.latent_channels * patch**d * h  # patch embedding
+            unpatch = self.latent_channels * h * (patch**d if self.decoder_unpatch == "linear" else 1)
+            film = 2 * width * h if self.decoder_film else 0
+            decoder = unpatch + self.decoder_layers * (width * width * (kernel + 1) + film)
+            decoders = sum(s["n_spatial_dims"] == d for s in self.datasets.values()) if self.decoder_per_dataset else 1
+            total += max(decoders, 1) * decoder
         total += sum(self.latent_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
                      for spec in self.datasets.values())
         return int(total)

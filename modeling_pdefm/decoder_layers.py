@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning_layers import FiLM
 from .configuration_pdefm import PDEFMConfig
 from .spectral_layers import SpectralConv
 from .tokenizer_layers import FieldLinear, PatchUnembedding, TokenInterpolation, conv_class, weights_readable
@@ -168,6 +169,8 @@ class FieldDecoder(nn.Module):
     `config.skip_frames()` input frames (a full-resolution skip: patches alone lose sub-patch detail), lifted to
     `decoder_width`, passed through `decoder_layers` blocks and projected back to the shared latent space.
 
+    With `config.decoder_film` each block's input is modulated by the step's context (`context [n, hidden]`).
+
     `tokens [n, n_patches, hidden]`, `skip [n, *space, skip_frames * latent_channels]` ->
     `[n, *space, latent_channels]`.
     """
@@ -183,19 +186,25 @@ class FieldDecoder(nn.Module):
             DecoderBlock(config.decoder_width, modes, n_spatial_dims, config.decoder_type)
             for _ in range(config.decoder_layers)
         )
+        self.films = nn.ModuleList(FiLM(config.decoder_width, config.hidden_size) for _ in self.blocks) \
+            if config.decoder_film else None
         self.project = FieldLinear(config.decoder_width, channels)
         self.wrap_periodic = config.decoder_conv_padding == "boundary"
         # Wall padding keeps Fourier layers from coupling opposite walls; 3x3 blocks that zero-pad walls need none.
         self.wall_padding = WallPadding(0.0 if "wall_padding" in config.inactive_keys() else config.wall_padding)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...], skip: torch.Tensor,
-                periodic: tuple[bool, ...] | torch.Tensor) -> torch.Tensor:
+                periodic: tuple[bool, ...] | torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """`periodic`: per spatial axis, whether every sample's boundary on it is periodic: walled axes are padded
         (`wall_padding`) and 3x3 blocks wrap periodic ones (`decoder_conv_padding="boundary"`)."""
         space = tuple(skip.shape[1:-1])
         x = self.lift(torch.cat([self.unpatch(tokens, grid, space), skip], dim=-1))
         widths = self.wall_padding.widths(periodic, space)
         x = self.wall_padding.pad(x, widths)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.films is not None:
+                if context is None:
+                    raise ValueError("this decoder (decoder_film) is modulated by the step's context: pass context")
+                x = self.films[i](x, context)
             x = block(x, periodic if self.wrap_periodic else None)
         return self.project(self.wall_padding.unpad(x, widths))

@@ -251,9 +251,27 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if key not in self.patch_embeddings:
             patch = self.config.grid_settings(spec["n_spatial_dims"])[0]
             self.patch_embeddings[key] = PatchEmbedding(self.config.latent_channels, self.config.hidden_size, patch, spec["n_spatial_dims"])
-            self.decoders[key] = FieldDecoder(self.config, spec["n_spatial_dims"])
-            created += [self.patch_embeddings[key], self.decoders[key]]
+            created.append(self.patch_embeddings[key])
+        decoder_key = self.decoder_key(name, spec["n_spatial_dims"])
+        if decoder_key not in self.decoders:
+            self.decoders[decoder_key] = FieldDecoder(self.config, spec["n_spatial_dims"])
+            created.append(self.decoders[decoder_key])
         return created
+
+    def decoder_key(self, name: str, n_spatial_dims: int) -> str:
+        """The decoder a dataset uses: its own (`decoder_per_dataset`) or the one of its dimensionality."""
+        return name if self.config.decoder_per_dataset else dims_key(n_spatial_dims)
+
+    @torch.no_grad()
+    def _init_decoder_from_known(self, name: str, n_spatial_dims: int) -> None:
+        """A new dataset's own decoder starts as the mean of the known datasets' decoders of its dimensionality,
+        so it decodes like them before any training (nothing to do without per-dataset decoders or peers)."""
+        peers = [self.decoders[k] for k, s in self.config.datasets.items()
+                 if s["n_spatial_dims"] == n_spatial_dims and k in self.decoders and k != name]
+        if not self.config.decoder_per_dataset or not peers:
+            return
+        for key, value in self.decoders[name].state_dict().items():
+            value.copy_(torch.stack([p.state_dict()[key] for p in peers]).mean(0))
 
     def get_input_embeddings(self) -> PatchEmbeddings:
         """The patch embeddings: the first learned map the fields of every dataset share (transformers and PEFT
@@ -318,6 +336,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
             module.apply(self._init_weights)
         head = self.dataset_heads[name]
         head.initialised_from = {}
+        if head_init == "fields":
+            self._init_decoder_from_known(name, n_spatial_dims)
         if matches:
             init_head_from_fields(head, self.dataset_heads, matches)
             head.initialised_from = {field_names[i]: [f"{d}/{self.config.datasets[d]['field_names'][j]}" for d, j in m]
@@ -566,7 +586,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
                              f"the config for this window (PDEFMConfig.from_preset(..., n_steps_input={frames}))")
         skip = latent.view(batch, frames, *latent.shape[1:])[:, frames - skip_frames:]  # [b, k, *space, A]
         skip = skip.movedim(1, -2).flatten(-2)  # [b, *space, k*A], oldest frame first
-        decoded = self.decoders[dims_key(d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip, periodic)
+        decoded = self.decoders[self.decoder_key(name, d)](tokens[:, -1].reshape(batch, -1, hidden), grid, skip,
+                                                            periodic, context)
         if shifts is not None:
             decoded = unshift_fields(decoded, shifts, periodic, space)
         delta = head.decode(decoded)

@@ -119,8 +119,9 @@ def size_table(records: list[dict], base_minutes: float, size: str) -> tuple[str
     spectral = _select(rows, strategy="spectral_lora")
     if spectral and any(m.startswith("decoders.") for m in spectral[0]["trained_modules"]):
         lines.append("")
-        lines.append("The base has no decoder of this dataset's dimensionality: the new one trains in full, so "
-                     "`spectral_lora` has no pretrained Fourier layer to adapt and equals `lora` here.")
+        lines.append("The decoder this dataset uses is new (the base had none of its dimensionality, or gives each "
+                     "dataset its own): it trains in full, so `spectral_lora` has no pretrained Fourier layer to "
+                     "adapt and equals `lora` here.")
     note = (f"Equal wall-clock: each strategy's validation VRMSE after the training time of the fastest strategy of "
             f"its seed ({mean_sd_cell(times, 0)} s), read from its learning curve (validation split).") if times else ""
     return "\n".join(lines) + ("\n\n" + note if note else ""), means

@@ -152,11 +152,11 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str, head_ini
                     raise ValueError(f"dataset {name!r}: the base model {base!r} knows it with {key}={known[key]}, "
                                      f"the data has {key}={spec[key]}; to add it as a new dataset, give its folder and "
                                      "its files' dataset_name another name")
-        return [f"dataset_heads.{name}"]
+        return [f"dataset_heads.{name}", *own_decoder(model, name)]
     if spec is None:
         raise ValueError(f"the base model {base!r} has no dataset {name!r} and no field description was given: point "
                          "--data at files in The Well's format (their t0_fields/t1_fields describe the fields)")
-    dims_before = set(model.patch_embeddings.keys())
+    dims_before, decoders_before = set(model.patch_embeddings.keys()), set(model.decoders)
     model.add_dataset(name, n_fields=spec["n_fields"], n_spatial_dims=spec["n_spatial_dims"],
                       n_constant_fields=spec["n_constant_fields"], n_constant_scalars=spec["n_constant_scalars"],
                       field_names=spec.get("field_names"), field_scales=spec.get("field_scales"),
@@ -165,7 +165,16 @@ def new_dataset_modules(model, name: str, spec: dict | None, base: str, head_ini
         print(f"dataset {name!r}: its head starts from the base's fields "
               + "; ".join(f"{k} <- {', '.join(v)}" for k, v in model.dataset_heads[name].initialised_from.items()))
     added_dims = [k for k in model.patch_embeddings.keys() if k not in dims_before]
-    return [f"dataset_heads.{name}", *[f"patch_embeddings.{k}" for k in added_dims], *[f"decoders.{k}" for k in added_dims]]
+    added_decoders = [k for k in model.decoders if k not in decoders_before]
+    return [f"dataset_heads.{name}", *[f"patch_embeddings.{k}" for k in added_dims],
+            *[f"decoders.{k}" for k in added_decoders]]
+
+
+def own_decoder(model, name: str) -> list[str]:
+    """The decoder that belongs to dataset `name` alone (`decoder_per_dataset`), as a module name; none when the
+    datasets of a dimensionality share one."""
+    key = model.decoder_key(name, model.config.datasets[name]["n_spatial_dims"])
+    return [f"decoders.{key}"] if key == name else []
 
 
 def base_hub_id(base: str) -> str | None:
@@ -193,10 +202,10 @@ def build_model(args: FinetuneConfig, base_model, name: str, spec: dict):
         for param_name, param in base_model.named_parameters():
             param.requires_grad = any(param_name.startswith(m + ".") for m in trained)
         return base_model, trained
-    targets = args.target_regex or args.target_modules or default_target_modules(base_model, spec["n_spatial_dims"])
+    targets = args.target_regex or args.target_modules or default_target_modules(base_model, spec["n_spatial_dims"], name)
     model = wrap_with_lora(base_model, args.adapter_name, trained, args.lora_r, args.lora_alpha, args.lora_dropout,
                            targets)
-    decoder = f"decoders.{spec['n_spatial_dims']}d"
+    decoder = f"decoders.{base_model.decoder_key(name, spec['n_spatial_dims'])}"
     if args.mode == "spectral_lora":
         if decoder in trained:  # a decoder the base never had trains in full already
             print(f"spectral_lora: {decoder} is new and trains in full; no spectral adapters needed")

@@ -473,3 +473,39 @@ def test_predict_into_a_folder_it_cannot_write_names_the_permission(setup, tmp_p
     monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(target) else real_access(path, mode))
     assert predict_main(["--model", base_dir, "--input", source, "--steps", "2", "--out", str(target / "f.hdf5")]) == 2
     assert "is not writable (permissions or a read-only file system)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def own_decoder_base(setup, tmp_path_factory):
+    """A base whose datasets each have their own decoder (`decoder_per_dataset`, the main job's model)."""
+    root, _ = setup
+    torch.manual_seed(0)
+    base = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(root, ["flow2d"]), n_steps_input=2,
+                                              decoder_per_dataset=True))
+    base_dir = str(tmp_path_factory.mktemp("own_decoder_base"))
+    base.save_pretrained(base_dir)
+    return root, base_dir
+
+
+def test_a_new_dataset_of_a_base_with_own_decoders_trains_its_own_and_leaves_the_bases(own_decoder_base, tmp_path):
+    root, base_dir = own_decoder_base
+    run_finetune(root, base_dir, tmp_path / "heads", "waves", "waves_heads", "--mode", "heads")
+    tuned, base = PDEFMModel.from_pretrained(str(tmp_path / "heads" / "waves_heads")), PDEFMModel.from_pretrained(base_dir)
+    assert sorted(tuned.decoders) == ["flow2d", "waves"]
+    assert torch.equal(tuned.decoders["flow2d"].lift.weight, base.decoders["flow2d"].lift.weight)
+    # The new decoder started as the mean of the base's (one here) and was trained with the head.
+    assert not torch.equal(tuned.decoders["waves"].lift.weight, base.decoders["flow2d"].lift.weight)
+    details = json.load(open(tmp_path / "heads" / "finetune.json"))
+    assert "decoders.waves" in details["trained_modules"]
+
+
+def test_lora_on_a_base_with_own_decoders_adapts_only_the_new_datasets_decoder(own_decoder_base, tmp_path):
+    root, base_dir = own_decoder_base
+    folder = run_finetune(root, base_dir, tmp_path / "lora", "waves", "waves_lora", "--lora-r", "2")
+    targets = json.load(open(os.path.join(folder, "adapter_config.json")))["target_modules"]
+    assert not any(t.startswith("decoders.flow2d") for t in targets)  # never called on waves: it would train nothing
+    assert any(t.startswith("decoders.waves.") for t in targets)
+    model = load_domain_adapters(PDEFMModel.from_pretrained(base_dir), [folder]).eval()
+    batch = load_well_dataset(os.path.join(root, "waves"), split="test", n_steps_input=2, n_steps_output=1)[[0, 1]]
+    with torch.no_grad():
+        assert torch.isfinite(model(**model_inputs(batch, "cpu")).prediction).all()

@@ -41,18 +41,21 @@ def default_target_pattern(backbone: str) -> str:
 LORA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def default_target_modules(model: nn.Module, n_spatial_dims: int | None = None) -> list[str]:
+def default_target_modules(model: nn.Module, n_spatial_dims: int | None = None, dataset: str | None = None) -> list[str]:
     """The layers (of types LoRA supports) that `default_target_pattern` of this model's backbone names, restricted,
-    when `n_spatial_dims` is given, to the shared layers and those of that dimensionality (LoRA on the other
-    dimensionality's tokenizer and decoder would train nothing)."""
+    when `n_spatial_dims` is given, to the shared layers and those of that dimensionality, and with `dataset` to the
+    decoder that dataset uses (LoRA on a tokenizer or decoder the dataset never calls would train nothing)."""
     own = f"{n_spatial_dims}d" if n_spatial_dims is not None else None
+    own_decoder = model.decoder_key(dataset, n_spatial_dims) if dataset is not None and own is not None else own
     pattern = default_target_pattern(model.config.backbone)
     chosen = []
     for name, module in model.named_modules():
         if not isinstance(module, LORA_LAYER_TYPES) or not re.fullmatch(pattern, name):
             continue
         parts = name.split(".")
-        if own is not None and parts[0] in ("patch_embeddings", "decoders") and parts[1] != own:
+        if own is not None and parts[0] == "patch_embeddings" and parts[1] != own:
+            continue
+        if own is not None and parts[0] == "decoders" and parts[1] != own_decoder:
             continue
         chosen.append(name)
     return chosen
