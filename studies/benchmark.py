@@ -192,14 +192,20 @@ def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
     from pdefm.train.baselines.forecaster import matched_sizes
     from pdefm.train.training.batches import model_specs
 
-    from modeling_pdefm import PDEFMConfig, PDEFMModel
-
     spec = model_specs(args.data, [name])[name]
-    config = config_from_file(SUITES[args.suite]["config"]).config
-    target = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets={name: spec},
-                                                n_steps_input=config.n_steps_input)).num_parameters()
-    return matched_sizes(kind, target, 4 * spec["n_fields"] + spec["n_constant_fields"], spec["n_fields"],
-                         spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
+    return matched_sizes(kind, pdefm_parameters(args, name, spec), 4 * spec["n_fields"] + spec["n_constant_fields"],
+                         spec["n_fields"], spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
+
+
+def pdefm_parameters(args, name: str, spec: dict) -> int:
+    """Parameters of the model that the suite's config (its preset and `model_overrides`) builds for this dataset
+    alone: the size a matched baseline is given."""
+    from pdefm.train.pretrain import model_config
+
+    from modeling_pdefm import PDEFMModel
+
+    config = config_from_file(SUITES[args.suite]["config"], data_dir=args.data).config
+    return PDEFMModel(model_config(config, {name: spec})).num_parameters()
 
 
 def baseline_steps(args, kind: str, name: str, sizes: dict | None, operations: dict) -> tuple[int, int]:

@@ -55,6 +55,14 @@ def command_arguments() -> list[str]:
     return arguments[1:] if arguments[:1] == ["pretrain"] else arguments
 
 
+def model_config(config: PretrainConfig, specs: dict[str, dict]) -> PDEFMConfig:
+    """The model a pretraining run of `config` builds for the datasets `specs`: its preset, the run's window and
+    objective (known before the model is built: the decoder's skip depends on the window), then its
+    `model_overrides`."""
+    training_keys = {key: getattr(config, key) for key in TRAINING_KEYS_IN_MODEL}
+    return PDEFMConfig.from_preset(config.model_preset, datasets=specs, **{**training_keys, **config.model_overrides})
+
+
 def train(config: PretrainConfig, resume: bool = False, stop_after: int | None = None,
           allow_config_change: bool = False, overwrite_output_dir: bool = False) -> dict:
     """Run (or continue) pretraining; returns the final report. `stop_after` simulates an interruption (tests)."""
@@ -65,10 +73,7 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     maybe_generate(config, accelerator)
     names = find_datasets(config.data_dir, config.datasets)
     specs = model_specs(config.data_dir, names, config.use_normalization)
-    # The window and objective are known before the model is built: its decoder's skip depends on the window.
-    training_keys = {key: getattr(config, key) for key in TRAINING_KEYS_IN_MODEL}
-    model = PDEFMModel(PDEFMConfig.from_preset(config.model_preset, datasets=specs,
-                                               **{**training_keys, **config.model_overrides}))
+    model = PDEFMModel(model_config(config, specs))
     if config.gradient_checkpointing:
         # transformers 5 renamed it (the old name warns); older 5.x releases only have the old one
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
