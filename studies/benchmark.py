@@ -100,9 +100,10 @@ def training_operations(args, forecaster, report: dict, names: list[str]) -> dic
     from .compute import pdefm_step_flops
 
     config = config_from_file(SUITES[args.suite]["config"]).config
-    per_step = pdefm_step_flops(forecaster.model, args.data, names, config.batch_size, config.n_steps_input,
+    windows = {n: config.batch_sizes.get(n, config.batch_size) for n in names}
+    per_step = pdefm_step_flops(forecaster.model, args.data, names, windows, config.n_steps_input,
                                 config.n_steps_output)
-    steps = {n: report["datasets"][n]["train_samples"] // config.batch_size for n in names}
+    steps = {n: report["datasets"][n]["train_samples"] // windows[n] for n in names}
     return {"per_step": per_step, "steps": steps, "total": sum(per_step[n] * steps[n] for n in names)}
 
 

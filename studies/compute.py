@@ -85,17 +85,19 @@ def _first_batch(data_dir: str, name: str, batch_size: int, n_steps_input: int, 
     return dataset[list(range(batch_size))]
 
 
-def pdefm_step_flops(model, data_dir: str, names: list[str], batch_size: int, n_steps_input: int,
+def pdefm_step_flops(model, data_dir: str, names: list[str], batch_size: int | dict[str, int], n_steps_input: int,
                      n_steps_output: int) -> dict[str, int]:
     """Operations of one PDE-FM training step (`model(..., labels=...)`, its loss backward) on a batch of each
-    dataset, as the training loop runs it; the model's gradients are cleared afterwards."""
+    dataset (`batch_size` windows, or per dataset), as the training loop runs it; the model's gradients are cleared
+    afterwards."""
     from pdefm.train.evaluation.forecasters import model_inputs
 
     was_training = model.training
     model.train()
     flops = {}
     for name in names:
-        batch = _first_batch(data_dir, name, batch_size, n_steps_input, n_steps_output, use_normalization=False)
+        windows = batch_size[name] if isinstance(batch_size, dict) else batch_size
+        batch = _first_batch(data_dir, name, windows, n_steps_input, n_steps_output, use_normalization=False)
 
         def step():
             out = model(**model_inputs(batch, "cpu"), labels=batch["output_fields"])

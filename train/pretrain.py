@@ -72,6 +72,9 @@ def train(config: PretrainConfig, resume: bool = False, stop_after: int | None =
     set_seed(config.seed)
     maybe_generate(config, accelerator)
     names = find_datasets(config.data_dir, config.datasets)
+    unknown = sorted(set(config.batch_sizes) - set(find_datasets(config.data_dir, None)))
+    if unknown:
+        raise ValueError(f"config key 'batch_sizes' names {unknown}, which are not datasets in {config.data_dir}")
     specs = model_specs(config.data_dir, names, config.use_normalization)
     model = PDEFMModel(model_config(config, specs))
     if config.gradient_checkpointing:

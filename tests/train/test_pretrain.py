@@ -79,7 +79,7 @@ def test_a_run_with_compute_shares_weighs_datasets_by_grid_points(data_dir, tmp_
                                difficulty_alpha=0.0))
     pretrain.train(make_config(data_dir, tmp_path / "windows", max_steps=1, curriculum_shares="windows"))
     compute, windows = made
-    assert compute.costs == {"flow2d": 16 * 12, "cube3d": 8 * 8 * 8} and windows.costs is None
+    assert compute.costs == {"flow2d": 16 * 12 * 2, "cube3d": 8 * 8 * 8 * 2} and windows.costs is None  # batch 2
     sizes = compute.sizes
     expected = (sizes["flow2d"] / sizes["cube3d"]) ** 0.5 * (8 * 8 * 8) / (16 * 12)
     assert compute.probabilities()["flow2d"] / compute.probabilities()["cube3d"] == pytest.approx(expected)
@@ -88,6 +88,37 @@ def test_a_run_with_compute_shares_weighs_datasets_by_grid_points(data_dir, tmp_
     with pytest.raises(ValueError, match=r"config key 'suite' is 'mini_well_ten'; Mini-Well's suites are "
                                          r"\['mini_well', 'mini_well_all'\]"):
         make_config(data_dir, tmp_path / "bad", suite="mini_well_ten")
+
+
+def test_smaller_batches_of_one_dataset_buy_it_more_steps_for_the_same_share_of_compute(data_dir, tmp_path,
+                                                                                         monkeypatch):
+    made = []
+    original = fit.CurriculumSampler
+    monkeypatch.setattr(fit, "CurriculumSampler", lambda *a, **k: made.append(original(*a, **k)) or made[-1])
+    pretrain.train(make_config(data_dir, tmp_path / "even", max_steps=1, difficulty_alpha=0.0, batch_size=4))
+    report = pretrain.train(make_config(data_dir, tmp_path / "small_cube", max_steps=8, difficulty_alpha=0.0,
+                                        batch_size=4, batch_sizes={"cube3d": 1}))
+    even, small_cube = (m.probabilities() for m in made)
+    odds = lambda p: p["cube3d"] / p["flow2d"]  # noqa: E731
+    assert odds(small_cube) == pytest.approx(4 * odds(even))  # a quarter of the cost per step, four times the steps
+    assert small_cube["cube3d"] * 512 * 1 / (small_cube["flow2d"] * 192 * 4) == pytest.approx(
+        even["cube3d"] * 512 * 4 / (even["flow2d"] * 192 * 4))  # the same share of compute
+    sizes = {"flow2d": 4, "cube3d": 1}
+    assert sum(report[name]["train_samples"] // size for name, size in sizes.items()) == 8  # windows of each size
+
+
+@pytest.mark.parametrize("value, message", [({"cube3d": 0}, "whole numbers >= 1"), ({"cube3d": True}, "whole numbers"),
+                                            ([2], "must map dataset names")])
+def test_bad_batch_sizes_are_named(data_dir, tmp_path, value, message):
+    with pytest.raises(ValueError, match=f"config key 'batch_sizes'.*{message}"):
+        make_config(data_dir, tmp_path / "bad", batch_sizes=value)
+
+
+def test_batch_sizes_of_a_dataset_not_in_the_data_are_refused(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"config key 'batch_sizes' names \['cube_3d'\], which are not datasets in"):
+        pretrain.train(make_config(data_dir, tmp_path / "typo", batch_sizes={"cube_3d": 1}))
+    # a dataset of the folder that this run leaves out is not an error: one config serves runs on a subset
+    pretrain.train(make_config(data_dir, tmp_path / "subset", max_steps=1, datasets=["flow2d"], batch_sizes={"cube3d": 1}))
 
 
 def test_sampler_state_round_trip():

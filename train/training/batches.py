@@ -108,15 +108,21 @@ class MultiDatasetBatches:
 
     def __init__(self, data_dir: str, names: list[str], split: str, batch_size: int, n_steps_input: int,
                  n_steps_output: int, use_normalization: bool, seed: int, rank: int, world_size: int,
-                 trajectories: int | None = None):
+                 trajectories: int | None = None, batch_sizes: dict[str, int] | None = None):
+        """`batch_sizes`: windows per batch of the named datasets, over `batch_size` (names not in `names` are
+        not drawn from here)."""
         self.streams: dict[str, ShardBatches] = {}
         self.full_sizes: dict[str, int] = {}
         self.grid_points: dict[str, int] = {}  # points per frame: what one window of each dataset costs a step
         for name in names:
             shard, self.full_sizes[name] = load_shard(data_dir, name, split, n_steps_input, n_steps_output,
                                                       use_normalization, rank, world_size, trajectories)
-            self.streams[name] = ShardBatches(name, shard, batch_size, seed, rank)
+            self.streams[name] = ShardBatches(name, shard, (batch_sizes or {}).get(name, batch_size), seed, rank)
             self.grid_points[name] = int(np.prod(split_reader(shard).meta.resolution))
+
+    def step_costs(self) -> dict[str, int]:
+        """What one step on each dataset costs, in grid points: points per frame times windows per batch."""
+        return {name: self.grid_points[name] * stream.batch_size for name, stream in self.streams.items()}
 
     def next_batch(self, name: str) -> dict[str, Any]:
         return self.streams[name].next_batch()

@@ -55,6 +55,9 @@ class PretrainConfig:
     max_steps: int = 1000  # optimizer steps (the cosine decays over them)
     time_budget_minutes: float | None = None  # stop at this wall-clock budget (the cosine decays over it)
     batch_size: int = 8  # windows per batch, all from one dataset
+    # windows per batch of the named datasets, over batch_size (e.g. {MHD_64: 2}): with shares of compute a costly
+    # dataset then gets more, smaller updates for the same share
+    batch_sizes: dict[str, int] = field(default_factory=dict)
     learning_rate: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
     warmup_steps: int = 50  # linear warm-up steps
@@ -150,6 +153,10 @@ class PretrainConfig:
             raise ValueError(f"config key 'report_split' must be train, valid or test, got {self.report_split!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"config key 'seed' must be a whole number >= 0, got {self.seed!r}")
+        if not isinstance(self.batch_sizes, dict) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.batch_sizes.values()):
+            raise ValueError(f"config key 'batch_sizes' must map dataset names to whole numbers >= 1, such as "
+                             f"{{MHD_64: 2}}, got {self.batch_sizes!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"config key 'model_overrides' must be a mapping such as {{hidden_size: 64}}, got {self.model_overrides!r}")
         if self.model_preset not in PRESETS:

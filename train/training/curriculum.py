@@ -3,10 +3,11 @@
     w_i = |D_i|^tau * (eps + L_i)^alpha,    p_i ∝ w_i / c_i
 
 `L_i` is a running average of dataset i's validation loss; alpha = 0 turns difficulty off, tau = 0 weighs
-datasets uniformly, tau = 1 proportionally to their size. `c_i` is the cost of one of dataset i's windows (its
-grid points per frame) when the weights are shares of compute, 1 when they are shares of windows: a 32^3 window
-costs seven to ten 64^2 ones, so with shares of windows a 3D dataset takes most of a mixture's wall-clock
-(docs/decisions.md, "Shares of compute").
+datasets uniformly, tau = 1 proportionally to their size. `c_i` is the cost of one of dataset i's steps (its grid
+points per frame times its windows per batch) when the weights are shares of compute, 1 when they are shares of
+windows: a 32^3 window costs seven to ten 64^2 ones, so with shares of windows a 3D dataset takes most of a
+mixture's wall-clock (docs/decisions.md, "Shares of compute"), and a dataset given smaller batches (`batch_sizes`)
+is drawn more often for the same share.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 def curriculum_probabilities(sizes: dict[str, int], losses: dict[str, float] | None, temperature: float,
                              alpha: float, eps: float, costs: dict[str, float] | None = None) -> dict[str, float]:
-    """Probability of drawing each dataset's next batch; `costs` (per window, any unit) turn the weights into
+    """Probability of drawing each dataset's next batch; `costs` (per step, any unit) turn the weights into
     shares of compute."""
     names = sorted(sizes)
     weights = np.array([float(sizes[n]) ** temperature for n in names])

@@ -193,10 +193,11 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
     training keys; `run_info/rank<k>.json` says what this process reads."""
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
                                   config.n_steps_output, config.use_normalization, config.seed,
-                                  accelerator.process_index, accelerator.num_processes, config.train_trajectories)
+                                  accelerator.process_index, accelerator.num_processes, config.train_trajectories,
+                                  config.batch_sizes)
     sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
                                 config.difficulty_ema, config.seed,
-                                costs=batches.grid_points if config.curriculum_shares == "compute" else None)
+                                costs=batches.step_costs() if config.curriculum_shares == "compute" else None)
     valid_sets = {
         name: load_shard(config.data_dir, name, "valid", config.n_steps_input, config.n_steps_output,
                          config.use_normalization, accelerator.process_index, accelerator.num_processes)[0]
