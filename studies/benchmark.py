@@ -191,15 +191,14 @@ def run_baselines(args, seed: int, names: list[str], root: str, log) -> None:
             run_baseline(args, seed, names, root, kind, sizing, log)
 
 
-def baseline_sizes(args, kind: str, name: str, sizing: str) -> dict | None:
-    """None (The Well's constructor defaults) or the width that gives PDE-FM's parameter count on this dataset."""
+def baseline_sizes(args, kind: str, name: str, spec: dict, sizing: str) -> dict | None:
+    """None (The Well's constructor defaults) or the width that gives PDE-FM's parameter count on this dataset
+    (`spec`: its `model_specs` entry)."""
     if sizing == "default":
         return None
     from pdefm.data import split_resolution
     from pdefm.train.baselines.forecaster import matched_sizes
-    from pdefm.train.training.batches import model_specs
 
-    spec = model_specs(args.data, [name])[name]
     return matched_sizes(kind, pdefm_parameters(args, name, spec), 4 * spec["n_fields"] + spec["n_constant_fields"],
                          spec["n_fields"], spec["n_spatial_dims"], split_resolution(os.path.join(args.data, name)))
 
@@ -215,15 +214,13 @@ def pdefm_parameters(args, name: str, spec: dict) -> int:
     return PDEFMModel(model_config(config, {name: spec})).num_parameters()
 
 
-def baseline_steps(args, kind: str, name: str, sizes: dict | None, operations: dict) -> tuple[int, int]:
+def baseline_steps(args, kind: str, name: str, spec: dict, sizes: dict | None, operations: dict) -> tuple[int, int]:
     """(whole training steps, operations of one) of this baseline on this dataset: the steps that an even share per
     dataset of PDE-FM's counted operations pays for, the step's cost counted on the built network."""
     from pdefm.data import split_resolution
-    from pdefm.train.training.batches import model_specs
 
     from .compute import baseline_step_flops, steps_for_flops
 
-    spec = model_specs(args.data, [name])[name]
     forecaster = BaselineForecaster(kind, name, BASELINE_INPUT_STEPS, spec["n_fields"], spec["n_constant_fields"], spec["n_spatial_dims"],
                                     split_resolution(os.path.join(args.data, name)), sizes, args.baseline_target)
     per_step = baseline_step_flops(forecaster, args.data, name, batch_size=BASELINE_BATCH)
@@ -232,16 +229,19 @@ def baseline_steps(args, kind: str, name: str, sizes: dict | None, operations: d
 
 def run_baseline(args, seed: int, names: list[str], root: str, kind: str, sizing: str, log) -> None:
     """One baseline per dataset (each resumes from its own state), then their evaluation on the test splits."""
+    from pdefm.train.training.batches import model_specs
+
     out = os.path.join(root, kind if sizing == "default" else f"{kind}_matched")
     if done(out):
         return
     started, runs = time.perf_counter(), {}
     operations = pdefm_operations(root, seed) if args.budget_steps else None
+    specs = model_specs(args.data, names)  # read once: sizes and step costs both need each dataset's fields
     for name in names:
-        sizes = baseline_sizes(args, kind, name, sizing)
+        sizes = baseline_sizes(args, kind, name, specs[name], sizing)
         per_step = None
         if operations:
-            steps, per_step = baseline_steps(args, kind, name, sizes, operations)
+            steps, per_step = baseline_steps(args, kind, name, specs[name], sizes, operations)
             budget = {"budget_seconds": None, "max_steps": steps}
         else:
             minutes = baseline_minutes_per_dataset(args.baseline_minutes, args.budget_minutes, len(names))
