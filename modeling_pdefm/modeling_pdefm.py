@@ -270,8 +270,9 @@ class PDEFMModel(PDEFMPreTrainedModel):
                  if s["n_spatial_dims"] == n_spatial_dims and k in self.decoders and k != name]
         if not self.config.decoder_per_dataset or not peers:
             return
+        states = [peer.state_dict() for peer in peers]
         for key, value in self.decoders[name].state_dict().items():
-            value.copy_(torch.stack([p.state_dict()[key] for p in peers]).mean(0))
+            value.copy_(torch.stack([state[key] for state in states]).mean(0))
 
     def get_input_embeddings(self) -> PatchEmbeddings:
         """The patch embeddings: the first learned map the fields of every dataset share (transformers and PEFT

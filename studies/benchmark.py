@@ -69,15 +69,10 @@ def pretrain_pdefm(args, seed: int, out: str, overrides: dict | None = None, dat
     else:
         budget = {"max_steps": 100_000_000,
                   "time_budget_minutes": budget_minutes if budget_minutes is not None else args.budget_minutes}
-    from pdefm.train.training.batches import find_datasets
-
     keys = {"datasets": datasets} if datasets else {}
-    suite = config_from_file(SUITES[args.suite]["config"], data_dir=args.data).config
     if overrides:  # an ablation changes the suite config's model, on top of what the config sets
-        keys["model_overrides"] = {**suite.model_overrides, **overrides}
-    # The suite's batches per dataset apply to those of its datasets that --data holds (other data: batch_size).
-    present = set(find_datasets(args.data, None))
-    keys["batch_sizes"] = {name: size for name, size in suite.batch_sizes.items() if name in present}
+        suite_model = config_from_file(SUITES[args.suite]["config"], data_dir=args.data).config.model_overrides
+        keys["model_overrides"] = {**suite_model, **overrides}
     config = config_from_file(
         SUITES[args.suite]["config"], report_rollout_steps=0,  # the study evaluates its runs itself
         data_dir=args.data, output_dir=out, seed=seed, **budget, checkpoint_every=500, eval_every=args.valid_every,
