@@ -37,6 +37,7 @@ from pdefm.train.baselines.linear import fit_yardsticks
 from pdefm.train.evaluation.report import write_evaluation
 from pdefm.train.evaluation.suite import evaluate_model
 from pdefm.train.model_files.loading import architecture_settings
+from pdefm.train.training.batches import windows_per_batch
 from pdefm.train.training.config import config_from_file
 from pdefm.train.training.fit import reset_accelerate_state
 
@@ -101,7 +102,7 @@ def training_operations(args, forecaster, report: dict, names: list[str]) -> dic
     from .compute import pdefm_step_flops
 
     config = config_from_file(SUITES[args.suite]["config"]).config
-    windows = {n: config.batch_sizes.get(n, config.batch_size) for n in names}
+    windows = {n: windows_per_batch(n, config.batch_size, config.batch_sizes) for n in names}
     per_step = pdefm_step_flops(forecaster.model, args.data, names, windows, config.n_steps_input,
                                 config.n_steps_output)
     steps = {n: report["datasets"][n]["train_samples"] // windows[n] for n in names}

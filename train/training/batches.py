@@ -103,6 +103,12 @@ class ShardBatches:
         return self.dataset[order[k * self.batch_size : (k + 1) * self.batch_size].tolist()]
 
 
+def windows_per_batch(name: str, batch_size: int, batch_sizes: dict[str, int] | None) -> int:
+    """How many windows a batch of dataset `name` holds: its entry in `batch_sizes` (config key `batch_sizes`),
+    else `batch_size`."""
+    return (batch_sizes or {}).get(name, batch_size)
+
+
 class MultiDatasetBatches:
     """The `ShardBatches` of every dataset; checkpointed with the run (state: batches drawn per dataset)."""
 
@@ -117,7 +123,7 @@ class MultiDatasetBatches:
         for name in names:
             shard, self.full_sizes[name] = load_shard(data_dir, name, split, n_steps_input, n_steps_output,
                                                       use_normalization, rank, world_size, trajectories)
-            self.streams[name] = ShardBatches(name, shard, (batch_sizes or {}).get(name, batch_size), seed, rank)
+            self.streams[name] = ShardBatches(name, shard, windows_per_batch(name, batch_size, batch_sizes), seed, rank)
             self.grid_points[name] = int(np.prod(split_reader(shard).meta.resolution))
 
     def step_costs(self) -> dict[str, int]:
