@@ -225,6 +225,9 @@ class PDEFMConfig(PretrainedConfig):
         decoder_per_dataset (`bool`, *optional*, defaults to `False`): give every dataset its own decoder instead
             of one per dimensionality (`decoders.<dataset>` in the weights); a dataset added later starts from the
             mean of the known decoders of its dimensionality.
+        change_filter_bands (`int`, *optional*, defaults to 0): give each dataset a learned gain per field on each of
+            this many bands of |k| / k_Nyquist of the predicted change (`spectral_layers.band_gain_filter`; walls
+            mirrored), starting at 1, so a dataset can hold back scales its truth does not move. 0: none.
         check_finite_inputs (`bool`, *optional*, defaults to `True`): refuse inputs holding NaN or Inf by name.
         norm_std_floor (`float`, *optional*, defaults to 0.05): with `normalize_inputs`, a field's std over the
             input window is floored at this fraction of its scale over the dataset (`field_scales` of its dataset
@@ -239,6 +242,9 @@ class PDEFMConfig(PretrainedConfig):
             loss next to VRMSE in `loss` (the training objective).
         change_loss_weight (`float`, *optional*, defaults to 0): weight of the change-normalised error
             (`losses.change_normalised_loss`: the error over the true change's size, per field) added to `loss`.
+        band_loss_weight (`float`, *optional*, defaults to 0): weight of `losses.band_energy_loss` (how many orders
+            of magnitude the predicted change's energy per band of |k| / k_Nyquist is from the true change's, the
+            change from the last input frame) added to `loss`.
         max_constant_scalars (`int`, *optional*, defaults to 16): most constant scalars a dataset may have.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the normal init of linear layers.
         layer_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the norms.
@@ -298,6 +304,7 @@ class PDEFMConfig(PretrainedConfig):
         patch_jitter: bool = False,
         decoder_film: bool = False,
         decoder_per_dataset: bool = False,
+        change_filter_bands: int = 0,
         check_finite_inputs: bool = True,
         norm_std_floor: float = 0.05,
         wall_padding: float = 0.125,
@@ -305,6 +312,7 @@ class PDEFMConfig(PretrainedConfig):
         n_steps_output: int = 1,
         spectral_loss_weight: float = 0.1,
         change_loss_weight: float = 0.0,
+        band_loss_weight: float = 0.0,
         max_constant_scalars: int = 16,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-5,
@@ -349,6 +357,7 @@ class PDEFMConfig(PretrainedConfig):
         self.patch_jitter = patch_jitter
         self.decoder_film = decoder_film
         self.decoder_per_dataset = decoder_per_dataset
+        self.change_filter_bands = change_filter_bands
         self.check_finite_inputs = check_finite_inputs
         self.norm_std_floor = norm_std_floor
         self.wall_padding = wall_padding
@@ -356,6 +365,7 @@ class PDEFMConfig(PretrainedConfig):
         self.n_steps_output = n_steps_output
         self.spectral_loss_weight = spectral_loss_weight
         self.change_loss_weight = change_loss_weight
+        self.band_loss_weight = band_loss_weight
         self.max_constant_scalars = max_constant_scalars
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
@@ -380,6 +390,9 @@ class PDEFMConfig(PretrainedConfig):
                 or not 0 <= self.linear_stencil_frames <= self.n_steps_input:
             raise ValueError(f"linear_stencil_frames must be an int from 0 (all input frames) to n_steps_input="
                              f"{self.n_steps_input}, got {self.linear_stencil_frames!r}")
+        if isinstance(self.change_filter_bands, bool) or not isinstance(self.change_filter_bands, int) \
+                or self.change_filter_bands < 0:
+            raise ValueError(f"change_filter_bands must be an int >= 0 (0: no filter), got {self.change_filter_bands!r}")
         if self.decoder_unpatch not in DECODER_UNPATCH:
             raise ValueError(f"decoder_unpatch must be one of {DECODER_UNPATCH}, got {self.decoder_unpatch!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
@@ -410,7 +423,8 @@ class PDEFMConfig(PretrainedConfig):
         if self.decoder_film and not self.use_film:
             raise ValueError("decoder_film modulates the decoder by the context that use_film builds: set use_film=True "
                              "or decoder_film=False")
-        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "change_loss_weight", "initializer_range",
+        for key in ("norm_std_floor", "wall_padding", "spectral_loss_weight", "change_loss_weight", "band_loss_weight",
+                    "initializer_range",
                     "layer_norm_eps"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
@@ -458,7 +472,7 @@ class PDEFMConfig(PretrainedConfig):
             decoders = sum(s["n_spatial_dims"] == d for s in self.datasets.values()) if self.decoder_per_dataset else 1
             total += max(decoders, 1) * decoder
         total += sum(self.latent_channels * 2 * (spec["n_fields"] + spec["n_constant_fields"]) + h
-                     for spec in self.datasets.values())
+                     + self.change_filter_bands * spec["n_fields"] for spec in self.datasets.values())
         return int(total)
 
     @classmethod

@@ -10,6 +10,7 @@ from torch import nn
 
 from .conditioning_layers import signed_log
 from .decoder_layers import periodic_conv
+from .spectral_layers import band_gain_filter
 from .tokenizer_layers import FieldLinear
 
 
@@ -25,7 +26,8 @@ class DatasetHead(nn.Module):
     now kept for PEFT's adapters.
     """
 
-    def __init__(self, spec: dict[str, Any], latent_channels: int, hidden_size: int, stencil_frames: int = 0):
+    def __init__(self, spec: dict[str, Any], latent_channels: int, hidden_size: int, stencil_frames: int = 0,
+                 filter_bands: int = 0):
         super().__init__()
         self.in_proj = FieldLinear(spec["n_fields"] + spec["n_constant_fields"], latent_channels)
         self.out_proj = FieldLinear(latent_channels, spec["n_fields"])
@@ -35,6 +37,9 @@ class DatasetHead(nn.Module):
         # normalised frames of every field to the change of every field, added to the network's. It starts at zero.
         n, d = spec["n_fields"], spec["n_spatial_dims"]
         self.stencil_weight = nn.Parameter(torch.zeros(n, stencil_frames * n, *[3] * d)) if stencil_frames else None
+        # `config.change_filter_bands`: the log of a gain per band of |k| / k_Nyquist and field on the predicted
+        # change (`filter_change`); zeros keep the change as the network made it.
+        self.change_log_gain = nn.Parameter(torch.zeros(filter_bands, n)) if filter_bands else None
 
     def stencil(self, window: torch.Tensor, periodic) -> torch.Tensor:
         """`window [b, T, *space, C]` (normalised) -> the linear stencil's change `[b, *space, C]` from its last
@@ -42,6 +47,13 @@ class DatasetHead(nn.Module):
         frames = self.stencil_weight.shape[1] // self.stencil_weight.shape[0]
         x = window[:, -frames:].movedim(1, -2).flatten(-2)  # [b, *space, frames * C], oldest frame first
         return periodic_conv(x, self.stencil_weight, None, periodic)
+
+    def filter_change(self, change: torch.Tensor, periodic) -> torch.Tensor:
+        """`change [b, *space, C]` (normalised) with each band of |k| / k_Nyquist scaled by the dataset's gain."""
+        if torch.is_tensor(periodic):
+            raise NotImplementedError("change_filter_bands mirrors walled axes, which a trace cannot follow: export a "
+                                      "model whose config has change_filter_bands=0")
+        return band_gain_filter(change, self.change_log_gain, periodic)
 
     def encode(self, fields: torch.Tensor) -> torch.Tensor:
         return self.in_proj(fields)
@@ -70,6 +82,8 @@ def init_head_from_fields(head: DatasetHead, heads: Mapping[str, DatasetHead],
         head.in_proj.weight[:, i] = torch.stack([heads[d].in_proj.weight[:, j] for d, j in sources]).mean(0)
         head.out_proj.weight[i] = torch.stack([heads[d].out_proj.weight[j] for d, j in sources]).mean(0)
         head.out_proj.bias[i] = torch.stack([heads[d].out_proj.bias[j] for d, j in sources]).mean()
+        if head.change_log_gain is not None:
+            head.change_log_gain[:, i] = torch.stack([heads[d].change_log_gain[:, j] for d, j in sources]).mean(0)
         for d, _ in sources:
             shares[d] = shares.get(d, 0) + 1
     # The shared parts, as a mean over the source datasets weighted by how many channels each one lends.

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .spectral_layers import rfft_multiplicity
+from .spectral_layers import nyquist_fraction, rfft_multiplicity
 
 VRMSE_EPS = 1e-7
 
@@ -77,6 +77,52 @@ def spectral_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims
     return torch.sqrt(num / (den + eps) + 1e-12).mean()
 
 
+# Edges of |k| / k_Nyquist between the bands the evaluation reports energy in (0-1/8, 1/8-1/4, 1/4-1/2, 1/2-).
+BAND_EDGES = (0.125, 0.25, 0.5)
+BAND_ENERGY_FLOOR = 1e-8  # of the true change's energy: a band's energy is compared above this
+
+
+def nyquist_band_onehot(space: tuple[int, ...], edges: tuple[float, ...], device=None) -> torch.Tensor:
+    """`[prod(modes), len(edges) + 1]` which band of |k| / k_Nyquist each coefficient of an `rfftn` over `space`
+    lies in, weighted by the number of modes it stands for (`rfft_multiplicity`); the mean mode is in no band."""
+    d = len(space)
+    fraction = nyquist_fraction(space, device)
+    band = torch.bucketize(fraction, torch.tensor(edges, device=device, dtype=fraction.dtype), right=True)
+    onehot = torch.nn.functional.one_hot(band.flatten(), len(edges) + 1).to(torch.float32)
+    multiplicity = rfft_multiplicity(space[-1], space[-1] // 2 + 1, device).view([1] * (d - 1) + [-1])
+    weight = (multiplicity * (fraction > 0)).expand(fraction.shape).flatten()
+    return onehot * weight.unsqueeze(-1)
+
+
+def band_energy_loss(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int,
+                     before: torch.Tensor | None = None, floor: float = BAND_ENERGY_FLOOR) -> torch.Tensor:
+    """How far the energy per wavenumber band of the predicted change is from the true change's, in orders of
+    magnitude: |log(E_pred + f) - log(E_true + f)| per sample, step, field and band of |k| / k_Nyquist
+    (`BAND_EDGES`, the evaluation's bands), averaged; the change is measured from `before` (the last input frame,
+    `[b, *space, C]`, for every step), or without it the fields themselves are compared; `f` is `floor` times the
+    true change's energy over all bands. VRMSE hardly sees a band that holds 1e-7 of the energy, so a forecast can
+    pile 100x the truth's energy there (patch edges, aliasing) and feed it back over a rollout; on a log scale that is
+    as far off as moving a field by a tenth of its true change.
+    `prediction`, `target`: `[b, T, *space, C]` (or `[..., *space, C]` without `before`)."""
+    dims = tuple(range(-n_spatial_dims - 1, -1))
+    space = tuple(prediction.shape[-n_spatial_dims - 1 : -1])
+    onehot = nyquist_band_onehot(space, BAND_EDGES, prediction.device)  # [modes, bands]
+    prediction, target = prediction.float(), target.float()
+    if before is not None:
+        # Measured on the fields, the energy of a field that barely moves is the last frame's, right in every band
+        # whatever the change: only a forecast of no change at all would be safe from adding some (docs/decisions.md).
+        before = before.float().unsqueeze(1)
+        prediction, target = prediction - before, target - before
+
+    def energies(x: torch.Tensor) -> torch.Tensor:  # [..., bands, C]
+        power = torch.fft.rfftn(x, dim=dims, norm="forward").abs().pow(2)
+        return torch.einsum("mb,...mc->...bc", onehot, power.flatten(-n_spatial_dims - 1, -2))
+
+    predicted, true = energies(prediction), energies(target)
+    f = floor * true.sum(dim=-2, keepdim=True) + 1e-20
+    return (torch.log(predicted + f) - torch.log(true + f)).abs().mean()
+
+
 CHANGE_FLOOR = 0.01  # the true change's mean square is floored at this share of the field's variance
 
 
@@ -98,14 +144,16 @@ def change_normalised_loss(prediction: torch.Tensor, target: torch.Tensor, last:
 
 
 def pdefm_objective(prediction: torch.Tensor, target: torch.Tensor, n_spatial_dims: int, spectral_weight: float,
-                    change_weight: float = 0.0, last: torch.Tensor | None = None
+                    change_weight: float = 0.0, last: torch.Tensor | None = None, band_weight: float = 0.0
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PDE-FM's training objective: VRMSE + `spectral_weight` * spectral loss (+ `change_weight` *
-    `change_normalised_loss` against the frame before, `last` the last input frame). Returns (total, vrmse,
-    spectral)."""
+    `change_normalised_loss` against the frame before, `last` the last input frame; + `band_weight` *
+    `band_energy_loss` of the change from `last`). Returns (total, vrmse, spectral)."""
     vrmse = vrmse_training_loss(prediction.float(), target.float(), n_spatial_dims)
     spectral = spectral_loss(prediction, target, n_spatial_dims) if spectral_weight else vrmse.new_zeros(())
     total = vrmse + spectral_weight * spectral
     if change_weight:
         total = total + change_weight * change_normalised_loss(prediction, target, last, n_spatial_dims)
+    if band_weight:
+        total = total + band_weight * band_energy_loss(prediction, target, n_spatial_dims, last)
     return total, vrmse, spectral

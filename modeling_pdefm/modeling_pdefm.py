@@ -178,6 +178,8 @@ class PDEFMPreTrainedModel(PreTrainedModel):
             init.zeros_(module.out_proj.bias)
             if module.stencil_weight is not None:
                 init.zeros_(module.stencil_weight)  # the linear path starts at "no change" too
+            if module.change_log_gain is not None:
+                init.zeros_(module.change_log_gain)  # every band's gain starts at 1
         elif isinstance(module, (FieldLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             # Fan-in scaling: field maps often see few channels (a head's map from 2 fields, a decoder of width 16),
             # where a fixed std of 0.02 would shrink the signal tenfold per layer.
@@ -245,7 +247,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
         created: list[nn.Module] = []
         self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size,
-                                               self.config.stencil_frames())
+                                               self.config.stencil_frames(), self.config.change_filter_bands)
         created.append(self.dataset_heads[name])
         key = dims_key(spec["n_spatial_dims"])
         if key not in self.patch_embeddings:
@@ -503,7 +505,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
         mean, std = inputs.mean, inputs.std
         return pdefm_objective((prediction - mean) / std, (inputs.labels - mean) / std, inputs.spec["n_spatial_dims"],
                                self.config.spectral_loss_weight, self.config.change_loss_weight,
-                               (inputs.window[:, -1] - mean[:, 0]) / std[:, 0])
+                               (inputs.window[:, -1] - mean[:, 0]) / std[:, 0], self.config.band_loss_weight)
 
     def _window_statistics(self, spec: dict[str, Any], window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample and field, `mean` and `std` `[b, 1, *1, C]` over the window's time and space (the std floored,
@@ -594,4 +596,6 @@ class PDEFMModel(PDEFMPreTrainedModel):
         delta = head.decode(decoded)
         if head.stencil_weight is not None:
             delta = delta + head.stencil(window, periodic)
+        if head.change_log_gain is not None:  # on the whole change: a linear path can pile up small scales too
+            delta = head.filter_change(delta, periodic)
         return (window[:, -1] + delta if self.config.predict_increment else delta), states

@@ -65,6 +65,38 @@ def rfft_multiplicity(size: int, kept: int, device=None) -> torch.Tensor:
     return torch.where((k > 0) & (2 * k != size), 2.0, 1.0)
 
 
+def nyquist_fraction(space: tuple[int, ...], device=None) -> torch.Tensor:
+    """`[*modes]` |k| / k_Nyquist of each coefficient of an `rfftn` over `space` (0 at the mean mode, 1 at the
+    Nyquist wavenumber of an axis, up to sqrt(d) in the grid's corner)."""
+    d = len(space)
+    fraction2 = None
+    for axis, n in enumerate(space):
+        k = (torch.fft.rfftfreq(n, device=device) if axis == d - 1 else torch.fft.fftfreq(n, device=device)) * 2
+        shape = [1] * d
+        shape[axis] = -1
+        fraction2 = (k**2).view(shape) if fraction2 is None else fraction2 + (k**2).view(shape)
+    return fraction2.sqrt()
+
+
+def band_gain_filter(x: torch.Tensor, log_gain: torch.Tensor, periodic: tuple[bool, ...]) -> torch.Tensor:
+    """Scale each band of |k| / k_Nyquist of a channels-last field `x [n, *space, C]` by its gain:
+    `log_gain [bands, C]`, band `i` covering fractions `[i / bands, (i + 1) / bands)` and the last one everything
+    above. Axes that are not `periodic` are mirrored before the transform (and cropped after), so a wall is not
+    joined to the opposite one: the filter then acts as a cosine transform does there. Zero gains are the identity."""
+    d = len(periodic)
+    dims = tuple(range(1, d + 1))
+    for axis, wraps in enumerate(periodic, start=1):
+        if not wraps:
+            x = torch.cat([x, x.flip(axis)], dim=axis)
+    space = tuple(x.shape[1 : d + 1])
+    bands = log_gain.shape[0]
+    index = (nyquist_fraction(space, x.device) * bands).long().clamp(max=bands - 1)  # [*modes]
+    gain = log_gain.exp()[index]  # [*modes, C]
+    filtered = torch.fft.irfftn(torch.fft.rfftn(x.float(), dim=dims) * gain, s=space, dim=dims).to(x.dtype)
+    crop = tuple(slice(None) if wraps else slice(0, n // 2) for wraps, n in zip(periodic, space))
+    return filtered[(slice(None), *crop)]
+
+
 def real_dft_matrices(size: int, kept: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Real matrices of the truncated orthonormal real FFT along one axis and of its inverse.
 
