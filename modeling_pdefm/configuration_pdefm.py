@@ -216,6 +216,8 @@ class PDEFMConfig(PretrainedConfig):
             linear).
         linear_stencil_frames (`int`, *optional*, defaults to 0): input frames the linear path reads, the last ones;
             0 reads all `n_steps_input` (1: a one-step stencil of the last frame, which cannot extrapolate in time).
+        linear_stencil_datasets (`list[str]`, *optional*): with `linear_stencil`, the datasets that get the linear
+            path (a dataset added later gets one if it is named here); None gives it to every dataset.
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
@@ -301,6 +303,7 @@ class PDEFMConfig(PretrainedConfig):
         decoder_unpatch: str = "linear",
         linear_stencil: bool = False,
         linear_stencil_frames: int = 0,
+        linear_stencil_datasets: list[str] | None = None,
         patch_jitter: bool = False,
         decoder_film: bool = False,
         decoder_per_dataset: bool = False,
@@ -354,6 +357,8 @@ class PDEFMConfig(PretrainedConfig):
         self.decoder_unpatch = decoder_unpatch
         self.linear_stencil = linear_stencil
         self.linear_stencil_frames = linear_stencil_frames
+        self.linear_stencil_datasets = list(linear_stencil_datasets) if isinstance(linear_stencil_datasets, tuple) \
+            else linear_stencil_datasets
         self.patch_jitter = patch_jitter
         self.decoder_film = decoder_film
         self.decoder_per_dataset = decoder_per_dataset
@@ -390,6 +395,10 @@ class PDEFMConfig(PretrainedConfig):
                 or not 0 <= self.linear_stencil_frames <= self.n_steps_input:
             raise ValueError(f"linear_stencil_frames must be an int from 0 (all input frames) to n_steps_input="
                              f"{self.n_steps_input}, got {self.linear_stencil_frames!r}")
+        if self.linear_stencil_datasets is not None and (not isinstance(self.linear_stencil_datasets, list) or not all(
+                isinstance(n, str) for n in self.linear_stencil_datasets)):
+            raise ValueError(f"linear_stencil_datasets must be a list of dataset names or None (every dataset), got "
+                             f"{self.linear_stencil_datasets!r}")
         if isinstance(self.change_filter_bands, bool) or not isinstance(self.change_filter_bands, int) \
                 or self.change_filter_bands < 0:
             raise ValueError(f"change_filter_bands must be an int >= 0 (0: no filter), got {self.change_filter_bands!r}")
@@ -513,9 +522,12 @@ class PDEFMConfig(PretrainedConfig):
         is refused by the model."""
         return self.decoder_skip_frames
 
-    def stencil_frames(self) -> int:
-        """Input frames each dataset's linear path reads (0: the model has none)."""
-        return (self.linear_stencil_frames or self.n_steps_input) if self.linear_stencil else 0
+    def stencil_frames(self, name: str | None = None) -> int:
+        """Input frames the linear path of dataset `name` reads (0: it has none)."""
+        if not self.linear_stencil or (name is not None and self.linear_stencil_datasets is not None
+                                       and name not in self.linear_stencil_datasets):
+            return 0
+        return self.linear_stencil_frames or self.n_steps_input
 
     def grid_settings(self, n_spatial_dims: int) -> tuple[int, int, int]:
         """(patch size, spectral token modes, decoder modes) for a grid of `n_spatial_dims` axes."""

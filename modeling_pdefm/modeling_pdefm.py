@@ -247,7 +247,7 @@ class PDEFMModel(PDEFMPreTrainedModel):
     def _build_dataset_modules(self, name: str, spec: dict[str, Any]) -> list[nn.Module]:
         created: list[nn.Module] = []
         self.dataset_heads[name] = DatasetHead(spec, self.config.latent_channels, self.config.hidden_size,
-                                               self.config.stencil_frames(), self.config.change_filter_bands)
+                                               self.config.stencil_frames(name), self.config.change_filter_bands)
         created.append(self.dataset_heads[name])
         key = dims_key(spec["n_spatial_dims"])
         if key not in self.patch_embeddings:
