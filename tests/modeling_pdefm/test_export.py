@@ -48,3 +48,22 @@ def test_a_model_whose_shapes_depend_on_the_boundaries_is_refused_under_export_b
     with pytest.raises(Exception, match="wall_padding"):
         torch.export.export(model, args=(), kwargs={**_inputs([[WALL, WALL], [PERIODIC, PERIODIC]]),
                                                     "dataset_name": "shear_flow"})
+
+
+def test_a_model_with_band_gains_is_refused_under_export_by_name():
+    model = _model(change_filter_bands=4)  # mirrors walled axes before its FFT: a branch on the boundary values
+    with pytest.raises(Exception, match="change_filter_bands"):
+        torch.export.export(model, args=(), kwargs={**_inputs([[WALL, WALL], [PERIODIC, PERIODIC]]),
+                                                    "dataset_name": "shear_flow"})
+
+
+def test_an_exported_model_with_a_linear_path_equals_eager():
+    model = _model(linear_stencil=True)
+    with torch.no_grad():
+        model.dataset_heads["shear_flow"].stencil_weight.normal_(std=0.1)
+    program = torch.export.export(model, args=(), kwargs={**_inputs([[PERIODIC, PERIODIC], [PERIODIC, PERIODIC]]),
+                                                          "dataset_name": "shear_flow"})
+    inputs = _inputs([[WALL, WALL], [PERIODIC, PERIODIC]])
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(**inputs, dataset_name="shear_flow").prediction,
+                                   model(**inputs, dataset_name="shear_flow").prediction, rtol=1e-5, atol=1e-5)
