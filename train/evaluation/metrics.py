@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from modeling_pdefm.losses import VRMSE_EPS, vrmse_per_field
+from modeling_pdefm.losses import BAND_EDGES, VRMSE_EPS, vrmse_per_field
 
 SPECTRAL_BANDS = ("low", "mid", "high")
 # Bands of |k| as fractions of the Nyquist wavenumber (pi per grid cell), the last open-ended to the corner of the
 # Fourier box: where a patch grid's artefacts (the upper half) and the truth's small scales show.
-NYQUIST_BAND_EDGES = (0.0, 0.125, 0.25, 0.5)
+NYQUIST_BAND_EDGES = (0.0, *BAND_EDGES)  # the bands the training's band-energy loss compares
 NYQUIST_BANDS = ("0-1/8", "1/8-1/4", "1/4-1/2", "1/2-")
 
 
