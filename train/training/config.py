@@ -69,6 +69,10 @@ class PretrainConfig:
     # Gaussian noise on the training inputs, this fraction of each field's std over the window (DPOT, arXiv
     # 2403.03542): the model learns to forecast from slightly wrong inputs, as its own rollouts give it. 0: none.
     input_noise: float = 0.0
+    # Pushforward (arXiv 2202.03376): each optimizer step first rolls the model 0..N steps (drawn per step) from the
+    # true window without a gradient and trains on the window that rollout ends in, as a rollout's later steps see
+    # it. Training windows then hold n_steps_output + N output frames. 0: true windows only.
+    pushforward_steps: int = 0
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
     temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size
     difficulty_alpha: float = 1.0  # difficulty exponent: 0 turns difficulty off
@@ -113,6 +117,9 @@ class PretrainConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"config key '{key}' must be a positive integer, got {value!r}")
+        if not isinstance(self.pushforward_steps, int) or isinstance(self.pushforward_steps, bool) \
+                or self.pushforward_steps < 0:
+            raise ValueError(f"config key 'pushforward_steps' must be a whole number >= 0, got {self.pushforward_steps!r}")
         for key in ("learning_rate", "grad_clip"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"config key '{key}' must be > 0, got {getattr(self, key)!r}")
@@ -204,7 +211,7 @@ DATA_FILES_KEY = "data_files"
 # Prefix of those that hold its statistics file and files' modification times (`dataset_version`).
 DATA_VERSION_KEY = "data_version"
 # Keys added after checkpoints were first written, with the behaviour a checkpoint that lacks them was trained under.
-SETTINGS_BEFORE_THE_KEY = {"curriculum_shares": "windows"}
+SETTINGS_BEFORE_THE_KEY = {"curriculum_shares": "windows", "pushforward_steps": 0}
 # Keys that were measured worse and removed (docs/decisions.md): key -> (the value every run now behaves as, the last
 # pdefm version that supported another). A config or checkpoint holding that value is taken as it is.
 REMOVED_TRAINING_KEYS = {"gradient_balance": (False, "0.1.0")}

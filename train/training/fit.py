@@ -40,6 +40,7 @@ from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, 
 from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, DATA_VERSION_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
+from .pushforward import pushforward_batch, pushforward_steps_at
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
@@ -192,7 +193,7 @@ def prepare_run(accelerator: Accelerator, config: PretrainConfig, model, names: 
     """Data streams, curriculum, optimizer and schedule, prepared by Accelerate; the model's config records the
     training keys; `run_info/rank<k>.json` says what this process reads."""
     batches = MultiDatasetBatches(config.data_dir, names, "train", config.batch_size, config.n_steps_input,
-                                  config.n_steps_output, config.use_normalization, config.seed,
+                                  config.n_steps_output + config.pushforward_steps, config.use_normalization, config.seed,
                                   accelerator.process_index, accelerator.num_processes, config.train_trajectories,
                                   config.batch_sizes)
     sampler = CurriculumSampler(batches.full_sizes, config.temperature, config.difficulty_alpha, config.difficulty_eps,
@@ -320,6 +321,11 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
     for micro in range(config.gradient_accumulation_steps):
         result.name = run.sampler.draw()
         batch = run.batches.next_batch(result.name)
+        if config.pushforward_steps:
+            steps = pushforward_steps_at(config.seed, run.step * config.gradient_accumulation_steps + micro,
+                                         config.pushforward_steps)
+            with accelerator.autocast():
+                batch = pushforward_batch(run.model, batch, steps, config.n_steps_output, accelerator.device)
         if config.input_noise:
             batch = {**batch, "input_fields": noisy_inputs(batch["input_fields"], config.input_noise)}
         target = batch["output_fields"].to(accelerator.device)
