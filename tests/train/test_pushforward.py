@@ -9,7 +9,7 @@ from accelerate.state import AcceleratorState
 import pdefm.train.pretrain as pretrain
 from modeling_pdefm import PDEFMModel
 from pdefm.train.training.config import PretrainConfig, resume_conflicts
-from pdefm.train.training.pushforward import pushforward_batch, pushforward_steps_at
+from pdefm.train.training.pushforward import pushforward_batch, pushforward_most, pushforward_steps_at
 
 from conftest import make_batch, tiny_config
 from well_files import write_dataset
@@ -37,6 +37,11 @@ def test_the_drawn_steps_cover_zero_to_the_most_and_are_fixed_by_seed_and_step()
     assert draws == [pushforward_steps_at(0, step, MOST) for step in range(200)]  # a resumed run draws the same
     assert draws != [pushforward_steps_at(1, step, MOST) for step in range(200)]
     assert {pushforward_steps_at(0, step, 0) for step in range(50)} == {0}
+
+
+def test_the_most_steps_grow_from_zero_to_the_configured_over_training():
+    assert [pushforward_most(p, 3) for p in (0.0, 0.2, 0.25, 0.5, 0.74, 0.75, 0.99, 1.0)] == [0, 0, 1, 2, 2, 3, 3, 3]
+    assert pushforward_most(0.9, 0) == 0
 
 
 def test_zero_steps_keep_the_true_window_and_trim_the_targets():

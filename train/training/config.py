@@ -69,9 +69,10 @@ class PretrainConfig:
     # Gaussian noise on the training inputs, this fraction of each field's std over the window (DPOT, arXiv
     # 2403.03542): the model learns to forecast from slightly wrong inputs, as its own rollouts give it. 0: none.
     input_noise: float = 0.0
-    # Pushforward (arXiv 2202.03376): each optimizer step first rolls the model 0..N steps (drawn per step) from the
+    # Pushforward (arXiv 2202.03376): each optimizer step first rolls the model 0..n steps (drawn per step) from the
     # true window without a gradient and trains on the window that rollout ends in, as a rollout's later steps see
-    # it. Training windows then hold n_steps_output + N output frames. 0: true windows only.
+    # it; n grows from 0 to N over training. Training windows hold n_steps_output + N output frames. 0: true
+    # windows only.
     pushforward_steps: int = 0
     # curriculum: p_i ~ |D_i|^temperature * (eps + L_i)^difficulty_alpha
     temperature: float = 0.5  # dataset size exponent: 0 uniform, 1 proportional to size

@@ -40,7 +40,7 @@ from .checkpointing import (CheckpointError, apply_checkpoint, checkpoint_root, 
 from .config import CHANGEABLE_ON_RESUME, DATA_FILES_KEY, DATA_VERSION_KEY, TRAINING_KEYS_IN_MODEL, PretrainConfig, resume_conflicts
 from .curriculum import CurriculumSampler
 from .output_dir import EVALUATION_FOLDER, prepare_output_dir
-from .pushforward import pushforward_batch, pushforward_steps_at
+from .pushforward import pushforward_batch, pushforward_most, pushforward_steps_at
 from .run_lock import output_dir_lock
 from .schedule import WarmupCosine
 
@@ -322,8 +322,8 @@ def train_step(accelerator: Accelerator, config: PretrainConfig, run: RunState) 
         result.name = run.sampler.draw()
         batch = run.batches.next_batch(result.name)
         if config.pushforward_steps:
-            steps = pushforward_steps_at(config.seed, run.step * config.gradient_accumulation_steps + micro,
-                                         config.pushforward_steps)
+            most = pushforward_most(run.schedule.progress(run.step), config.pushforward_steps)
+            steps = pushforward_steps_at(config.seed, run.step * config.gradient_accumulation_steps + micro, most)
             with accelerator.autocast():
                 batch = pushforward_batch(run.model, batch, steps, config.n_steps_output, accelerator.device)
         if config.input_noise:
