@@ -233,7 +233,8 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str
     change: {key: (checkpoint's value, this run's value)}."""
     # A checkpoint written before a key's removal ran as today's runs do when it holds the kept value.
     removed = {key: kept for key, (kept, _) in REMOVED_TRAINING_KEYS.items()}
-    saved, current = {**SETTINGS_BEFORE_THE_KEY, **removed, **saved}, {**removed, **current}
+    before = {key: value for key, value in SETTINGS_BEFORE_THE_KEY.items() if key in current}
+    saved, current = {**before, **removed, **saved}, {**removed, **current}
     keys = (set(saved) | set(current)) - set(CHANGEABLE_ON_RESUME)
     # Checkpoints written before data fingerprints were recorded cannot be compared on them.
     keys -= {k for k in current if k.startswith((DATA_FILES_KEY + ".", DATA_VERSION_KEY + ".")) and k not in saved}
