@@ -31,9 +31,9 @@ from pdefm.train.evaluation.rollout import rollout, trajectory_starts  # noqa: E
 
 
 @torch.no_grad()
-def per_start(forecasters: dict, folder: str, n_spatial_dims: int, steps: int, starts: int):
+def per_start(forecasters: dict, folder: str, n_spatial_dims: int, steps: int, starts: int, n_steps_input: int):
     """`(start labels, {label: [starts, steps]})`: VRMSE per start and step, mean over fields; persistence too."""
-    dataset, rows, steps = trajectory_starts(folder, "test", 4, steps, starts_per_trajectory=starts)
+    dataset, rows, steps = trajectory_starts(folder, "test", n_steps_input, steps, starts_per_trajectory=starts)
     reader = split_reader(dataset)
     windows = np.asarray(reader.window_indices())
     labels, scores = [], {name: [] for name in [*forecasters, "persistence"]}
@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = dict(run.split("=", 1) for run in args.runs)
     args.show = [int(step) for step in args.show.split(",")]
     forecasters = {label: PDEFMForecaster(PDEFMModel.from_pretrained(path)) for label, path in runs.items()}
-    model = next(iter(forecasters.values())).model
-    n_dims = model.config.datasets[args.dataset]["n_spatial_dims"]
-    labels, scores = per_start(forecasters, os.path.join(args.data, args.dataset), n_dims, args.steps, args.starts)
+    first = next(iter(forecasters.values()))
+    n_dims, n_in = first.model.config.datasets[args.dataset]["n_spatial_dims"], first.n_steps_input
+    labels, scores = per_start(forecasters, os.path.join(args.data, args.dataset), n_dims, args.steps, args.starts,
+                               n_in)
     names = list(scores)
     print(f"Rollout VRMSE (mean over fields) of {args.dataset}, test split, `python bench/rollout_starts.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (1 + len(names) * len(args.show)) + "|")
     for i, (file, trajectory, frame) in enumerate(labels):
         cells = [f"{scores[n][i, s - 1]:.3f}" for n in names for s in args.show]
-        print(f"| {file}, {trajectory}, {frame + 4} | " + " | ".join(cells) + " |")
+        print(f"| {file}, {trajectory}, {frame + n_in} | " + " | ".join(cells) + " |")
     frames = np.array([frame for _, _, frame in labels])
     late = frames > np.median(frames)
     print("\n| starts | forecast | " + " | ".join(f"step {s}" for s in range(1, args.steps + 1)) + " |")

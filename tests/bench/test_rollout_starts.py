@@ -23,7 +23,8 @@ def test_the_mean_over_starts_is_the_evaluations_rollout(tmp_path, capsys):
     model = PDEFMModel(PDEFMConfig.from_preset("tiny", datasets=model_specs(str(data), ["flow2d"])))
     model.save_pretrained(tmp_path / "model")
     forecaster = PDEFMForecaster(model)
-    labels, scores = rollout_starts.per_start({"m": forecaster}, str(data / "flow2d"), 2, 6, 3)
+    labels, scores = rollout_starts.per_start({"m": forecaster}, str(data / "flow2d"), 2, 6, 3,
+                                             forecaster.n_steps_input)
     whole = evaluate_rollout(forecaster, str(data / "flow2d"), "test", 2, max_steps=6, starts_per_trajectory=3)
     assert len(labels) == whole["starts"] and scores["m"].shape == (whole["starts"], 6)
     np.testing.assert_allclose(scores["m"].mean(axis=0), whole["vrmse_per_step"], rtol=1e-5)
