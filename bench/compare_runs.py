@@ -117,8 +117,10 @@ def main(argv: list[str]) -> int:
         if not sep:
             print(f"error: {item!r}: expected LABEL=OUTPUT_DIR", file=sys.stderr)
             return 2
-        runs[label], folders[label] = load(folder), folder
-    if not runs:
+        folders[label] = folder
+        if not spectra:  # the spectra read the evaluation alone: a model evaluated without pretraining has no report
+            runs[label] = load(folder)
+    if not folders:
         print(__doc__)
         return 2
     print(change_table(runs) if change else valid_table(folders, runs) if valid else spectra_table(folders) if spectra

@@ -221,6 +221,10 @@ class PDEFMConfig(PretrainedConfig):
         patch_jitter (`bool`, *optional*, defaults to `False`): shift the patch grid every step (random in training,
             a fixed sequence in evaluation) and shift the decoded field back, so patch edges do not stay in one place
             over a rollout (`jitter_layers`; Walrus, arXiv 2511.15684). Not exportable with `torch.export`.
+        jitter_average (`int`, *optional*, defaults to 1): with `patch_jitter`, outside training each step decodes
+            through this many shifts of the patch grid (successive points of the evaluation's sequence) and averages
+            the decoded fields: an ensemble over grids at that many times the network's cost per step. Training
+            draws one shift per step whatever it is; it can be changed on a trained model.
         decoder_film (`bool`, *optional*, defaults to `False`): modulate the input of every decoder block by the
             step's context (dataset, constants, boundaries, time step; FiLM, starting as the identity), so the
             datasets that share a decoder can each shape its full-resolution local operator. Needs `use_film`.
@@ -305,6 +309,7 @@ class PDEFMConfig(PretrainedConfig):
         linear_stencil_frames: int = 0,
         linear_stencil_datasets: list[str] | None = None,
         patch_jitter: bool = False,
+        jitter_average: int = 1,
         decoder_film: bool = False,
         decoder_per_dataset: bool = False,
         change_filter_bands: int = 0,
@@ -360,6 +365,7 @@ class PDEFMConfig(PretrainedConfig):
         self.linear_stencil_datasets = list(linear_stencil_datasets) if isinstance(linear_stencil_datasets, tuple) \
             else linear_stencil_datasets
         self.patch_jitter = patch_jitter
+        self.jitter_average = jitter_average
         self.decoder_film = decoder_film
         self.decoder_per_dataset = decoder_per_dataset
         self.change_filter_bands = change_filter_bands
@@ -402,6 +408,8 @@ class PDEFMConfig(PretrainedConfig):
         if isinstance(self.change_filter_bands, bool) or not isinstance(self.change_filter_bands, int) \
                 or self.change_filter_bands < 0:
             raise ValueError(f"change_filter_bands must be an int >= 0 (0: no filter), got {self.change_filter_bands!r}")
+        if isinstance(self.jitter_average, bool) or not isinstance(self.jitter_average, int) or self.jitter_average < 1:
+            raise ValueError(f"jitter_average must be an int >= 1 (1: one shift per step), got {self.jitter_average!r}")
         if self.decoder_unpatch not in DECODER_UNPATCH:
             raise ValueError(f"decoder_unpatch must be one of {DECODER_UNPATCH}, got {self.decoder_unpatch!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:

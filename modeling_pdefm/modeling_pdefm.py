@@ -561,13 +561,40 @@ class PDEFMModel(PDEFMPreTrainedModel):
         if constants is not None:
             x = torch.cat([x, constants.unsqueeze(1).expand(-1, frames, *constants.shape[1:])], dim=-1)
         latent = head.encode(x.flatten(0, 1))  # [b*T, *space, A]
-        shifts, offset = None, None
+        grids: list[tuple[int, ...] | None] = [None]
         if self.config.patch_jitter:
             if tracing():
                 raise NotImplementedError("patch_jitter decides per axis whether to roll or pad, which a trace cannot "
                                           "follow: export a model whose config has patch_jitter=False")
             patch = self.config.grid_settings(d)[0]
-            shifts = patch_shifts(patch, d, step, self.training)
+            # Outside training, `jitter_average` successive points of the shift sequence per step (one: the step's).
+            k = 1 if self.training else self.config.jitter_average
+            grids = [patch_shifts(patch, d, step * k + j, self.training) for j in range(k)]
+        decoded, states = None, None
+        for shifts in grids:
+            one, grid_states = self._decode_on_grid(name, latent, shifts, periodic, context, batch, frames, all_states)
+            decoded = one if decoded is None else decoded + one
+            states = grid_states if states is None else states  # a token state belongs to one grid: the first's
+        if len(grids) > 1:
+            decoded = decoded / len(grids)
+        delta = head.decode(decoded)
+        if head.stencil_weight is not None:
+            delta = delta + head.stencil(window, periodic)
+        if head.change_log_gain is not None:  # on the whole change: a linear path can pile up small scales too
+            delta = head.filter_change(delta, periodic)
+        return (window[:, -1] + delta if self.config.predict_increment else delta), states
+
+    def _decode_on_grid(self, name: str, latent: torch.Tensor, shifts: tuple[int, ...] | None,
+                        periodic: tuple[bool, ...], context: torch.Tensor | None, batch: int, frames: int,
+                        all_states: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The network's part of one step on one patch grid: `latent [b*T, *space, A]` shifted by `shifts` (None: the
+        fixed grid), tokenised, through the backbone and decoded, shifted back -> decoded latent change
+        `[b, *space, A]` and the token states (as `_predict_next`)."""
+        space = tuple(latent.shape[1:-1])
+        d = len(space)
+        offset = None
+        if shifts is not None:
+            patch = self.config.grid_settings(d)[0]
             latent, offset = shift_fields(latent, shifts, periodic, patch), position_offsets(shifts, patch)
         tokens = self.patch_embeddings(latent, offset)  # [b*T, N, H]
         grid = self.patch_embeddings.grid(tuple(latent.shape[1:-1]))
@@ -593,9 +620,4 @@ class PDEFMModel(PDEFMPreTrainedModel):
                                                             periodic, context)
         if shifts is not None:
             decoded = unshift_fields(decoded, shifts, periodic, space)
-        delta = head.decode(decoded)
-        if head.stencil_weight is not None:
-            delta = delta + head.stencil(window, periodic)
-        if head.change_log_gain is not None:  # on the whole change: a linear path can pile up small scales too
-            delta = head.filter_change(delta, periodic)
-        return (window[:, -1] + delta if self.config.predict_increment else delta), states
+        return decoded, states
