@@ -505,6 +505,27 @@ def rollout_starts(runs: dict) -> str:
     return "starts spread over every test trajectory (" + ", ".join(f"{s} over {t}" for s, t in counts) + " per dataset)"
 
 
+def sizes_present(runs: dict) -> list[str]:
+    """The baseline sizings that have runs (`default`, `matched`): what the document's columns hold, whatever the
+    last process that shared `--out` listed in its settings."""
+    keys = [key for key, _ in MAIN_RUNS if key in runs and key != "pdefm" and key not in YARDSTICKS]
+    return [sizing for sizing, present in (("default", any(not k.endswith("_matched") for k in keys)),
+                                           ("matched", any(k.endswith("_matched") for k in keys))) if present]
+
+
+def seeds_per_model(runs: dict) -> str:
+    """`; PDE-FM, FNO: seeds 0, 1, 2; U-Net: seed 0` where the main runs were not all made with the same seeds,
+    else nothing: a cell without a ± is then one seed's number, not a mean."""
+    by_seeds: dict[tuple[int, ...], list[str]] = {}
+    for key, label in MAIN_RUNS:
+        if key in runs and key not in YARDSTICKS:
+            by_seeds.setdefault(tuple(sorted(runs[key])), []).append(label)
+    if len(by_seeds) < 2:
+        return ""
+    return "; " + "; ".join(f"{', '.join(labels)}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                            for seeds, labels in sorted(by_seeds.items(), key=lambda item: -len(item[0])))
+
+
 def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     with open(os.path.join(out, "benchmark_settings.json")) as f:
         settings = json.load(f)
@@ -554,7 +575,7 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
             "- Baselines are the_well 1.2.0's own `UNetConvNext`, `UNetClassic` and `FNO` (neuraloperator 0.3.0), "
             + {"default": "at their constructors' default sizes.",
                "matched": "with the width whose parameter count is closest to PDE-FM's on each dataset."}.get(
-                   " ".join(settings.get("baseline_sizes", ["default"])),
+                   " ".join(sizes_present(runs) or settings.get("baseline_sizes", ["default"])),
                    "at their constructors' default sizes and, as \"(PDE-FM's size)\", with the width whose parameter "
                    "count is closest to PDE-FM's on each dataset (equal compute and equal capacity)."),
         ]
@@ -565,7 +586,8 @@ def write_benchmark_doc(out: str, doc_path: str, command: str) -> str:
     if grids:
         parts += [f"- Data: `{settings['data']}`; grids: {grids}."]
     parts += [
-        f"- Seeds: {', '.join(str(s) for s in seeds)} (table cells: mean ± sample standard deviation over seeds).",
+        f"- Seeds: {', '.join(str(s) for s in seeds)} (table cells: mean ± sample standard deviation over seeds"
+        + seeds_per_model(runs) + ").",
         f"- Evaluation on the test splits, on denormalised fields: one-step VRMSE over {settings['eval_batches']} batches "
         f"of 8 windows spread evenly over each split; rollouts from {rollout_starts(runs)}, fed back for "
         f"{settings['rollout_steps']} steps, VRMSE averaged over the starts and over The Well's windows of steps.",

@@ -23,3 +23,17 @@ def test_each_floor_is_met_or_missed_by_the_numbers():
     assert "- PDE-FM's rollout VRMSE 13:30 is below persistence's on 1 of 2 datasets (floor: 5 of 6): missed." in lines
     # the yardsticks are not counted among the baselines that should beat persistence
     assert "Baselines beating persistence (one-step) on at least 4 of 2 datasets: 0 of 3 (FNO 2" in text
+
+
+def test_the_setup_names_the_seeds_and_sizes_each_model_has():
+    """A benchmark whose models were run with different seeds says which: a cell without a ± is one seed's number."""
+    from pdefm.studies.benchmark_report import seeds_per_model, sizes_present
+
+    doc = {"datasets": {}}
+    runs = {"pdefm": {0: doc, 1: doc, 2: doc}, "fno": {0: doc, 1: doc, 2: doc}, "unet_classic": {0: doc},
+            "fno_matched": {0: doc}, "linear_stencil": {0: doc}}
+    assert seeds_per_model(runs) == "; PDE-FM, FNO: seeds 0, 1, 2; U-Net, FNO (PDE-FM's size): seed 0"
+    assert sizes_present(runs) == ["default", "matched"]
+    same = {"pdefm": {0: doc, 1: doc}, "fno": {0: doc, 1: doc}, "linear_stencil": {0: doc}}
+    assert seeds_per_model(same) == "" and sizes_present(same) == ["default"]
+    assert sizes_present({"pdefm": {0: doc}, "fno_matched": {0: doc}}) == ["matched"]
