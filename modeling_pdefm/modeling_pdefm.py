@@ -552,7 +552,8 @@ class PDEFMModel(PDEFMPreTrainedModel):
                       step: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One step. `window [b, T, *space, C]` (normalised) -> next frame `[b, *space, C]` and the token states
         `[b, T, *grid, hidden]` (every layer's with `all_states`, else the backbone's output alone). `step`, the
-        rollout's step, picks the patch grid's shift under `patch_jitter`."""
+        rollout's step, picks the patch grid's shift under `patch_jitter` (outside training, the `jitter_average`
+        shifts whose decoded fields are averaged)."""
         head = self.dataset_heads[name]
         batch, frames = window.shape[:2]
         space = tuple(window.shape[2:-1])
