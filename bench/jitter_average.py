@@ -43,7 +43,7 @@ def evaluation(model_dir: str, count: int, data: str, names: list[str], split: s
     results = evaluate_model(forecaster, data, names, split, rollout_steps, show_progress=False)
     write_evaluation(out, results, {"model": model_dir, "data": data, "split": split, "jitter_average": count,
                                     "command": "python bench/jitter_average.py"}, figures=False)
-    with open(path) as f:
+    with open(path) as f:  # the file's JSON form, so a fresh evaluation and a reread one are the same dict
         return json.load(f)["datasets"]
 
 

@@ -408,8 +408,6 @@ class PDEFMConfig(PretrainedConfig):
         if isinstance(self.change_filter_bands, bool) or not isinstance(self.change_filter_bands, int) \
                 or self.change_filter_bands < 0:
             raise ValueError(f"change_filter_bands must be an int >= 0 (0: no filter), got {self.change_filter_bands!r}")
-        if isinstance(self.jitter_average, bool) or not isinstance(self.jitter_average, int) or self.jitter_average < 1:
-            raise ValueError(f"jitter_average must be an int >= 1 (1: one shift per step), got {self.jitter_average!r}")
         if self.decoder_unpatch not in DECODER_UNPATCH:
             raise ValueError(f"decoder_unpatch must be one of {DECODER_UNPATCH}, got {self.decoder_unpatch!r}")
         if self.decoder_conv_padding not in CONV_PADDINGS:
@@ -418,7 +416,7 @@ class PDEFMConfig(PretrainedConfig):
                     "ssm_state_size", "ssm_head_dim", "ssm_expand", "ssm_conv_kernel", "ssm_chunk_size",
                     "spectral_token_modes", "spectral_token_modes_3d", "num_attention_heads",
                     "decoder_width", "decoder_layers", "decoder_modes", "decoder_modes_3d", "decoder_skip_frames",
-                    "n_steps_input", "n_steps_output"):
+                    "n_steps_input", "n_steps_output", "jitter_average"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive int, got {value!r}")

@@ -71,5 +71,5 @@ def test_training_draws_one_grid_whatever_jitter_average_says():
 
 @pytest.mark.parametrize("value", [0, -2, True, 1.5, "2"])
 def test_jitter_average_refuses_what_is_not_a_count(value):
-    with pytest.raises(ValueError, match="jitter_average must be an int >= 1"):
+    with pytest.raises(ValueError, match="jitter_average must be a positive int"):
         PDEFMConfig.from_preset("tiny", jitter_average=value)
